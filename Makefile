@@ -1,0 +1,120 @@
+# huiqi: one non-recursive GNU make file. `make` builds build/huiqid and the tools,
+# `make test` installs what is missing, builds and runs every test (unit,
+# integration, and both again under ASan+UBSan), `make run` starts Redis and huiqid
+# with demo data. `make help` lists the rest.
+
+CC       ?= cc
+BUILD    ?= build
+PKGS     := libuv jansson hiredis libcurl libcrypto
+STD      := -std=c11 -D_POSIX_C_SOURCE=200809L
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wpointer-arith -Wcast-qual -Wwrite-strings -Wvla -Wformat=2 -Wundef
+WERROR   ?= -Werror
+OPT      ?= -O2
+DEBUG    ?= -g
+SAN      ?=
+# x86-64-v2 (2009 and later: POPCNT, SSE4.2) makes popcount one instruction.
+ARCH     ?= $(if $(filter x86_64,$(shell uname -m)),-march=x86-64-v2 -mtune=generic,)
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+LLHTTP_DIR ?= /usr/share/llhttp
+LLHTTP_INC ?= /usr/share/include/llhttp
+
+ALL_CFLAGS = $(STD) $(WARN) $(WERROR) $(OPT) $(DEBUG) $(ARCH) $(SAN) -I. $(PKG_CFLAGS) $(CFLAGS)
+LDLIBS_ALL = $(PKG_LIBS) -lpthread -lm $(LDLIBS)
+
+PURE_SRC := common/xalloc.c \
+            matcher/rule.c matcher/cont.c matcher/matcher.c matcher/eval.c matcher/polset.c \
+            tags/uscc.c tags/taxonomy.c tags/date.c
+STORE_SRC := store/redis_uv.c store/link.c store/store.c store/store_load.c
+API_SRC  := api/main.c api/config.c api/log.c api/server.c api/httpd.c api/router.c \
+            api/json.c api/h_tags.c api/h_enterprises.c api/h_policies.c api/h_health.c \
+            api/app.c
+UNIT_SRC := tests/unit_main.c tests/test_matcher.c tests/test_tags.c
+
+PURE_OBJ  := $(PURE_SRC:%.c=$(BUILD)/%.o)
+STORE_OBJ := $(STORE_SRC:%.c=$(BUILD)/%.o)
+API_OBJ   := $(API_SRC:%.c=$(BUILD)/%.o)
+UNIT_OBJ  := $(UNIT_SRC:%.c=$(BUILD)/%.o)
+LLHTTP_OBJ := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o
+BLOB_OBJ  := $(BUILD)/tags/default_taxonomy.o
+
+.PHONY: all deps test unit integration asan test-asan run stop demo bench fuzz clean \
+        format check-format lint help
+.DEFAULT_GOAL := all
+
+all: $(BUILD)/huiqid $(BUILD)/unit
+
+help:
+	@echo "make            build $(BUILD)/huiqid and $(BUILD)/unit"
+	@echo "make run        install deps, build, start Redis + huiqid with demo data"
+	@echo "make test       install deps, build, run unit + integration tests, then under ASan+UBSan"
+	@echo "make unit       unit tests only;  make integration: integration tests only"
+	@echo "make asan       build into build-asan/ with -fsanitize=address,undefined"
+	@echo "make format / check-format / lint"
+
+deps:
+	@./deploy/install-deps.sh
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+# llhttp comes as C sources in Debian's node-llhttp package; it is compiled from
+# there (never copied into the tree) with its own, milder warning set.
+$(BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 $(OPT) $(DEBUG) $(ARCH) $(SAN) -w -I$(LLHTTP_INC) -c $< -o $@
+
+# The default taxonomy is linked into the binary so huiqid runs from anywhere.
+$(BUILD)/tags/default_taxonomy.o: tags/taxonomy.tsv
+	@mkdir -p $(dir $@)
+	printf '.section .rodata\n.global huiqi_default_taxonomy\n.global huiqi_default_taxonomy_end\nhuiqi_default_taxonomy:\n.incbin "%s"\nhuiqi_default_taxonomy_end:\n.byte 0\n.section .note.GNU-stack,"",@progbits\n' "$<" > $(BUILD)/tags/default_taxonomy.S
+	$(CC) -c $(BUILD)/tags/default_taxonomy.S -o $@
+
+$(BUILD)/huiqid: $(API_OBJ) $(STORE_OBJ) $(PURE_OBJ) $(LLHTTP_OBJ) $(BLOB_OBJ)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/unit: $(UNIT_OBJ) $(PURE_OBJ) $(BLOB_OBJ)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
+
+$(BUILD)/api/%.o: ALL_CFLAGS += -I$(LLHTTP_INC)
+
+unit: $(BUILD)/unit
+	./$(BUILD)/unit
+
+integration: $(BUILD)/huiqid
+	python3 tests/integration/run.py --huiqid $(BUILD)/huiqid
+
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+asan:
+	$(MAKE) BUILD=build-asan SAN="$(SANFLAGS)" OPT=-O1 all
+
+test-asan: asan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 ./build-asan/unit
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    python3 tests/integration/run.py --huiqid build-asan/huiqid --sanitized
+
+test: deps
+	$(MAKE) all
+	./$(BUILD)/unit
+	python3 tests/integration/run.py --huiqid $(BUILD)/huiqid
+	$(MAKE) test-asan
+
+run: deps all
+	./deploy/run.sh $(BUILD)/huiqid
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+check-format:
+	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
+
+lint:
+	cppcheck --error-exitcode=1 --quiet --enable=warning,performance,portability \
+	    --suppress=missingIncludeSystem -I. $$(git ls-files '*.c')
+
+clean:
+	rm -rf build build-asan
+
+-include $(wildcard $(BUILD)/*/*.d)

@@ -1,0 +1,13 @@
+/* The explicit list of unit tests, in run order. */
+TEST(bitset_set_test_clear)
+TEST(rule_normalize_and_match)
+TEST(cont_array_bitmap_transitions)
+TEST(matcher_put_errors)
+TEST(matcher_oracle_one_word)
+TEST(matcher_oracle_wide_rows)
+TEST(matcher_oracle_dense_block)
+TEST(uscc_check)
+TEST(date_roundtrip_and_parse)
+TEST(taxonomy_parse_small)
+TEST(taxonomy_parse_errors)
+TEST(taxonomy_default_file)
