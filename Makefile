@@ -25,11 +25,12 @@ LDLIBS_ALL = $(PKG_LIBS) -lpthread -lm $(LDLIBS)
 
 PURE_SRC := common/xalloc.c \
             matcher/rule.c matcher/cont.c matcher/matcher.c matcher/eval.c matcher/polset.c \
-            tags/uscc.c tags/taxonomy.c tags/date.c
-STORE_SRC := store/redis_uv.c store/link.c store/store.c store/store_load.c
+            tags/uscc.c tags/taxonomy.c tags/date.c tags/rules.c common/sbuf.c
+STORE_SRC := store/redis_uv.c store/link.c store/store.c store/store_load.c store/codec.c \
+            store/scripts.c
 API_SRC  := api/main.c api/config.c api/log.c api/server.c api/httpd.c api/router.c \
-            api/json.c api/h_tags.c api/h_enterprises.c api/h_policies.c api/h_health.c \
-            api/app.c
+            api/json.c api/app.c api/ent_input.c api/pol_input.c api/h_tags.c \
+            api/h_enterprises.c api/h_policies.c api/h_match.c api/h_health.c
 UNIT_SRC := tests/unit_main.c tests/test_matcher.c tests/test_tags.c
 
 PURE_OBJ  := $(PURE_SRC:%.c=$(BUILD)/%.o)
@@ -37,7 +38,7 @@ STORE_OBJ := $(STORE_SRC:%.c=$(BUILD)/%.o)
 API_OBJ   := $(API_SRC:%.c=$(BUILD)/%.o)
 UNIT_OBJ  := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 LLHTTP_OBJ := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o
-BLOB_OBJ  := $(BUILD)/tags/default_taxonomy.o
+BLOB_OBJ  := $(BUILD)/tags/default_taxonomy.o $(BUILD)/tags/default_rules.o
 
 .PHONY: all deps test unit integration asan test-asan run stop demo bench fuzz clean \
         format check-format lint help
@@ -66,11 +67,17 @@ $(BUILD)/llhttp/%.o: $(LLHTTP_DIR)/%.c
 	@mkdir -p $(dir $@)
 	$(CC) -std=c11 $(OPT) $(DEBUG) $(ARCH) $(SAN) -w -I$(LLHTTP_INC) -c $< -o $@
 
-# The default taxonomy is linked into the binary so huiqid runs from anywhere.
-$(BUILD)/tags/default_taxonomy.o: tags/taxonomy.tsv
+# The default taxonomy and rules are linked into the binary so huiqid runs from
+# anywhere: an assembler .incbin of the data file, between two symbols.
+define EMBED
 	@mkdir -p $(dir $@)
-	printf '.section .rodata\n.global huiqi_default_taxonomy\n.global huiqi_default_taxonomy_end\nhuiqi_default_taxonomy:\n.incbin "%s"\nhuiqi_default_taxonomy_end:\n.byte 0\n.section .note.GNU-stack,"",@progbits\n' "$<" > $(BUILD)/tags/default_taxonomy.S
-	$(CC) -c $(BUILD)/tags/default_taxonomy.S -o $@
+	printf '.section .rodata\n.global $(1)\n.global $(1)_end\n$(1):\n.incbin "%s"\n$(1)_end:\n.byte 0\n.section .note.GNU-stack,"",@progbits\n' "$<" > $(@:.o=.S)
+	$(CC) -c $(@:.o=.S) -o $@
+endef
+$(BUILD)/tags/default_taxonomy.o: tags/taxonomy.tsv
+	$(call EMBED,huiqi_default_taxonomy)
+$(BUILD)/tags/default_rules.o: tags/rules.conf
+	$(call EMBED,huiqi_default_rules)
 
 $(BUILD)/huiqid: $(API_OBJ) $(STORE_OBJ) $(PURE_OBJ) $(LLHTTP_OBJ) $(BLOB_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)

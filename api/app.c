@@ -1,0 +1,340 @@
+/* The application: routes, request dispatch and access logs, start-up (taxonomy,
+ * rules, store, server) and shutdown. */
+#include "api/app.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/log.h"
+#include "api/pol_input.h"
+#include "common/xalloc.h"
+#include "tags/date.h"
+
+extern const char huiqi_default_taxonomy[];
+extern const char huiqi_default_taxonomy_end[];
+extern const char huiqi_default_rules[];
+extern const char huiqi_default_rules_end[];
+
+#define SMALL_BODY (64 * 1024) /* what a route without a body may still send */
+
+static const route_t app_routes[] = {
+    {HTTPD_GET, "/healthz", h_healthz, ROUTE_PUBLIC, "healthz"},
+    {HTTPD_GET, "/readyz", h_readyz, ROUTE_PUBLIC, "readyz"},
+    {HTTPD_GET, "/v1/tags", h_tags_list, 0, "tags.list"},
+    {HTTPD_POST, "/v1/enterprises", h_ent_create, ROUTE_BODY, "enterprises.create"},
+    {HTTPD_GET, "/v1/enterprises", h_ent_list, 0, "enterprises.list"},
+    {HTTPD_GET, "/v1/enterprises/:uscc", h_ent_get, 0, "enterprises.get"},
+    {HTTPD_PUT, "/v1/enterprises/:uscc", h_ent_put, ROUTE_BODY, "enterprises.put"},
+    {HTTPD_PATCH, "/v1/enterprises/:uscc", h_ent_patch, ROUTE_BODY, "enterprises.patch"},
+    {HTTPD_DELETE, "/v1/enterprises/:uscc", h_ent_delete, 0, "enterprises.delete"},
+    {HTTPD_GET, "/v1/enterprises/:uscc/policies", h_ent_package, 0, "enterprises.package"},
+    {HTTPD_POST, "/v1/policies", h_pol_create, ROUTE_BODY, "policies.create"},
+    {HTTPD_GET, "/v1/policies", h_pol_list, 0, "policies.list"},
+    {HTTPD_GET, "/v1/policies/:id", h_pol_get, 0, "policies.get"},
+    {HTTPD_PUT, "/v1/policies/:id", h_pol_put, ROUTE_BODY, "policies.put"},
+    {HTTPD_DELETE, "/v1/policies/:id", h_pol_delete, 0, "policies.delete"},
+    {HTTPD_POST, "/v1/policies/:id/publish", h_pol_publish, 0, "policies.publish"},
+    {HTTPD_POST, "/v1/policies/:id/withdraw", h_pol_withdraw, 0, "policies.withdraw"},
+    {HTTPD_GET, "/v1/policies/:id/audience", h_pol_audience, 0, "policies.audience"},
+    {HTTPD_POST, "/v1/audience", h_audience_preview, ROUTE_BODY, "audience.preview"},
+};
+
+#define NROUTES (sizeof app_routes / sizeof app_routes[0])
+
+/* Per-request routing outcome kept between head and request time. */
+typedef struct route_miss {
+    int status;
+    char allow[64];
+} route_miss_t;
+
+int32_t app_today(const app_t *app) {
+    return date_at(time(NULL), app->cfg->utc_offset_min);
+}
+
+/* ---------------------------------------------------------------------------
+ * Dispatch
+ * ------------------------------------------------------------------------- */
+
+static int app_on_head(void *arg, api_req_t *req) {
+    app_t *app = arg;
+    const route_t *rt = NULL;
+    route_miss_t *miss = xcalloc(1, sizeof *miss);
+    int st = router_match(app_routes, NROUTES, req->http->method, req, &rt, miss->allow,
+                          sizeof miss->allow);
+    req->http->body_limit = SMALL_BODY;
+    if (st == 0) {
+        free(miss);
+        req->route = rt;
+        if (rt->flags & ROUTE_BODY) {
+            req->http->body_limit = app->cfg->max_body;
+        }
+        return 0;
+    }
+    miss->status = st;
+    req->ctx = miss;
+    return 0;
+}
+
+static void app_on_request(void *arg, api_req_t *req) {
+    app_t *app = arg;
+    app->requests++;
+    const route_t *rt = req->route;
+    if (rt == NULL) {
+        route_miss_t *miss = req->ctx;
+        req->ctx = NULL;
+        int st = miss ? miss->status : 404;
+        if (st == 405) {
+            char hdr[96];
+            snprintf(hdr, sizeof hdr, "Allow: %s\r\n", miss->allow);
+            free(miss);
+            /* api_error sets no Allow header; build the answer here. */
+            json_t *err = json_pack("{s:{s:s,s:s,s:n}}", "error", "code", "method_not_allowed",
+                                    "message", "this resource does not support that method",
+                                    "field");
+            api_reply_json(req, 405, err, hdr);
+            return;
+        }
+        free(miss);
+        if (st == 400) {
+            api_error(req, 400, "bad_path", NULL, "the path has a malformed %%-escape");
+        } else {
+            api_error(req, 404, "not_found", NULL, "no such resource: %s", req->path);
+        }
+        return;
+    }
+    rt->fn(app, req);
+}
+
+static void app_on_done(void *arg, api_req_t *req, size_t body_len) {
+    app_t *app = arg;
+    if (!app->cfg->access_log || log_level() > LOG_LEVEL_INFO) {
+        return;
+    }
+    const route_t *rt = req->route;
+    double ms = (double)(uv_hrtime() - req->start_ns) / 1e6;
+    char path[256];
+    log_escape(req->path, strlen(req->path), path, sizeof path);
+    log_write(LOG_LEVEL_INFO, "request",
+              "\"rid\":\"%s\",\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\",\"status\":%d,"
+              "\"bytes\":%zu,\"ms\":%.3f",
+              req->id, httpd_method_name(req->http ? req->http->method : HTTPD_OTHER), path,
+              rt ? rt->name : "-", req->status, body_len, ms);
+}
+
+/* ---------------------------------------------------------------------------
+ * Store events and signals
+ * ------------------------------------------------------------------------- */
+
+static void app_on_store_event(void *arg, int event, const char *detail) {
+    app_t *app = arg;
+    char d[512];
+    log_escape(detail ? detail : "", detail ? strlen(detail) : 0, d, sizeof d);
+    switch (event) {
+    case STORE_EV_READY:
+        LOG_INFO("ready", "\"detail\":\"%s\"", d);
+        break;
+    case STORE_EV_DOWN:
+        LOG_WARN("redis down", "\"detail\":\"%s\"", d);
+        break;
+    case STORE_EV_LOADING:
+        LOG_INFO("reloading", "\"detail\":\"%s\"", d);
+        break;
+    case STORE_EV_FATAL:
+        LOG_ERROR("fatal", "\"detail\":\"%s\"", d);
+        fprintf(stderr, "huiqid: %s\n", detail ? detail : "fatal error");
+        app->exit_code = 1;
+        app_stop(app);
+        break;
+    default:
+        break;
+    }
+}
+
+static void app_on_signal(uv_signal_t *h, int signum) {
+    app_t *app = h->data;
+    LOG_INFO("stopping", "\"signal\":%d", signum);
+    app_stop(app);
+}
+
+/* ---------------------------------------------------------------------------
+ * Start and stop
+ * ------------------------------------------------------------------------- */
+
+static char *app_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return NULL;
+    }
+    size_t cap = 65536;
+    size_t n = 0;
+    char *buf = xmalloc(cap);
+    size_t k;
+    while ((k = fread(buf + n, 1, cap - n, f)) > 0) {
+        n += k;
+        if (n == cap) {
+            if (cap > (64u << 20)) {
+                break; /* no sane taxonomy or rules file is this large */
+            }
+            cap *= 2;
+            buf = xrealloc(buf, cap);
+        }
+    }
+    int err = ferror(f);
+    fclose(f);
+    if (err) {
+        free(buf);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+static int app_load_text(const char *path, const char *def, const char *def_end, char **buf,
+                         size_t *len, const char *what) {
+    if (path == NULL) {
+        *len = (size_t)(def_end - def);
+        *buf = xmemdup(def, *len);
+        return 0;
+    }
+    *buf = app_read_file(path, len);
+    if (*buf == NULL) {
+        fprintf(stderr, "huiqid: cannot read the %s file %s: %s\n", what, path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void app_group_keys(app_t *app) {
+    unsigned ntags = taxonomy_count(app->tax, TAX_ENTERPRISE);
+    app->group_keys = xcalloc(ntags + 1, sizeof *app->group_keys);
+    app->group_keys[0] = xstrdup("unknown");
+    unsigned g = 0;
+    for (unsigned i = 0; i < ntags && g < MATCHER_MAX_GROUPS; i++) {
+        const tax_tag_t *t = taxonomy_tag(app->tax, TAX_ENTERPRISE, i);
+        if (strcmp(t->klass->code, "region") != 0) {
+            continue;
+        }
+        const char *key = t->ref[0] ? t->ref : t->code;
+        if (!t->ref[0] && strncmp(key, "region.", 7) == 0) {
+            key += 7;
+        }
+        app->group_keys[++g] = xstrdup(key);
+    }
+    app->ngroups = g;
+}
+
+int app_start(app_t *app, uv_loop_t *loop, const config_t *cfg) {
+    memset(app, 0, sizeof *app);
+    app->loop = loop;
+    app->cfg = cfg;
+    char err[512];
+    char *text;
+    size_t len;
+    if (app_load_text(cfg->taxonomy_path, huiqi_default_taxonomy, huiqi_default_taxonomy_end,
+                      &text, &len, "taxonomy")) {
+        return -1;
+    }
+    int rc = taxonomy_parse(text, len, &app->tax, err, sizeof err);
+    free(text);
+    if (rc) {
+        fprintf(stderr, "huiqid: taxonomy %s: %s\n", cfg->taxonomy_path ? cfg->taxonomy_path : "(built-in)", err);
+        return -1;
+    }
+    if (app_load_text(cfg->rules_path, huiqi_default_rules, huiqi_default_rules_end, &text, &len,
+                      "rules")) {
+        return -1;
+    }
+    rc = rules_parse(text, len, app->tax, &app->rules, err, sizeof err);
+    free(text);
+    if (rc) {
+        fprintf(stderr, "huiqid: rules %s: %s\n", cfg->rules_path ? cfg->rules_path : "(built-in)", err);
+        return -1;
+    }
+    app_group_keys(app);
+    app->scratch = matcher_scratch_new();
+    store_opts_t so = {
+        .redis_host = cfg->redis_unix[0] ? NULL : cfg->redis_host,
+        .redis_port = cfg->redis_port,
+        .redis_unix = cfg->redis_unix[0] ? cfg->redis_unix : NULL,
+        .connect_timeout_ms = 1000,
+        .command_timeout_ms = cfg->redis_timeout_ms,
+        .max_inflight = cfg->redis_max_inflight,
+    };
+    app->store = store_new(loop, &so, app->tax, app_on_store_event, app);
+    if (app->store == NULL) {
+        fprintf(stderr, "huiqid: bad Redis address\n");
+        return -1;
+    }
+    server_cbs_t cbs = {.on_head = app_on_head, .on_request = app_on_request,
+                        .on_done = app_on_done};
+    server_opts_t sopts = {
+        .host = cfg->listen_host,
+        .port = cfg->listen_port,
+        .max_conns = cfg->max_conns,
+        .header_timeout_ms = cfg->header_timeout_ms,
+        .idle_timeout_ms = cfg->idle_timeout_ms,
+    };
+    rc = server_start(loop, &sopts, &cbs, app, &app->srv);
+    if (rc) {
+        fprintf(stderr, "huiqid: cannot listen on %s:%d: %s\n", cfg->listen_host, cfg->listen_port,
+                uv_strerror(rc));
+        app->exit_code = 1;
+        store_close(app->store, NULL, NULL);
+        app->store = NULL;
+        return -1;
+    }
+    uv_signal_init(loop, &app->sig_term);
+    uv_signal_init(loop, &app->sig_int);
+    app->sig_term.data = app->sig_int.data = app;
+    uv_signal_start(&app->sig_term, app_on_signal, SIGTERM);
+    uv_signal_start(&app->sig_int, app_on_signal, SIGINT);
+    char r[300];
+    if (cfg->redis_unix[0]) {
+        snprintf(r, sizeof r, "%s", cfg->redis_unix);
+    } else {
+        snprintf(r, sizeof r, "%s:%d", cfg->redis_host, cfg->redis_port);
+    }
+    LOG_INFO("listening", "\"listen\":\"%s:%d\",\"redis\":\"%s\",\"enterprise_tags\":%u,"
+             "\"policy_tags\":%u,\"rules\":%u",
+             cfg->listen_host, server_port(app->srv), r,
+             taxonomy_count(app->tax, TAX_ENTERPRISE), taxonomy_count(app->tax, TAX_POLICY),
+             rules_count(app->rules));
+    return 0;
+}
+
+void app_stop(app_t *app) {
+    if (app->stopping) {
+        return;
+    }
+    app->stopping = 1;
+    if (app->srv) {
+        server_stop(app->srv, NULL, NULL);
+    }
+    if (app->store) {
+        store_close(app->store, NULL, NULL);
+    }
+    if (app->srv) {
+        uv_close((uv_handle_t *)&app->sig_term, NULL);
+        uv_close((uv_handle_t *)&app->sig_int, NULL);
+    }
+}
+
+void app_destroy(app_t *app) {
+    pol_cache_free(app);
+    for (int v = 0; v < TAX_NVOCAB; v++) {
+        free(app->tags_json[v]);
+    }
+    if (app->group_keys) {
+        for (unsigned g = 0; g <= app->ngroups; g++) {
+            free(app->group_keys[g]);
+        }
+        free(app->group_keys);
+    }
+    matcher_scratch_free(app->scratch);
+    rules_free(app->rules);
+    taxonomy_free(app->tax);
+    memset(app, 0, sizeof *app);
+}

@@ -1,0 +1,100 @@
+/* The application: what handlers share (configuration, taxonomy, rules, store,
+ * scratch memory) and the helpers they answer with. One app per process, passed
+ * explicitly; nothing here is global. */
+#ifndef HUIQI_API_APP_H
+#define HUIQI_API_APP_H
+
+#include <jansson.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "api/config.h"
+#include "api/router.h"
+#include "api/server.h"
+#include "matcher/matcher.h"
+#include "store/store.h"
+#include "tags/rules.h"
+#include "tags/taxonomy.h"
+
+typedef struct app {
+    uv_loop_t *loop;
+    const config_t *cfg;
+    taxonomy_t *tax;
+    rules_t *rules;
+    store_t *store;
+    server_t *srv;
+    matcher_scratch_t *scratch;
+    uv_signal_t sig_term, sig_int;
+    int stopping;
+    int exit_code;
+    int fatal;
+    uint64_t requests;
+    struct pol_cache *pcache; /* policy views, see pol_input.h */
+    /* Audience keys per matcher group: [0] "unknown", then one per region tag. */
+    char **group_keys;
+    unsigned ngroups;
+    /* GET /v1/tags answers, rendered once per vocabulary (optionally per class on
+     * demand). */
+    char *tags_json[TAX_NVOCAB];
+} app_t;
+
+/* Builds the app from 'cfg': loads the taxonomy and rules, starts the store and the
+ * HTTP server. Returns 0, or -1 after logging why. */
+int app_start(app_t *app, uv_loop_t *loop, const config_t *cfg);
+/* Stops serving and closes everything; the loop then ends by itself. */
+void app_stop(app_t *app);
+/* Frees what app_start allocated (after the loop has ended). */
+void app_destroy(app_t *app);
+
+/* Today's date in the configured zone, as days since 1970-01-01. */
+int32_t app_today(const app_t *app);
+
+/* ---- answering --------------------------------------------------------- */
+
+/* Answers with 'body' (a reference is stolen) serialised compactly. */
+void api_reply_json(api_req_t *req, int status, json_t *body, const char *headers);
+/* {"error":{"code","message","field"}}; 'field' may be NULL. */
+void api_error(api_req_t *req, int status, const char *code, const char *field, const char *fmt,
+               ...) __attribute__((format(printf, 5, 6)));
+/* Maps a store error (-ENOTCONN, -EAGAIN, -ENOBUFS, -EIO, ...) to its answer. */
+void api_store_error(api_req_t *req, int rc, const char *what);
+/* Answers 204 with no body. */
+void api_no_content(api_req_t *req);
+
+/* ---- reading --------------------------------------------------------------- */
+
+/* Parses the request body as a JSON object (content type application/json, or
+ * application/merge-patch+json when 'merge_patch'). Returns 0 with a new reference
+ * in '*out', or -1 after answering the error. */
+int api_read_object(api_req_t *req, json_t **out, int merge_patch);
+/* The decoded value of query parameter 'name' into 'buf'. Returns 1 when present, 0
+ * when absent, -1 when malformed or longer than buflen - 1. */
+int api_query(const api_req_t *req, const char *name, char *buf, size_t buflen);
+/* Reads an optional unsigned integer query parameter within [min, max]; answers 400
+ * and returns -1 when malformed; returns 0 otherwise with '*v' set (default kept). */
+int api_query_uint(api_req_t *req, const char *name, unsigned long long min,
+                   unsigned long long max, unsigned long long *v);
+
+/* ---- handlers (api/h_*.c) ------------------------------------------------- */
+
+void h_healthz(app_t *app, api_req_t *req);
+void h_readyz(app_t *app, api_req_t *req);
+void h_tags_list(app_t *app, api_req_t *req);
+void h_ent_create(app_t *app, api_req_t *req);
+void h_ent_list(app_t *app, api_req_t *req);
+void h_ent_get(app_t *app, api_req_t *req);
+void h_ent_put(app_t *app, api_req_t *req);
+void h_ent_patch(app_t *app, api_req_t *req);
+void h_ent_delete(app_t *app, api_req_t *req);
+void h_ent_package(app_t *app, api_req_t *req);
+void h_pol_create(app_t *app, api_req_t *req);
+void h_pol_list(app_t *app, api_req_t *req);
+void h_pol_get(app_t *app, api_req_t *req);
+void h_pol_put(app_t *app, api_req_t *req);
+void h_pol_delete(app_t *app, api_req_t *req);
+void h_pol_publish(app_t *app, api_req_t *req);
+void h_pol_withdraw(app_t *app, api_req_t *req);
+void h_pol_audience(app_t *app, api_req_t *req);
+void h_audience_preview(app_t *app, api_req_t *req);
+
+#endif

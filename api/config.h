@@ -1,0 +1,37 @@
+/* huiqid configuration: command-line flags, each with an environment-variable twin
+ * (flag wins over environment, environment over default). Unknown flags and bad
+ * values are errors: the service never starts on a configuration it misread. */
+#ifndef HUIQI_API_CONFIG_H
+#define HUIQI_API_CONFIG_H
+
+#include <stddef.h>
+
+typedef struct config {
+    char listen_host[64];
+    int listen_port;
+    char redis_host[64]; /* IP literal, or empty with redis_unix */
+    int redis_port;
+    char redis_unix[256];
+    const char *taxonomy_path; /* NULL: the built-in default */
+    const char *rules_path;    /* NULL: the built-in default */
+    size_t max_body;           /* bytes */
+    unsigned max_conns;
+    unsigned header_timeout_ms;
+    unsigned idle_timeout_ms;
+    unsigned redis_timeout_ms;
+    unsigned redis_max_inflight;
+    int utc_offset_min; /* for "today" (policy windows, ages) */
+    const char *log_level;
+    int access_log;
+} config_t;
+
+/* Fills 'c' from defaults, the environment and argv. Returns 0, 1 when help or
+ * version was printed (exit 0), or -EINVAL after printing the reason to stderr. */
+int config_load(config_t *c, int argc, char **argv);
+
+/* Parses "HOST:PORT" (HOST an IPv4/IPv6 literal, IPv6 in brackets) or, when
+ * 'allow_unix', a path starting with '/'. Returns 0 or -EINVAL. */
+int config_parse_addr(const char *s, char *host, size_t hostlen, int *port, char *unix_path,
+                      size_t unixlen, int allow_unix);
+
+#endif

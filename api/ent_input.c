@@ -1,0 +1,593 @@
+/* Enterprise input validation and the stored document; see ent_input.h. */
+#include "api/ent_input.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "tags/date.h"
+#include "tags/uscc.h"
+
+#define ENT_MAX_NAME    200
+#define ENT_MAX_PHONE   32
+#define ENT_MAX_URL     2048
+#define ENT_MAX_BY      64
+#define ENT_MAX_REASON  500
+#define ENT_MAX_NUMBER  64
+
+static int ent_fail(ent_err_t *err, int status, const char *code, const char *field,
+                    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+static int ent_fail(ent_err_t *err, int status, const char *code, const char *field,
+                    const char *fmt, ...) {
+    err->status = status;
+    err->code = code;
+    snprintf(err->field, sizeof err->field, "%s", field ? field : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+void ent_time_format(int64_t ms, char *out, size_t outlen) {
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    snprintf(out, outlen, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}
+
+int ent_uscc_parse(const char *s, size_t len, char *out, const char *field, ent_err_t *err) {
+    if (len != USCC_LEN) {
+        return ent_fail(err, 400, "invalid_uscc", field,
+                        "a unified social credit code has 18 characters (got %zu)", len);
+    }
+    for (size_t i = 0; i < len; i++) {
+        out[i] = (char)toupper((unsigned char)s[i]);
+    }
+    out[len] = '\0';
+    size_t pos = 0;
+    char want = 0;
+    int rc = uscc_check(out, len, &pos, &want);
+    if (rc == -EILSEQ) {
+        return ent_fail(err, 400, "invalid_uscc", field,
+                        "character %zu of the credit code is not allowed (the letters I, O, S, "
+                        "V and Z are never used)",
+                        pos + 1);
+    }
+    if (rc == -EBADMSG) {
+        return ent_fail(err, 400, "invalid_uscc", field,
+                        "the check character of %s is wrong (it should be '%c'); the code was "
+                        "probably mistyped",
+                        out, want);
+    }
+    return 0;
+}
+
+/* A string of 1..max characters (jansson guarantees UTF-8). */
+static int ent_str(const json_t *v, size_t max, const char *field, ent_err_t *err) {
+    if (!json_is_string(v)) {
+        return ent_fail(err, 400, "invalid_type", field, "%s must be a string", field);
+    }
+    size_t n = json_string_length(v);
+    const char *s = json_string_value(v);
+    size_t chars = 0;
+    for (size_t i = 0; i < n; i++) {
+        chars += ((unsigned char)s[i] & 0xc0) != 0x80;
+        if ((unsigned char)s[i] < 0x20) {
+            return ent_fail(err, 400, "invalid_value", field, "%s contains a control character",
+                            field);
+        }
+    }
+    if (chars == 0 || chars > max) {
+        return ent_fail(err, 400, "invalid_value", field, "%s must have 1 to %zu characters",
+                        field, max);
+    }
+    return 0;
+}
+
+static int ent_date(const json_t *v, const char *field, int32_t *out, ent_err_t *err) {
+    if (!json_is_string(v) ||
+        date_parse(json_string_value(v), json_string_length(v), out) != 0) {
+        return ent_fail(err, 400, "invalid_date", field, "%s must be a date written YYYY-MM-DD",
+                        field);
+    }
+    return 0;
+}
+
+static int ent_http_url(const char *s) {
+    size_t n = strlen(s);
+    if (n > ENT_MAX_URL) {
+        return 0;
+    }
+    const char *rest = NULL;
+    if (strncmp(s, "https://", 8) == 0) {
+        rest = s + 8;
+    } else if (strncmp(s, "http://", 7) == 0) {
+        rest = s + 7;
+    } else {
+        return 0;
+    }
+    if (*rest == '\0' || *rest == '/') {
+        return 0;
+    }
+    for (const char *p = s; *p; p++) {
+        if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Reads a list of tag codes of 'vocab' into 'bits' (sorted, unique). */
+static int ent_tag_list(const app_t *app, json_t *v, tax_vocab_t vocab, unsigned max,
+                        const char *field, uint16_t *bits, unsigned *n, ent_err_t *err) {
+    if (!json_is_array(v)) {
+        return ent_fail(err, 400, "invalid_type", field, "%s must be a list of tag codes", field);
+    }
+    if (json_array_size(v) > max) {
+        return ent_fail(err, 400, "too_many", field, "%s may hold at most %u tags", field, max);
+    }
+    *n = 0;
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e) {
+        char f[64];
+        snprintf(f, sizeof f, "%s[%zu]", field, i);
+        if (!json_is_string(e)) {
+            return ent_fail(err, 400, "invalid_type", f, "%s must be a tag code string", f);
+        }
+        int bit = taxonomy_find(app->tax, vocab, json_string_value(e), json_string_length(e));
+        if (bit < 0) {
+            return ent_fail(err, 400, "unknown_tag", f, "unknown %s tag '%.64s'",
+                            taxonomy_vocab_name(vocab), json_string_value(e));
+        }
+        unsigned k = *n;
+        while (k > 0 && bits[k - 1] > bit) {
+            k--;
+        }
+        if (k > 0 && bits[k - 1] == bit) {
+            continue;
+        }
+        memmove(bits + k + 1, bits + k, (*n - k) * sizeof *bits);
+        bits[k] = (uint16_t)bit;
+        (*n)++;
+    }
+    return 0;
+}
+
+static json_t *ent_codes(const app_t *app, tax_vocab_t vocab, const uint16_t *bits, unsigned n) {
+    json_t *a = json_array();
+    for (unsigned i = 0; i < n; i++) {
+        json_array_append_new(a, json_string(taxonomy_tag(app->tax, vocab, bits[i])->code));
+    }
+    return a;
+}
+
+static int ent_quals(const app_t *app, json_t *v, ent_input_t *in, ent_err_t *err) {
+    if (!json_is_array(v)) {
+        return ent_fail(err, 400, "invalid_type", "qualifications",
+                        "qualifications must be a list");
+    }
+    if (json_array_size(v) > RULES_MAX_QUALS) {
+        return ent_fail(err, 400, "too_many", "qualifications",
+                        "at most %d qualifications", RULES_MAX_QUALS);
+    }
+    json_t *out = json_array();
+    json_object_set_new(in->attrs, "qualifications", out);
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e) {
+        char f[64];
+        snprintf(f, sizeof f, "qualifications[%zu]", i);
+        rules_qual_t *q = &in->quals[in->rin.nquals];
+        q->issued = q->expires = DATE_NONE;
+        json_t *code = e;
+        json_t *item = json_object();
+        json_array_append_new(out, item);
+        if (json_is_object(e)) {
+            const char *k;
+            json_t *x;
+            code = json_object_get(e, "code");
+            json_object_foreach(e, k, x) {
+                char ff[96];
+                snprintf(ff, sizeof ff, "%s.%s", f, k);
+                if (strcmp(k, "code") == 0 || strcmp(k, "valid") == 0) {
+                    continue;
+                }
+                if (strcmp(k, "issued") == 0 || strcmp(k, "expires") == 0) {
+                    if (json_is_null(x)) {
+                        continue;
+                    }
+                    int32_t *d = k[0] == 'i' ? &q->issued : &q->expires;
+                    if (ent_date(x, ff, d, err)) {
+                        return -1;
+                    }
+                    json_object_set(item, k, x);
+                } else if (strcmp(k, "number") == 0) {
+                    if (ent_str(x, ENT_MAX_NUMBER, ff, err)) {
+                        return -1;
+                    }
+                    json_object_set(item, k, x);
+                } else {
+                    return ent_fail(err, 400, "unknown_field", ff,
+                                    "unknown field '%.40s' in a qualification (use code, "
+                                    "issued, expires, number)",
+                                    k);
+                }
+            }
+            if (q->issued != DATE_NONE && q->expires != DATE_NONE && q->expires < q->issued) {
+                return ent_fail(err, 400, "invalid_date", f, "%s expires before it was issued", f);
+            }
+        }
+        if (!json_is_string(code)) {
+            return ent_fail(err, 400, "invalid_type", f,
+                            "%s must be a qualification tag code or an object with a code", f);
+        }
+        int bit = taxonomy_find(app->tax, TAX_ENTERPRISE, json_string_value(code),
+                                json_string_length(code));
+        if (bit < 0) {
+            return ent_fail(err, 400, "unknown_tag", f, "unknown enterprise tag '%.64s'",
+                            json_string_value(code));
+        }
+        q->bit = (uint16_t)bit;
+        json_object_set(item, "code", code);
+        in->rin.nquals++;
+    }
+    return 0;
+}
+
+static int ent_contact(json_t *v, json_t *attrs, ent_err_t *err) {
+    if (!json_is_object(v)) {
+        return ent_fail(err, 400, "invalid_type", "contact", "contact must be an object");
+    }
+    json_t *out = json_object();
+    json_object_set_new(attrs, "contact", out);
+    const char *k;
+    json_t *x;
+    json_object_foreach(v, k, x) {
+        if (json_is_null(x)) {
+            continue;
+        }
+        if (strcmp(k, "phone") == 0) {
+            if (ent_str(x, ENT_MAX_PHONE, "contact.phone", err)) {
+                return -1;
+            }
+            for (const char *p = json_string_value(x); *p; p++) {
+                if (!isdigit((unsigned char)*p) && !strchr("+-() ", *p)) {
+                    return ent_fail(err, 400, "invalid_value", "contact.phone",
+                                    "contact.phone may hold digits, spaces and + - ( ) only");
+                }
+            }
+        } else if (strcmp(k, "webhook") == 0) {
+            if (!json_is_string(x) || !ent_http_url(json_string_value(x))) {
+                return ent_fail(err, 400, "invalid_url", "contact.webhook",
+                                "contact.webhook must be an http:// or https:// URL");
+            }
+        } else if (strcmp(k, "email") == 0 || strcmp(k, "person") == 0) {
+            if (ent_str(x, 200, k[0] == 'e' ? "contact.email" : "contact.person", err)) {
+                return -1;
+            }
+        } else {
+            return ent_fail(err, 400, "unknown_field", "contact",
+                            "unknown contact field '%.40s' (use phone, webhook, email, person)",
+                            k);
+        }
+        json_object_set(out, k, x);
+    }
+    return 0;
+}
+
+static int ent_overrides(const app_t *app, json_t *v, ent_input_t *in, ent_err_t *err) {
+    if (!json_is_array(v)) {
+        return ent_fail(err, 400, "invalid_type", "overrides", "overrides must be a list");
+    }
+    if (json_array_size(v) > RULES_MAX_OVERRIDES) {
+        return ent_fail(err, 400, "too_many", "overrides", "at most %d overrides",
+                        RULES_MAX_OVERRIDES);
+    }
+    json_t *out = json_array();
+    json_object_set_new(in->attrs, "overrides", out);
+    size_t i;
+    json_t *e;
+    json_array_foreach(v, i, e) {
+        char f[64];
+        snprintf(f, sizeof f, "overrides[%zu]", i);
+        json_t *tag = json_object_get(e, "tag");
+        json_t *val = json_object_get(e, "value");
+        if (!json_is_object(e) || !json_is_string(tag) || !json_is_boolean(val)) {
+            return ent_fail(err, 400, "invalid_type", f,
+                            "%s must be an object with a tag code and a boolean value", f);
+        }
+        int bit = taxonomy_find(app->tax, TAX_ENTERPRISE, json_string_value(tag),
+                                json_string_length(tag));
+        if (bit < 0) {
+            return ent_fail(err, 400, "unknown_tag", f, "unknown enterprise tag '%.64s'",
+                            json_string_value(tag));
+        }
+        json_t *item = json_object();
+        json_array_append_new(out, item);
+        const char *k;
+        json_t *x;
+        json_object_foreach(e, k, x) {
+            char ff[96];
+            snprintf(ff, sizeof ff, "%s.%s", f, k);
+            if (strcmp(k, "by") == 0 || strcmp(k, "reason") == 0) {
+                if (ent_str(x, k[0] == 'b' ? ENT_MAX_BY : ENT_MAX_REASON, ff, err)) {
+                    return -1;
+                }
+            } else if (strcmp(k, "at") == 0) {
+                if (!json_is_string(x)) {
+                    return ent_fail(err, 400, "invalid_type", ff, "%s must be a string", ff);
+                }
+            } else if (strcmp(k, "tag") != 0 && strcmp(k, "value") != 0) {
+                return ent_fail(err, 400, "unknown_field", ff,
+                                "unknown field '%.40s' in an override (use tag, value, by, reason)",
+                                k);
+            }
+            json_object_set(item, k, x);
+        }
+        in->overrides[in->rin.noverrides].bit = (uint16_t)bit;
+        in->overrides[in->rin.noverrides].value = json_is_true(val);
+        in->rin.noverrides++;
+    }
+    return 0;
+}
+
+static int ent_number(const json_t *v, double max, int integer, const char *field, double *out,
+                      ent_err_t *err) {
+    if (!json_is_number(v) || (integer && !json_is_integer(v))) {
+        return ent_fail(err, 400, "invalid_type", field, "%s must be a%s number", field,
+                        integer ? " whole" : "");
+    }
+    double d = json_number_value(v);
+    if (!isfinite(d) || d < 0 || d > max) {
+        return ent_fail(err, 400, "invalid_value", field, "%s must be from 0 to %.0f", field, max);
+    }
+    *out = d;
+    return 0;
+}
+
+/* Fields the service writes itself: accepted back (a GET body can be PUT again)
+ * and ignored. */
+static int ent_output_field(const char *k) {
+    static const char *const out[] = {"version",    "created_at", "updated_at", "tag_sources",
+                                      "entity",     "retag_on",   "tags_derived"};
+    for (size_t i = 0; i < sizeof out / sizeof out[0]; i++) {
+        if (strcmp(k, out[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int ent_field(const app_t *app, const char *k, json_t *v, ent_input_t *in,
+                     ent_err_t *err) {
+    if (strcmp(k, "name") == 0) {
+        if (ent_str(v, ENT_MAX_NAME, "name", err)) {
+            return -1;
+        }
+        json_object_set(in->attrs, "name", v);
+    } else if (strcmp(k, "region") == 0) {
+        const char *s = json_string_value(v);
+        if (!json_is_string(v) || json_string_length(v) != 6 || s[0] < '1' || s[0] > '9' ||
+            strspn(s, "0123456789") != 6) {
+            return ent_fail(err, 400, "invalid_region", "region",
+                            "region must be a 6-digit GB/T 2260 code such as \"320214\"");
+        }
+        memcpy(in->region, s, 7);
+        in->rin.region = in->region;
+        json_object_set(in->attrs, "region", v);
+    } else if (strcmp(k, "industry") == 0) {
+        if (!json_is_string(v) || rules_industry_normalize(json_string_value(v),
+                                                           json_string_length(v), in->industry)) {
+            return ent_fail(err, 400, "invalid_industry", "industry",
+                            "industry must be a GB/T 4754-2017 code: a section letter and 2 to 4 "
+                            "digits, such as \"C3976\" or \"I65\"");
+        }
+        in->rin.industry = in->industry;
+        json_object_set_new(in->attrs, "industry", json_string(in->industry));
+    } else if (strcmp(k, "employees") == 0) {
+        if (ent_number(v, 10000000, 1, "employees", &in->rin.employees, err)) {
+            return -1;
+        }
+        in->rin.has_employees = 1;
+        json_object_set(in->attrs, "employees", v);
+    } else if (strcmp(k, "revenue_10k") == 0) {
+        if (ent_number(v, 1e9, 0, "revenue_10k", &in->rin.revenue_10k, err)) {
+            return -1;
+        }
+        in->rin.has_revenue = 1;
+        json_object_set(in->attrs, "revenue_10k", v);
+    } else if (strcmp(k, "founded") == 0) {
+        if (ent_date(v, "founded", &in->rin.founded, err)) {
+            return -1;
+        }
+        if (in->rin.founded > app_today(app)) {
+            return ent_fail(err, 400, "invalid_date", "founded", "founded is in the future");
+        }
+        json_object_set(in->attrs, "founded", v);
+    } else if (strcmp(k, "qualifications") == 0) {
+        return ent_quals(app, v, in, err);
+    } else if (strcmp(k, "interests") == 0) {
+        if (ent_tag_list(app, v, TAX_POLICY, STORE_MAX_INTERESTS, "interests", in->interests,
+                         &in->ninterests, err)) {
+            return -1;
+        }
+        json_object_set_new(in->attrs, "interests",
+                            ent_codes(app, TAX_POLICY, in->interests, in->ninterests));
+    } else if (strcmp(k, "contact") == 0) {
+        return ent_contact(v, in->attrs, err);
+    } else if (strcmp(k, "overrides") == 0) {
+        return ent_overrides(app, v, in, err);
+    } else {
+        return ent_fail(err, 400, "unknown_field", k, "unknown field '%.40s'", k);
+    }
+    return 0;
+}
+
+int ent_input_parse(const app_t *app, json_t *body, const char *path_uscc, ent_input_t *in,
+                    ent_err_t *err) {
+    memset(in, 0, sizeof *in);
+    in->attrs = json_object();
+    in->rin.founded = DATE_NONE;
+    in->rin.quals = in->quals;
+    in->rin.explicit_tags = in->explicit_tags;
+    in->rin.overrides = in->overrides;
+    json_t *u = json_object_get(body, "uscc");
+    if (u && !json_is_null(u)) {
+        if (!json_is_string(u)) {
+            return ent_fail(err, 400, "invalid_uscc", "uscc", "uscc must be a string");
+        }
+        if (ent_uscc_parse(json_string_value(u), json_string_length(u), in->uscc, "uscc", err)) {
+            return -1;
+        }
+        if (path_uscc && strcmp(path_uscc, in->uscc) != 0) {
+            return ent_fail(err, 400, "uscc_mismatch", "uscc",
+                            "the body's uscc %s differs from the one in the URL %s", in->uscc,
+                            path_uscc);
+        }
+    } else if (path_uscc) {
+        memcpy(in->uscc, path_uscc, 19);
+    } else {
+        return ent_fail(err, 400, "missing_field", "uscc", "uscc is required");
+    }
+    memcpy(in->rin.uscc, in->uscc, 19);
+    json_object_set_new(in->attrs, "uscc", json_string(in->uscc));
+    /* A body read back from GET carries explicit_tags (the explicit list) and tags
+     * (the full derived list); explicit_tags then wins. */
+    json_t *explicit = json_object_get(body, "explicit_tags");
+    const char *explicit_field = "explicit_tags";
+    if (explicit == NULL || json_is_null(explicit)) {
+        explicit = json_object_get(body, "tags");
+        explicit_field = "tags";
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(body, k, v) {
+        if (strcmp(k, "uscc") == 0 || strcmp(k, "tags") == 0 || strcmp(k, "explicit_tags") == 0 ||
+            ent_output_field(k)) {
+            continue;
+        }
+        if (json_is_null(v)) {
+            if (strcmp(k, "name") == 0) {
+                return ent_fail(err, 400, "missing_field", "name", "name is required");
+            }
+            continue; /* null means "not given" for optional fields */
+        }
+        if (ent_field(app, k, v, in, err)) {
+            return -1;
+        }
+    }
+    if (json_object_get(in->attrs, "name") == NULL) {
+        return ent_fail(err, 400, "missing_field", "name", "name is required");
+    }
+    unsigned nexp = 0;
+    if (explicit && !json_is_null(explicit) &&
+        ent_tag_list(app, explicit, TAX_ENTERPRISE, RULES_MAX_EXPLICIT, explicit_field,
+                     in->explicit_tags, &nexp, err)) {
+        return -1;
+    }
+    in->rin.nexplicit = nexp;
+    json_object_set_new(in->attrs, "explicit_tags",
+                        ent_codes(app, TAX_ENTERPRISE, in->explicit_tags, nexp));
+    return 0;
+}
+
+void ent_input_free(ent_input_t *in) {
+    json_decref(in->attrs);
+    in->attrs = NULL;
+}
+
+json_t *ent_build_doc(const app_t *app, const ent_input_t *in, const rules_out_t *out,
+                      int64_t now_ms) {
+    json_t *doc = json_deep_copy(in->attrs);
+    json_t *tags = json_array();
+    json_t *src = json_object();
+    for (unsigned i = 0; i < out->nsrc; i++) {
+        const rules_src_t *s = &out->src[i];
+        const char *code = taxonomy_tag(app->tax, TAX_ENTERPRISE, s->bit)->code;
+        json_array_append_new(tags, json_string(code));
+        json_t *o = json_object();
+        if (s->kind == RULES_SRC_RULE) {
+            json_object_set_new(o, "source", json_string("rule"));
+            json_object_set_new(o, "rule", json_string(rules_rule_name(app->rules, s->rule)));
+        } else if (s->kind == RULES_SRC_EXPLICIT) {
+            json_object_set_new(o, "source", json_string("explicit"));
+        } else {
+            json_object_set_new(o, "source", json_string("override"));
+            /* Find who set it. */
+            json_t *ovs = json_object_get(in->attrs, "overrides");
+            size_t k;
+            json_t *ov;
+            json_array_foreach(ovs, k, ov) {
+                if (strcmp(json_string_value(json_object_get(ov, "tag")), code) == 0) {
+                    json_t *by = json_object_get(ov, "by");
+                    json_t *why = json_object_get(ov, "reason");
+                    if (by) {
+                        json_object_set(o, "by", by);
+                    }
+                    if (why) {
+                        json_object_set(o, "reason", why);
+                    }
+                }
+            }
+        }
+        json_object_set_new(src, code, o);
+    }
+    json_object_set_new(doc, "tags", tags);
+    json_object_set_new(doc, "tag_sources", src);
+    static const char *const entities[] = {"other", "company", "individual", "cooperative"};
+    json_object_set_new(doc, "entity", json_string(entities[uscc_entity(in->uscc)]));
+    char ts[40];
+    ent_time_format(now_ms, ts, sizeof ts);
+    json_object_set_new(doc, "updated_at", json_string(ts));
+    if (out->next_change != DATE_NONE) {
+        char d[11];
+        date_format(out->next_change, d);
+        json_object_set_new(doc, "retag_on", json_string(d));
+    }
+    return doc;
+}
+
+json_t *ent_doc_to_input(json_t *doc) {
+    json_t *in = json_deep_copy(doc);
+    json_t *exp = json_object_get(in, "explicit_tags");
+    if (exp) {
+        json_object_set(in, "tags", exp);
+        json_object_del(in, "explicit_tags");
+    } else {
+        json_object_del(in, "tags");
+    }
+    static const char *const drop[] = {"tag_sources", "entity", "updated_at", "created_at",
+                                       "version",     "retag_on"};
+    for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++) {
+        json_object_del(in, drop[i]);
+    }
+    return in;
+}
+
+void ent_merge_patch(json_t *target, json_t *patch) {
+    const char *k;
+    json_t *v;
+    json_object_foreach(patch, k, v) {
+        if (json_is_null(v)) {
+            json_object_del(target, k);
+        } else if (json_is_object(v)) {
+            json_t *t = json_object_get(target, k);
+            if (!json_is_object(t)) {
+                t = json_object();
+                json_object_set_new(target, k, t);
+            }
+            ent_merge_patch(t, v);
+        } else {
+            json_object_set(target, k, v);
+        }
+    }
+}

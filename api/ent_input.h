@@ -1,0 +1,60 @@
+/* Validation of an enterprise as integrators send it, and the document we keep.
+ * Shared by create, replace, patch (and bulk import), so every path accepts
+ * exactly the same input and reports the same errors. */
+#ifndef HUIQI_API_ENT_INPUT_H
+#define HUIQI_API_ENT_INPUT_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "api/app.h"
+#include "store/store.h"
+#include "tags/rules.h"
+
+typedef struct ent_input {
+    char uscc[19];
+    json_t *attrs; /* canonical input attributes (owned) */
+    rules_in_t rin;
+    char region[8];
+    char industry[8];
+    rules_qual_t quals[RULES_MAX_QUALS];
+    uint16_t explicit_tags[RULES_MAX_EXPLICIT];
+    rules_override_t overrides[RULES_MAX_OVERRIDES];
+    uint16_t interests[STORE_MAX_INTERESTS];
+    unsigned ninterests;
+} ent_input_t;
+
+typedef struct ent_err {
+    int status;
+    const char *code;
+    char field[64];
+    char msg[320];
+} ent_err_t;
+
+/* Validates 'body' (borrowed). 'path_uscc', when not NULL, is the code from the URL
+ * (already upper-cased); the body's uscc, if any, must equal it. Returns 0 with 'in'
+ * filled (free with ent_input_free) or -1 with 'err' filled. */
+int ent_input_parse(const app_t *app, json_t *body, const char *path_uscc, ent_input_t *in,
+                    ent_err_t *err);
+void ent_input_free(ent_input_t *in);
+
+/* Normalises and checks a credit code from a URL or body into 'out' (19 bytes).
+ * Returns 0 or -1 with 'err' filled. */
+int ent_uscc_parse(const char *s, size_t len, char *out, const char *field, ent_err_t *err);
+
+/* Derives the profile and builds the stored document: the input attributes, the
+ * full tag list with each tag's source, and the time of this write. */
+json_t *ent_build_doc(const app_t *app, const ent_input_t *in, const rules_out_t *out,
+                      int64_t now_ms);
+
+/* Turns a stored document back into a body that ent_input_parse accepts (for
+ * PATCH): derived fields are dropped, explicit_tags becomes tags. New reference. */
+json_t *ent_doc_to_input(json_t *doc);
+
+/* RFC 7396 JSON merge patch of 'patch' into 'target' (modified in place). */
+void ent_merge_patch(json_t *target, json_t *patch);
+
+/* Formats milliseconds since the epoch as RFC 3339 UTC ("2026-11-22T01:56:15.123Z"). */
+void ent_time_format(int64_t ms, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,471 @@
+/* /v1/enterprises: register, replace, patch, read, list and delete enterprises.
+ * Handlers validate (ent_input.c), derive the profile (tags/rules), write through
+ * the store, and answer with the stored document. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api/app.h"
+#include "api/ent_input.h"
+#include "api/log.h"
+#include "common/xalloc.h"
+#include "matcher/matcher.h"
+#include "tags/date.h"
+
+#define ENT_PATCH_ATTEMPTS 5
+#define ENT_LIST_DEFAULT   50
+#define ENT_LIST_MAX       200
+
+typedef struct ent_ctx {
+    app_t *app;
+    api_req_t *req;
+    json_t *doc;   /* the document written, for the answer */
+    json_t *patch; /* PATCH: the merge patch */
+    char uscc[19];
+    int mode;
+    int attempts;
+    int status_created; /* status to answer when the write created the enterprise */
+} ent_ctx_t;
+
+static void ent_ctx_free(ent_ctx_t *c) {
+    json_decref(c->doc);
+    json_decref(c->patch);
+    free(c);
+}
+
+static void ent_answer_err(api_req_t *req, const ent_err_t *e) {
+    api_error(req, e->status, e->code, e->field[0] ? e->field : NULL, "%s", e->msg);
+}
+
+/* Adds the fields kept outside the document (version, creation time). */
+static void ent_decorate(json_t *doc, uint64_t ver, int64_t created_ms) {
+    json_object_set_new(doc, "version", json_integer((json_int_t)ver));
+    if (created_ms > 0) {
+        char ts[40];
+        ent_time_format(created_ms, ts, sizeof ts);
+        json_object_set_new(doc, "created_at", json_string(ts));
+    }
+}
+
+/* Reads the {uscc} path parameter; answers and returns -1 when it is invalid. */
+static int ent_path_uscc(api_req_t *req, char *out) {
+    ent_err_t e;
+    if (ent_uscc_parse(req->param[0], req->param_len[0], out, "uscc", &e)) {
+        ent_answer_err(req, &e);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------
+ * Writes
+ * ------------------------------------------------------------------------- */
+
+static void ent_patch_read(ent_ctx_t *c);
+
+static void ent_on_written(void *arg, int rc, const store_ent_out_t *out) {
+    ent_ctx_t *c = arg;
+    api_req_t *req = c->req;
+    if (rc == -ESTALE && c->patch && ++c->attempts < ENT_PATCH_ATTEMPTS) {
+        /* Someone changed it between our read and write: read again and re-apply. */
+        json_decref(c->doc);
+        c->doc = NULL;
+        ent_patch_read(c);
+        return;
+    }
+    if (rc == -EEXIST) {
+        api_error(req, 409, "conflict", "uscc",
+                  "enterprise %s already exists; use PUT /v1/enterprises/%s to replace it",
+                  c->uscc, c->uscc);
+    } else if (rc == -ENOENT) {
+        api_error(req, 404, "not_found", NULL, "no enterprise %s", c->uscc);
+    } else if (rc == -ESTALE) {
+        api_error(req, 409, "conflict", NULL,
+                  "enterprise %s kept changing while this update was applied; retry", c->uscc);
+    } else if (rc) {
+        api_store_error(req, rc, "write");
+    } else {
+        ent_decorate(c->doc, out->ver, out->created_ms);
+        char loc[80];
+        snprintf(loc, sizeof loc, "Location: /v1/enterprises/%s\r\n", c->uscc);
+        int status = out->created ? c->status_created : 200;
+        api_reply_json(req, status, json_incref(c->doc), out->created ? loc : NULL);
+    }
+    ent_ctx_free(c);
+}
+
+/* Validates 'body', derives the profile and writes it. Takes over 'c'. */
+static void ent_write(ent_ctx_t *c, json_t *body, const char *path_uscc, int64_t expect_ver) {
+    app_t *app = c->app;
+    api_req_t *req = c->req;
+    ent_input_t in;
+    ent_err_t e;
+    if (ent_input_parse(app, body, path_uscc, &in, &e)) {
+        ent_input_free(&in);
+        ent_answer_err(req, &e);
+        ent_ctx_free(c);
+        return;
+    }
+    memcpy(c->uscc, in.uscc, sizeof c->uscc);
+    rules_out_t *out = xmalloc(sizeof *out);
+    rules_derive(app->rules, &in.rin, app_today(app), out);
+    uv_timeval64_t tv;
+    uv_gettimeofday(&tv);
+    c->doc = ent_build_doc(app, &in, out, (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000);
+    char *text = json_dumps(c->doc, JSON_COMPACT);
+    store_ent_in_t w = {
+        .uscc = in.uscc,
+        .doc = text,
+        .doc_len = strlen(text),
+        .row = out->row,
+        .interests = in.interests,
+        .ninterests = in.ninterests,
+        .mode = c->mode,
+        .expect_ver = expect_ver,
+    };
+    int rc = store_ent_put(app->store, &w, ent_on_written, c);
+    free(text);
+    free(out);
+    ent_input_free(&in);
+    if (rc) {
+        api_store_error(req, rc, "write");
+        ent_ctx_free(c);
+    }
+}
+
+static ent_ctx_t *ent_ctx_new(app_t *app, api_req_t *req, int mode) {
+    ent_ctx_t *c = xcalloc(1, sizeof *c);
+    c->app = app;
+    c->req = req;
+    c->mode = mode;
+    c->status_created = 201;
+    return c;
+}
+
+void h_ent_create(app_t *app, api_req_t *req) {
+    json_t *body;
+    if (api_read_object(req, &body, 0)) {
+        return;
+    }
+    ent_ctx_t *c = ent_ctx_new(app, req, STORE_CREATE);
+    ent_write(c, body, NULL, -1);
+    json_decref(body);
+}
+
+/* An If-Match header holds the version to update, as GET returned it. */
+static int ent_if_match(api_req_t *req, int64_t *ver) {
+    const char *m = req->http->if_match;
+    *ver = -1;
+    if (m[0] == '\0' || strcmp(m, "*") == 0) {
+        return 0;
+    }
+    char buf[32];
+    size_t n = strlen(m);
+    if (n >= 2 && m[0] == '"' && m[n - 1] == '"') {
+        m++;
+        n -= 2;
+    }
+    if (n == 0 || n >= sizeof buf) {
+        goto bad;
+    }
+    memcpy(buf, m, n);
+    buf[n] = '\0';
+    char *end = NULL;
+    long long v = strtoll(buf, &end, 10);
+    if (*end != '\0' || v < 1) {
+        goto bad;
+    }
+    *ver = v;
+    return 0;
+bad:
+    api_error(req, 400, "invalid_header", "If-Match",
+              "If-Match must hold a version number as returned in \"version\"");
+    return -1;
+}
+
+void h_ent_put(app_t *app, api_req_t *req) {
+    char uscc[19];
+    int64_t ver;
+    if (ent_path_uscc(req, uscc) || ent_if_match(req, &ver)) {
+        return;
+    }
+    json_t *body;
+    if (api_read_object(req, &body, 0)) {
+        return;
+    }
+    ent_ctx_t *c = ent_ctx_new(app, req, ver >= 0 ? STORE_UPDATE : STORE_UPSERT);
+    ent_write(c, body, uscc, ver);
+    json_decref(body);
+}
+
+static void ent_patch_on_read(void *arg, int rc, const store_doc_t *d) {
+    ent_ctx_t *c = arg;
+    if (rc) {
+        if (rc == -ENOENT) {
+            api_error(c->req, 404, "not_found", NULL, "no enterprise %s", c->uscc);
+        } else {
+            api_store_error(c->req, rc, "read");
+        }
+        ent_ctx_free(c);
+        return;
+    }
+    json_t *doc = json_loadb(d->doc, d->len, 0, NULL);
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        api_error(c->req, 500, "internal", NULL, "the stored document of %s is damaged", c->uscc);
+        ent_ctx_free(c);
+        return;
+    }
+    json_t *body = ent_doc_to_input(doc);
+    json_decref(doc);
+    ent_merge_patch(body, c->patch);
+    ent_write(c, body, c->uscc, (int64_t)d->ver);
+    json_decref(body);
+}
+
+static void ent_patch_read(ent_ctx_t *c) {
+    int rc = store_ent_get(c->app->store, c->uscc, ent_patch_on_read, c);
+    if (rc) {
+        api_store_error(c->req, rc, "read");
+        ent_ctx_free(c);
+    }
+}
+
+void h_ent_patch(app_t *app, api_req_t *req) {
+    char uscc[19];
+    int64_t ver;
+    if (ent_path_uscc(req, uscc) || ent_if_match(req, &ver)) {
+        return;
+    }
+    json_t *body;
+    if (api_read_object(req, &body, 1)) {
+        return;
+    }
+    json_t *u = json_object_get(body, "uscc");
+    if (u && (!json_is_string(u) || strcasecmp(json_string_value(u), uscc) != 0)) {
+        json_decref(body);
+        api_error(req, 400, "uscc_mismatch", "uscc", "the uscc of an enterprise cannot change");
+        return;
+    }
+    if (!app->store || !store_ready(app->store)) {
+        json_decref(body);
+        api_store_error(req, store_redis_up(app->store) ? -EAGAIN : -ENOTCONN, "update");
+        return;
+    }
+    ent_ctx_t *c = ent_ctx_new(app, req, STORE_UPDATE);
+    memcpy(c->uscc, uscc, sizeof uscc);
+    c->patch = body;
+    if (ver >= 0) {
+        /* With If-Match the caller pins the version: no silent retry. */
+        c->attempts = ENT_PATCH_ATTEMPTS;
+    }
+    ent_patch_read(c);
+}
+
+/* ---------------------------------------------------------------------------
+ * Reads and delete
+ * ------------------------------------------------------------------------- */
+
+static void ent_on_get(void *arg, int rc, const store_doc_t *d) {
+    ent_ctx_t *c = arg;
+    if (rc == -ENOENT) {
+        api_error(c->req, 404, "not_found", NULL, "no enterprise %s", c->uscc);
+    } else if (rc) {
+        api_store_error(c->req, rc, "read");
+    } else {
+        json_t *doc = json_loadb(d->doc, d->len, 0, NULL);
+        if (!json_is_object(doc)) {
+            json_decref(doc);
+            api_error(c->req, 500, "internal", NULL, "the stored document of %s is damaged",
+                      c->uscc);
+        } else {
+            ent_decorate(doc, d->ver, d->created_ms);
+            char etag[48];
+            snprintf(etag, sizeof etag, "ETag: \"%llu\"\r\n", (unsigned long long)d->ver);
+            api_reply_json(c->req, 200, doc, etag);
+        }
+    }
+    ent_ctx_free(c);
+}
+
+void h_ent_get(app_t *app, api_req_t *req) {
+    ent_ctx_t *c = ent_ctx_new(app, req, 0);
+    if (ent_path_uscc(req, c->uscc)) {
+        ent_ctx_free(c);
+        return;
+    }
+    int rc = store_ent_get(app->store, c->uscc, ent_on_get, c);
+    if (rc) {
+        api_store_error(req, rc, "read");
+        ent_ctx_free(c);
+    }
+}
+
+static void ent_on_deleted(void *arg, int rc, const store_ent_out_t *out) {
+    (void)out;
+    ent_ctx_t *c = arg;
+    if (rc == -ENOENT) {
+        api_error(c->req, 404, "not_found", NULL, "no enterprise %s", c->uscc);
+    } else if (rc) {
+        api_store_error(c->req, rc, "delete");
+    } else {
+        api_no_content(c->req);
+    }
+    ent_ctx_free(c);
+}
+
+void h_ent_delete(app_t *app, api_req_t *req) {
+    ent_ctx_t *c = ent_ctx_new(app, req, 0);
+    if (ent_path_uscc(req, c->uscc)) {
+        ent_ctx_free(c);
+        return;
+    }
+    int rc = store_ent_del(app->store, c->uscc, ent_on_deleted, c);
+    if (rc) {
+        api_store_error(req, rc, "delete");
+        ent_ctx_free(c);
+    }
+}
+
+/* ---------------------------------------------------------------------------
+ * List
+ * ------------------------------------------------------------------------- */
+
+typedef struct list_ctx {
+    api_req_t *req;
+    json_t **items;
+    size_t n;
+    size_t left;
+    int failed;
+    uint32_t next;
+} list_ctx_t;
+
+typedef struct list_item {
+    list_ctx_t *l;
+    size_t i;
+} list_item_t;
+
+static void list_finish(list_ctx_t *l) {
+    if (l->failed) {
+        api_store_error(l->req, l->failed, "read");
+    } else {
+        json_t *items = json_array();
+        for (size_t i = 0; i < l->n; i++) {
+            if (l->items[i]) {
+                json_array_append(items, l->items[i]);
+            }
+        }
+        json_t *root = json_object();
+        json_object_set_new(root, "items", items);
+        char cur[16];
+        snprintf(cur, sizeof cur, "%u", l->next);
+        json_object_set_new(root, "next", l->next == MATCHER_NONE ? json_null() : json_string(cur));
+        api_reply_json(l->req, 200, root, NULL);
+    }
+    for (size_t i = 0; i < l->n; i++) {
+        json_decref(l->items[i]);
+    }
+    free(l->items);
+    free(l);
+}
+
+static void list_on_doc(void *arg, int rc, const store_doc_t *d) {
+    list_item_t *it = arg;
+    list_ctx_t *l = it->l;
+    if (rc == 0) {
+        json_t *doc = json_loadb(d->doc, d->len, 0, NULL);
+        if (json_is_object(doc)) {
+            ent_decorate(doc, d->ver, d->created_ms);
+            l->items[it->i] = doc;
+        } else {
+            json_decref(doc);
+        }
+    } else if (rc != -ENOENT && !l->failed) {
+        l->failed = rc; /* deleted meanwhile is fine; anything else fails the page */
+    }
+    free(it);
+    if (--l->left == 0) {
+        list_finish(l);
+    }
+}
+
+/* Parses "tag=a,b" into an all-of rule; answers and returns -1 on an unknown tag. */
+static int list_rule(app_t *app, api_req_t *req, rule_t *r) {
+    char buf[1024];
+    memset(r, 0, sizeof *r);
+    int q = api_query(req, "tag", buf, sizeof buf);
+    if (q < 0) {
+        api_error(req, 400, "invalid_parameter", "tag", "tag is malformed or too long");
+        return -1;
+    }
+    if (q == 0 || buf[0] == '\0') {
+        return 0;
+    }
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int bit = taxonomy_find(app->tax, TAX_ENTERPRISE, t, strlen(t));
+        if (bit < 0) {
+            api_error(req, 400, "unknown_tag", "tag", "unknown enterprise tag '%.64s'", t);
+            return -1;
+        }
+        if (r->nall == RULE_MAX_PART) {
+            api_error(req, 400, "too_many", "tag", "at most %d tags", RULE_MAX_PART);
+            return -1;
+        }
+        r->all[r->nall++] = (uint16_t)bit;
+    }
+    rule_normalize(r, taxonomy_count(app->tax, TAX_ENTERPRISE));
+    return 0;
+}
+
+void h_ent_list(app_t *app, api_req_t *req) {
+    unsigned long long limit = ENT_LIST_DEFAULT;
+    unsigned long long cursor = 0;
+    rule_t r;
+    if (api_query_uint(req, "limit", 1, ENT_LIST_MAX, &limit) ||
+        api_query_uint(req, "cursor", 0, MATCHER_MAX_ORD, &cursor) || list_rule(app, req, &r)) {
+        return;
+    }
+    if (!store_loaded(app->store)) {
+        api_store_error(req, -EAGAIN, "read");
+        return;
+    }
+    if (!store_redis_up(app->store)) {
+        api_store_error(req, -ENOTCONN, "read");
+        return;
+    }
+    const matcher_t *m = store_matcher(app->store);
+    uint32_t ords[ENT_LIST_MAX];
+    list_ctx_t *l = xcalloc(1, sizeof *l);
+    l->req = req;
+    l->n = matcher_list(m, &r, app->scratch, (uint32_t)cursor, ords, (size_t)limit, &l->next);
+    l->items = xcalloc(l->n + 1, sizeof *l->items);
+    if (l->n == 0) {
+        list_finish(l);
+        return;
+    }
+    l->left = l->n;
+    /* Fetch the page's documents, pipelined on the one connection. Callbacks never
+     * run inside store_ent_get, so counting down is safe. */
+    for (size_t i = 0; i < l->n; i++) {
+        char uscc[19];
+        memcpy(uscc, matcher_key(m, ords[i]), 18);
+        uscc[18] = '\0';
+        list_item_t *it = xmalloc(sizeof *it);
+        it->l = l;
+        it->i = i;
+        int rc = store_ent_get(app->store, uscc, list_on_doc, it);
+        if (rc) {
+            free(it);
+            l->failed = rc;
+            /* Items i.. will never be answered. */
+            l->left -= l->n - i;
+            if (l->left == 0) {
+                list_finish(l);
+            }
+            return;
+        }
+    }
+}

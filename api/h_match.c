@@ -1,0 +1,240 @@
+/* Matching both ways: an enterprise's policy package, a policy's audience, and an
+ * audience preview for a rule that is not a policy yet. All from memory. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/app.h"
+#include "api/ent_input.h"
+#include "api/pol_input.h"
+#include "common/sbuf.h"
+#include "common/xalloc.h"
+#include "matcher/bitset.h"
+#include "matcher/polset.h"
+#include "tags/date.h"
+
+typedef struct pkg_entry {
+    const store_policy_t *p;
+    unsigned overlap;
+    int32_t closes;
+} pkg_entry_t;
+
+static int pkg_cmp(const void *a, const void *b) {
+    const pkg_entry_t *x = a;
+    const pkg_entry_t *y = b;
+    if (x->overlap != y->overlap) {
+        return x->overlap > y->overlap ? -1 : 1;
+    }
+    if (x->closes != y->closes) {
+        return x->closes < y->closes ? -1 : 1;
+    }
+    return x->p->id < y->p->id ? -1 : x->p->id > y->p->id;
+}
+
+static unsigned pkg_overlap(const uint16_t *a, unsigned na, const uint16_t *b, unsigned nb) {
+    unsigned i = 0, j = 0, n = 0;
+    while (i < na && j < nb) {
+        if (a[i] == b[j]) {
+            n++;
+            i++;
+            j++;
+        } else if (a[i] < b[j]) {
+            i++;
+        } else {
+            j++;
+        }
+    }
+    return n;
+}
+
+static void pkg_codes(sbuf_t *s, const app_t *app, tax_vocab_t v, const uint16_t *bits,
+                      unsigned n, const uint64_t *row, int want) {
+    /* Tag codes are [A-Za-z0-9_.-], so they need no escaping. */
+    sbuf_add(s, "[", 1);
+    int first = 1;
+    for (unsigned i = 0; i < n; i++) {
+        if (row && bitset_test(row, bits[i]) != want) {
+            continue;
+        }
+        if (!first) {
+            sbuf_add(s, ",", 1);
+        }
+        first = 0;
+        sbuf_addf(s, "\"%s\"", taxonomy_tag(app->tax, v, bits[i])->code);
+    }
+    sbuf_add(s, "]", 1);
+}
+
+static void pkg_interests(sbuf_t *s, const app_t *app, const uint16_t *a, unsigned na,
+                          const uint16_t *b, unsigned nb) {
+    sbuf_add(s, "[", 1);
+    unsigned i = 0, j = 0;
+    int first = 1;
+    while (i < na && j < nb) {
+        if (a[i] == b[j]) {
+            sbuf_addf(s, "%s\"%s\"", first ? "" : ",",
+                      taxonomy_tag(app->tax, TAX_POLICY, a[i])->code);
+            first = 0;
+            i++;
+            j++;
+        } else if (a[i] < b[j]) {
+            i++;
+        } else {
+            j++;
+        }
+    }
+    sbuf_add(s, "]", 1);
+}
+
+void h_ent_package(app_t *app, api_req_t *req) {
+    char uscc[19];
+    ent_err_t e;
+    if (ent_uscc_parse(req->param[0], req->param_len[0], uscc, "uscc", &e)) {
+        api_error(req, e.status, e.code, e.field, "%s", e.msg);
+        return;
+    }
+    if (!store_loaded(app->store)) {
+        api_store_error(req, -EAGAIN, "read");
+        return;
+    }
+    const matcher_t *m = store_matcher(app->store);
+    uint32_t ord = matcher_find(m, uscc);
+    if (ord == MATCHER_NONE) {
+        api_error(req, 404, "not_found", NULL, "no enterprise %s", uscc);
+        return;
+    }
+    const uint64_t *row = matcher_row(m, ord);
+    const polset_t *ps = store_polset(app->store);
+    uint32_t stack_ids[512];
+    uint32_t *ids = stack_ids;
+    size_t n = polset_match(ps, row, ids, 512);
+    if (n > 512) {
+        ids = xmalloc(n * sizeof *ids);
+        n = polset_match(ps, row, ids, n);
+    }
+    const uint16_t *ib = NULL;
+    unsigned ni = store_ent_interests(app->store, ord, &ib);
+    int32_t today = app_today(app);
+    pkg_entry_t *ent = xmalloc((n + 1) * sizeof *ent);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const store_policy_t *p = store_policy(app->store, ids[i]);
+        if (p == NULL || p->status != STORE_POL_PUBLISHED ||
+            (p->opens != DATE_NONE && today < p->opens) ||
+            (p->closes != DATE_NONE && today > p->closes)) {
+            continue;
+        }
+        ent[k].p = p;
+        ent[k].overlap = pkg_overlap(p->ptags, p->nptags, ib, ni);
+        ent[k].closes = p->closes == DATE_NONE ? INT32_MAX : p->closes;
+        k++;
+    }
+    qsort(ent, k, sizeof *ent, pkg_cmp);
+    char date[11];
+    date_format(today, date);
+    sbuf_t s;
+    sbuf_init(&s, 256 + k * 512);
+    sbuf_addf(&s, "{\"uscc\":\"%s\",\"date\":\"%s\",\"count\":%zu,\"policies\":[", uscc, date, k);
+    for (size_t i = 0; i < k; i++) {
+        const store_policy_t *p = ent[i].p;
+        size_t plen;
+        const char *prefix = pol_package_prefix(app, p, &plen);
+        if (i) {
+            sbuf_add(&s, ",", 1);
+        }
+        sbuf_add(&s, prefix, plen);
+        sbuf_adds(&s, ",\"why\":{\"all\":");
+        pkg_codes(&s, app, TAX_ENTERPRISE, p->rule.all, p->rule.nall, NULL, 1);
+        sbuf_adds(&s, ",\"any\":");
+        pkg_codes(&s, app, TAX_ENTERPRISE, p->rule.any, p->rule.nany, row, 1);
+        sbuf_adds(&s, ",\"none\":");
+        pkg_codes(&s, app, TAX_ENTERPRISE, p->rule.none, p->rule.nnone, NULL, 1);
+        sbuf_adds(&s, ",\"interests\":");
+        pkg_interests(&s, app, p->ptags, p->nptags, ib, ni);
+        sbuf_adds(&s, "}}");
+    }
+    sbuf_adds(&s, "]}");
+    server_respond(req, 200, "application/json", NULL, s.p, s.len);
+    sbuf_free(&s);
+    free(ent);
+    if (ids != stack_ids) {
+        free(ids);
+    }
+}
+
+/* Answers {"count": N, "by_region": {...}} (plus 'policy' when id > 0). */
+static void audience_answer(app_t *app, api_req_t *req, const rule_t *r, uint32_t id) {
+    const matcher_t *m = store_matcher(app->store);
+    uint64_t groups[MATCHER_MAX_GROUPS + 1];
+    uint64_t count = matcher_count_groups(m, r, app->scratch, groups);
+    sbuf_t s;
+    sbuf_init(&s, 512);
+    sbuf_add(&s, "{", 1);
+    if (id) {
+        sbuf_addf(&s, "\"policy\":%u,", id);
+    }
+    sbuf_addf(&s, "\"count\":%llu,\"by_region\":{", (unsigned long long)count);
+    for (unsigned g = 1; g <= app->ngroups; g++) {
+        sbuf_addf(&s, "\"%s\":%llu,", app->group_keys[g], (unsigned long long)groups[g]);
+    }
+    sbuf_addf(&s, "\"%s\":%llu}}", app->group_keys[0], (unsigned long long)groups[0]);
+    server_respond(req, 200, "application/json", NULL, s.p, s.len);
+    sbuf_free(&s);
+}
+
+void h_pol_audience(app_t *app, api_req_t *req) {
+    const char *sid = req->param[0];
+    char *end = NULL;
+    unsigned long id = strtoul(sid, &end, 10);
+    if (sid[0] < '1' || sid[0] > '9' || *end != '\0' || id >= UINT32_MAX) {
+        api_error(req, 404, "not_found", NULL, "no policy '%.40s'", sid);
+        return;
+    }
+    if (!store_loaded(app->store)) {
+        api_store_error(req, -EAGAIN, "read");
+        return;
+    }
+    const store_policy_t *p = store_policy(app->store, (uint32_t)id);
+    if (p == NULL) {
+        api_error(req, 404, "not_found", NULL, "no policy %lu", id);
+        return;
+    }
+    audience_answer(app, req, &p->rule, p->id);
+}
+
+void h_audience_preview(app_t *app, api_req_t *req) {
+    json_t *body;
+    if (api_read_object(req, &body, 0)) {
+        return;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(body, k, v) {
+        if (strcmp(k, "rule") != 0) {
+            json_decref(body);
+            api_error(req, 400, "unknown_field", k, "unknown field '%.40s' (send {\"rule\": ...})",
+                      k);
+            return;
+        }
+    }
+    rule_t r;
+    ent_err_t e;
+    json_t *rule = json_object_get(body, "rule");
+    if (rule == NULL) {
+        json_decref(body);
+        api_error(req, 400, "missing_field", "rule", "rule is required");
+        return;
+    }
+    int rc = pol_rule_parse(app, rule, "rule", &r, &e);
+    json_decref(body);
+    if (rc) {
+        api_error(req, e.status, e.code, e.field, "%s", e.msg);
+        return;
+    }
+    if (!store_loaded(app->store)) {
+        api_store_error(req, -EAGAIN, "read");
+        return;
+    }
+    audience_answer(app, req, &r, 0);
+}

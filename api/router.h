@@ -1,0 +1,37 @@
+/* Routing: a fixed table of (method, pattern) -> handler. A pattern segment ":x"
+ * matches one non-empty path segment, which is percent-decoded into a parameter. */
+#ifndef HUIQI_API_ROUTER_H
+#define HUIQI_API_ROUTER_H
+
+#include <stddef.h>
+
+#include "api/server.h"
+
+struct app;
+typedef void (*api_handler_fn)(struct app *app, api_req_t *req);
+
+enum {
+    ROUTE_BODY = 1 << 0,   /* takes a JSON body */
+    ROUTE_PUBLIC = 1 << 1, /* outside /v1 (health) */
+};
+
+typedef struct route {
+    int method;
+    const char *pattern;
+    api_handler_fn fn;
+    unsigned flags;
+    const char *name; /* for logs and metrics, e.g. "enterprises.get" */
+} route_t;
+
+/* Finds the route for 'method' and 'path' in 'routes' and fills req->param. Returns
+ * 0 with '*out' set; 404 when no pattern matches; 405 when patterns match but not
+ * the method ('allow' then lists the methods, e.g. "GET, PUT"); 400 on a bad
+ * percent-encoding. */
+int router_match(const route_t *routes, size_t n, int method, api_req_t *req,
+                 const route_t **out, char *allow, size_t allowlen);
+
+/* Percent-decodes 'len' bytes into a new NUL-terminated string ('+' is kept; a
+ * path is not a form). Returns NULL on a bad escape or a decoded NUL byte. */
+char *router_decode(const char *s, size_t len, size_t *outlen);
+
+#endif

@@ -1,0 +1,564 @@
+/* HTTP server on libuv; see server.h. Reads go into one loop-wide buffer (the loop
+ * runs one callback at a time), and only bytes left over after a complete request
+ * are copied aside, so an idle connection holds no buffer. */
+#include "api/server.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/httpd.h"
+#include "common/xalloc.h"
+
+#define SERVER_RBUF (64 * 1024)
+
+typedef struct server_conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    server_t *srv;
+    struct server_conn *prev, *next;
+    httpd_t *http;
+    api_req_t req;
+    char *pending; /* bytes after the current request, not yet parsed */
+    size_t npending;
+    int handling;    /* the app holds req */
+    int head_done;   /* head callback ran for the current request */
+    int closing;
+    int handles;     /* open libuv handles */
+    int close_after; /* close once the pending writes finish */
+    int writes;      /* writes in flight */
+    int in_process;
+    int timer_mode;
+} server_conn_t;
+
+enum { TM_NONE, TM_IDLE, TM_HEAD, TM_BODY };
+
+struct server {
+    uv_loop_t *loop;
+    uv_tcp_t listener;
+    server_opts_t o;
+    char host[64];
+    server_cbs_t cbs;
+    void *app;
+    httpd_cbs_t hcbs;
+    server_conn_t head; /* circular list of connections */
+    unsigned nconns;
+    char rbuf[SERVER_RBUF];
+    char date[40];
+    uint64_t date_sec;
+    uint64_t rid_base;
+    uint64_t rid_seq;
+    int stopping;
+    unsigned structs; /* connection structs not yet freed (open or closing) */
+    int open;         /* during stop: listener + structs still to free */
+    void (*done)(void *);
+    void *done_arg;
+};
+
+typedef struct server_write {
+    uv_write_t w;
+    server_conn_t *c;
+    char *buf;
+} server_write_t;
+
+static void conn_process(server_conn_t *c);
+static void conn_close(server_conn_t *c);
+
+/* ---------------------------------------------------------------------------
+ * Helpers
+ * ------------------------------------------------------------------------- */
+
+static const char *server_date(server_t *s) {
+    uint64_t now = uv_now(s->loop) / 1000;
+    if (now != s->date_sec || s->date[0] == '\0') {
+        s->date_sec = now;
+        time_t t = time(NULL);
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(s->date, sizeof s->date, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    }
+    return s->date;
+}
+
+static int server_rid_ok(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 36) {
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void conn_free_req(server_conn_t *c) {
+    api_req_t *r = &c->req;
+    free(r->path);
+    free(r->query);
+    for (int i = 0; i < r->nparams; i++) {
+        free(r->param[i]);
+    }
+    memset(r, 0, sizeof *r);
+}
+
+static void conn_maybe_free(server_conn_t *c) {
+    if (c->handles == 0 && !c->handling && c->writes == 0) {
+        server_t *s = c->srv;
+        conn_free_req(c);
+        httpd_free(c->http);
+        free(c->pending);
+        free(c);
+        s->structs--;
+        if (s->stopping && --s->open == 0 && s->done) {
+            s->done(s->done_arg);
+        }
+    }
+}
+
+static void conn_on_handle_close(uv_handle_t *h) {
+    server_conn_t *c = h->data;
+    c->handles--;
+    conn_maybe_free(c);
+}
+
+static void conn_close(server_conn_t *c) {
+    if (c->closing) {
+        return;
+    }
+    c->closing = 1;
+    server_t *s = c->srv;
+    c->prev->next = c->next;
+    c->next->prev = c->prev;
+    s->nconns--;
+    uv_close((uv_handle_t *)&c->tcp, conn_on_handle_close);
+    uv_close((uv_handle_t *)&c->timer, conn_on_handle_close);
+}
+
+static void conn_on_timer(uv_timer_t *t) {
+    server_conn_t *c = t->data;
+    if (c->timer_mode == TM_HEAD || c->timer_mode == TM_BODY) {
+        /* A client that is too slow to send its request: say so, then close. */
+        static const char msg[] = "{\"error\":{\"code\":\"request_timeout\",\"message\":\"the "
+                                  "request was not received in time\",\"field\":null}}";
+        c->close_after = 1;
+        c->handling = 1;
+        c->req.conn = c;
+        server_respond(&c->req, 408, "application/json", NULL, msg, sizeof msg - 1);
+        return;
+    }
+    conn_close(c);
+}
+
+static void conn_timer(server_conn_t *c, int mode) {
+    server_t *s = c->srv;
+    unsigned ms = 0;
+    if (mode == c->timer_mode && mode != TM_BODY) {
+        return; /* header timeouts run from the request's first byte */
+    }
+    c->timer_mode = mode;
+    switch (mode) {
+    case TM_IDLE:
+        ms = s->o.idle_timeout_ms;
+        break;
+    case TM_HEAD:
+        ms = s->o.header_timeout_ms;
+        break;
+    case TM_BODY:
+        ms = s->o.idle_timeout_ms;
+        break;
+    default:
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    uv_timer_start(&c->timer, conn_on_timer, ms, 0);
+}
+
+/* ---------------------------------------------------------------------------
+ * Writing
+ * ------------------------------------------------------------------------- */
+
+static void conn_on_write(uv_write_t *w, int status) {
+    server_write_t *sw = (server_write_t *)w;
+    server_conn_t *c = sw->c;
+    free(sw->buf);
+    free(sw);
+    c->writes--;
+    if (status < 0 || (c->close_after && c->writes == 0)) {
+        conn_close(c);
+    }
+    conn_maybe_free(c);
+}
+
+static void conn_write(server_conn_t *c, char *buf, size_t len) {
+    server_write_t *sw = xmalloc(sizeof *sw);
+    sw->c = c;
+    sw->buf = buf;
+    uv_buf_t b = uv_buf_init(buf, (unsigned)len);
+    if (uv_write(&sw->w, (uv_stream_t *)&c->tcp, &b, 1, conn_on_write) != 0) {
+        free(buf);
+        free(sw);
+        conn_close(c);
+        return;
+    }
+    c->writes++;
+}
+
+void server_respond(api_req_t *req, int status, const char *content_type, const char *headers,
+                    const char *body, size_t body_len) {
+    server_conn_t *c = req->conn;
+    server_t *s = c->srv;
+    req->status = status;
+    if (s->cbs.on_done && req->path) {
+        s->cbs.on_done(s->app, req, body_len);
+    }
+    if (!c->closing) {
+        httpd_req_t *h = req->http;
+        int keep = h && h->keep_alive && !c->close_after && !s->stopping;
+        int nobody = status == 204 || status == 304 || (h && h->method == HTTPD_HEAD);
+        size_t hlen = headers ? strlen(headers) : 0;
+        size_t cap = 512 + hlen + body_len;
+        char *buf = xmalloc(cap);
+        int n = snprintf(buf, cap,
+                         "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: huiqi\r\nX-Request-Id: %s\r\n%s",
+                         status, httpd_status_text(status), server_date(s), req->id,
+                         keep ? "" : "Connection: close\r\n");
+        size_t off = (size_t)n;
+        if (status != 204 && status != 304) {
+            off += (size_t)snprintf(buf + off, cap - off, "Content-Type: %s\r\nContent-Length: %zu\r\n",
+                                    content_type ? content_type : "application/json", body_len);
+        }
+        if (hlen) {
+            memcpy(buf + off, headers, hlen);
+            off += hlen;
+        }
+        memcpy(buf + off, "\r\n", 2);
+        off += 2;
+        if (!nobody && body_len) {
+            memcpy(buf + off, body, body_len);
+            off += body_len;
+        }
+        if (!keep) {
+            c->close_after = 1;
+        }
+        conn_write(c, buf, off);
+    }
+    c->handling = 0;
+    c->head_done = 0;
+    conn_free_req(c);
+    if (c->closing) {
+        conn_maybe_free(c);
+        return;
+    }
+    httpd_next(c->http);
+    if (c->close_after) {
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        conn_timer(c, TM_NONE);
+        return;
+    }
+    if (!c->in_process) {
+        conn_process(c);
+    }
+}
+
+/* ---------------------------------------------------------------------------
+ * Reading and parsing
+ * ------------------------------------------------------------------------- */
+
+static int conn_on_head(void *arg, httpd_req_t *h) {
+    server_conn_t *c = arg;
+    server_t *s = c->srv;
+    api_req_t *r = &c->req;
+    r->http = h;
+    r->conn = c;
+    r->start_ns = uv_hrtime();
+    if (server_rid_ok(h->request_id)) {
+        snprintf(r->id, sizeof r->id, "%s", h->request_id);
+    } else {
+        snprintf(r->id, sizeof r->id, "%016llx",
+                 (unsigned long long)(s->rid_base + s->rid_seq++ * UINT64_C(0x9e3779b97f4a7c15)));
+    }
+    const char *t = h->target;
+    if (t[0] != '/') {
+        return 400;
+    }
+    const char *q = strchr(t, '?');
+    size_t plen = q ? (size_t)(q - t) : strlen(t);
+    r->path = xstrndup(t, plen);
+    r->query = xstrdup(q ? q + 1 : "");
+    c->head_done = 1;
+    int st = s->cbs.on_head(s->app, r);
+    if (st == 0 && h->expect_continue && h->content_length != 0) {
+        static const char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        conn_write(c, xmemdup(cont, sizeof cont - 1), sizeof cont - 1);
+    }
+    return st;
+}
+
+static int conn_on_body(void *arg, httpd_req_t *h, const char *p, size_t n) {
+    (void)arg;
+    (void)h;
+    (void)p;
+    (void)n;
+    return 501; /* no route streams bodies yet */
+}
+
+static void conn_fail(server_conn_t *c) {
+    const char *reason = NULL;
+    int status = httpd_error(c->http, &reason);
+    if (status == 0) {
+        status = 400;
+    }
+    const char *code = status == 413   ? "body_too_large"
+                       : status == 414 ? "uri_too_long"
+                       : status == 431 ? "headers_too_large"
+                       : status == 505 ? "http_version_not_supported"
+                       : status == 417 ? "expectation_failed"
+                                       : "bad_request";
+    char body[512];
+    char esc[256];
+    size_t k = 0;
+    const char *rs = reason ? reason : httpd_status_text(status);
+    for (size_t i = 0; rs[i] && k + 2 < sizeof esc; i++) {
+        char ch = rs[i];
+        if (ch == '"' || ch == '\\') {
+            esc[k++] = '\\';
+        }
+        esc[k++] = (ch >= 0x20 && ch < 0x7f) ? ch : ' ';
+    }
+    esc[k] = '\0';
+    int n = snprintf(body, sizeof body,
+                     "{\"error\":{\"code\":\"%s\",\"message\":\"%s\",\"field\":null}}", code, esc);
+    c->close_after = 1;
+    c->handling = 1;
+    if (!c->head_done) {
+        c->req.http = NULL;
+        snprintf(c->req.id, sizeof c->req.id, "%016llx",
+                 (unsigned long long)(c->srv->rid_base +
+                                      c->srv->rid_seq++ * UINT64_C(0x9e3779b97f4a7c15)));
+    }
+    c->req.conn = c;
+    server_respond(&c->req, status, "application/json", NULL, body, (size_t)n);
+}
+
+/* Parses buffered bytes until a request is complete or they run out. */
+static void conn_process(server_conn_t *c) {
+    c->in_process = 1;
+    while (!c->closing && !c->handling && !c->close_after && c->npending) {
+        size_t used = 0;
+        int rc = httpd_feed(c->http, c->pending, c->npending, &used);
+        if (rc < 0) {
+            c->npending = 0;
+            conn_fail(c);
+            break;
+        }
+        memmove(c->pending, c->pending + used, c->npending - used);
+        c->npending -= used;
+        if (rc == HTTPD_MORE) {
+            break;
+        }
+        c->handling = 1;
+        conn_timer(c, TM_NONE);
+        c->srv->cbs.on_request(c->srv->app, &c->req);
+    }
+    c->in_process = 0;
+    if (c->closing || c->close_after) {
+        return;
+    }
+    if (c->handling) {
+        /* Backpressure: no reading while the app holds a request. */
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        return;
+    }
+    conn_timer(c, httpd_in_request(c->http) ? (c->head_done ? TM_BODY : TM_HEAD) : TM_IDLE);
+    uv_read_start((uv_stream_t *)&c->tcp, NULL, NULL);
+}
+
+static void conn_on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+    (void)hint;
+    server_conn_t *c = h->data;
+    buf->base = c->srv->rbuf;
+    buf->len = SERVER_RBUF;
+}
+
+static void conn_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
+    server_conn_t *c = st->data;
+    if (n < 0) {
+        /* EOF or error. A peer that goes away mid-request loses its request; one
+         * whose request is being handled gets its response dropped. */
+        conn_close(c);
+        return;
+    }
+    if (n == 0 || c->closing) {
+        return;
+    }
+    /* Parse straight from the shared buffer; only the unparsed tail is copied. */
+    const char *p = buf->base;
+    size_t len = (size_t)n;
+    if (c->npending == 0) {
+        c->in_process = 1;
+        size_t used = 0;
+        int rc = httpd_feed(c->http, p, len, &used);
+        c->in_process = 0;
+        if (rc < 0) {
+            conn_fail(c);
+            return;
+        }
+        p += used;
+        len -= used;
+        if (rc == HTTPD_DONE) {
+            if (len) {
+                c->pending = xrealloc(c->pending, len);
+                memcpy(c->pending, p, len);
+                c->npending = len;
+            }
+            c->handling = 1;
+            conn_timer(c, TM_NONE);
+            uv_read_stop((uv_stream_t *)&c->tcp);
+            c->in_process = 1;
+            c->srv->cbs.on_request(c->srv->app, &c->req);
+            c->in_process = 0;
+            if (!c->handling && !c->closing && !c->close_after) {
+                conn_process(c);
+            }
+            return;
+        }
+        conn_timer(c, httpd_in_request(c->http) ? (c->head_done ? TM_BODY : TM_HEAD) : TM_IDLE);
+        return;
+    }
+    c->pending = xrealloc(c->pending, c->npending + len);
+    memcpy(c->pending + c->npending, p, len);
+    c->npending += len;
+    conn_process(c);
+}
+
+/* ---------------------------------------------------------------------------
+ * Accepting
+ * ------------------------------------------------------------------------- */
+
+static void server_on_reject_close(uv_handle_t *h) {
+    free(h);
+}
+
+static void server_on_connection(uv_stream_t *l, int status) {
+    server_t *s = l->data;
+    if (status < 0 || s->stopping) {
+        return;
+    }
+    if (s->nconns >= s->o.max_conns) {
+        /* Over the cap: accept and close at once, so the backlog does not fill
+         * with connections nobody will serve. */
+        uv_tcp_t *t = xmalloc(sizeof *t);
+        uv_tcp_init(s->loop, t);
+        uv_accept(l, (uv_stream_t *)t);
+        uv_close((uv_handle_t *)t, server_on_reject_close);
+        return;
+    }
+    server_conn_t *c = xcalloc(1, sizeof *c);
+    c->srv = s;
+    uv_tcp_init(s->loop, &c->tcp);
+    uv_timer_init(s->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles = 2;
+    s->structs++;
+    c->next = s->head.next;
+    c->prev = &s->head;
+    s->head.next->prev = c;
+    s->head.next = c;
+    s->nconns++;
+    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->http = httpd_new(&s->hcbs, c);
+    conn_timer(c, TM_IDLE);
+    uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc, conn_on_read);
+}
+
+static void server_on_failed_close(uv_handle_t *h) {
+    free(h->data);
+}
+
+int server_start(uv_loop_t *loop, const server_opts_t *opts, const server_cbs_t *cbs, void *app,
+                 server_t **out) {
+    server_t *s = xcalloc(1, sizeof *s);
+    s->loop = loop;
+    s->o = *opts;
+    snprintf(s->host, sizeof s->host, "%s", opts->host);
+    s->o.host = s->host;
+    s->cbs = *cbs;
+    s->app = app;
+    s->hcbs.on_head = conn_on_head;
+    s->hcbs.on_body = conn_on_body;
+    s->head.next = s->head.prev = &s->head;
+    uv_random(NULL, NULL, &s->rid_base, sizeof s->rid_base, 0, NULL);
+    struct sockaddr_storage addr;
+    int rc = uv_ip4_addr(s->host, opts->port, (struct sockaddr_in *)&addr);
+    if (rc != 0) {
+        rc = uv_ip6_addr(s->host, opts->port, (struct sockaddr_in6 *)&addr);
+    }
+    if (rc == 0) {
+        uv_tcp_init(loop, &s->listener);
+        s->listener.data = s;
+        rc = uv_tcp_bind(&s->listener, (const struct sockaddr *)&addr, 0);
+        if (rc == 0) {
+            rc = uv_listen((uv_stream_t *)&s->listener, 1024, server_on_connection);
+        }
+        if (rc != 0) {
+            /* The listener lives inside 's': free both once the close completes. */
+            uv_close((uv_handle_t *)&s->listener, server_on_failed_close);
+            return rc;
+        }
+    }
+    if (rc != 0) {
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+static void server_on_listener_close(uv_handle_t *h) {
+    server_t *s = h->data;
+    if (--s->open == 0 && s->done) {
+        s->done(s->done_arg);
+    }
+}
+
+void server_stop(server_t *s, void (*done)(void *), void *arg) {
+    s->stopping = 1;
+    s->done = done;
+    s->done_arg = arg;
+    s->open = 1 + (int)s->structs;
+    /* Every connection struct, open or already closing, decrements 'open' when it
+     * is freed; the listener does when it closes. */
+    server_conn_t *c = s->head.next;
+    while (c != &s->head) {
+        server_conn_t *next = c->next;
+        conn_close(c);
+        c = next;
+    }
+    uv_close((uv_handle_t *)&s->listener, server_on_listener_close);
+}
+
+int server_port(const server_t *s) {
+    struct sockaddr_storage addr;
+    int len = sizeof addr;
+    if (uv_tcp_getsockname(&s->listener, (struct sockaddr *)&addr, &len) != 0) {
+        return -1;
+    }
+    if (addr.ss_family == AF_INET) {
+        return ntohs(((struct sockaddr_in *)&addr)->sin_port);
+    }
+    return ntohs(((struct sockaddr_in6 *)&addr)->sin6_port);
+}
+
+unsigned server_conns(const server_t *s) {
+    return s->nconns;
+}

@@ -1,0 +1,68 @@
+/* The HTTP server: a libuv TCP listener, connections with keep-alive and pipelining
+ * (answered strictly in order, one request at a time per connection), header, idle
+ * and slow-client timeouts, a connection cap, and responses. It knows nothing of
+ * routes: the app decides at head time what to do with a request and answers it
+ * later, from any callback, with server_respond. */
+#ifndef HUIQI_API_SERVER_H
+#define HUIQI_API_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "api/httpd.h"
+
+typedef struct server server_t;
+
+#define API_MAX_PARAMS 3
+
+typedef struct api_req {
+    httpd_req_t *http;
+    char *path;  /* percent-decoded path, NUL-terminated */
+    char *query; /* raw query string after '?', "" when none */
+    char id[40]; /* request id: the client's X-Request-Id when sane, else generated */
+    uint64_t start_ns;
+    const void *route;                 /* set by the app's head callback */
+    char *param[API_MAX_PARAMS];       /* decoded path parameters */
+    size_t param_len[API_MAX_PARAMS];
+    int nparams;
+    int status; /* the status answered (for logs and metrics) */
+    void *ctx;  /* handler's per-request state */
+    struct server_conn *conn;
+} api_req_t;
+
+typedef struct server_cbs {
+    /* Headers received: resolve the route, set req->http->body_limit (or stream).
+     * Returns 0 to continue, or a status >= 400 to refuse. */
+    int (*on_head)(void *app, api_req_t *req);
+    /* The request is complete: handle it and eventually call server_respond. */
+    void (*on_request)(void *app, api_req_t *req);
+    /* The response to 'req' was queued (for access logs and metrics). */
+    void (*on_done)(void *app, api_req_t *req, size_t body_len);
+} server_cbs_t;
+
+typedef struct server_opts {
+    const char *host;
+    int port;
+    unsigned max_conns;
+    unsigned header_timeout_ms;
+    unsigned idle_timeout_ms;
+} server_opts_t;
+
+/* Binds and listens. Returns 0 or a libuv error; '*out' is set on success. */
+int server_start(uv_loop_t *loop, const server_opts_t *opts, const server_cbs_t *cbs, void *app,
+                 server_t **out);
+/* Stops accepting and closes every connection; done(arg) runs once all handles
+ * are closed. Requests still being handled get their responses dropped. */
+void server_stop(server_t *srv, void (*done)(void *), void *arg);
+/* The bound port (useful with port 0). */
+int server_port(const server_t *srv);
+unsigned server_conns(const server_t *srv);
+
+/* Sends the response to 'req' and finishes it. 'headers' holds extra header lines
+ * (each ending in CRLF) or is NULL. The body is copied. After this call 'req' is
+ * gone. */
+void server_respond(api_req_t *req, int status, const char *content_type, const char *headers,
+                    const char *body, size_t body_len);
+
+#endif

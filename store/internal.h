@@ -1,0 +1,111 @@
+/* Module-internal: the store's state, shared by store.c (writes and reads),
+ * store_load.c (loading, resync) and codec.c (record formats). */
+#ifndef HUIQI_STORE_INTERNAL_H
+#define HUIQI_STORE_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <hiredis/hiredis.h>
+
+#include "store/link.h"
+#include "store/store.h"
+
+#define STORE_CHUNK    128u /* ordinals per hq:idx:<n> hash: small enough for listpack */
+#define STORE_KEY_MAX  96u
+#define STORE_LOAD_WINDOW 64u /* chunk reads in flight while loading */
+
+enum {
+    STORE_SCRIPT_ENT_PUT,
+    STORE_SCRIPT_ENT_DEL,
+    STORE_SCRIPT_POL_CREATE,
+    STORE_SCRIPT_POL_UPDATE,
+    STORE_SCRIPT_POL_DEL,
+    STORE_SCRIPT_POL_STATUS,
+    STORE_SCRIPT_TAX_APPEND,
+    STORE_NSCRIPTS
+};
+
+extern const char *const store__script_text[STORE_NSCRIPTS];
+
+enum { ST_DOWN, ST_SYNCING, ST_LOADING, ST_READY, ST_FATAL, ST_CLOSING };
+
+/* Interests of enterprises that have any: ordinal -> [count, bits...]. */
+typedef struct store_imap {
+    uint32_t *keys; /* UINT32_MAX: empty */
+    uint16_t **vals;
+    uint32_t mask, n;
+} store_imap_t;
+
+/* Everything matching reads; replaced as a whole by a full reload. */
+typedef struct store_mem {
+    matcher_t *m;
+    polset_t *ps;
+    store_policy_t **pols; /* sorted by id */
+    size_t npols, cappols;
+    store_imap_t imap;
+} store_mem_t;
+
+/* An in-progress full load. */
+typedef struct store_load store_load_t;
+
+struct store {
+    uv_loop_t *loop;
+    const taxonomy_t *tax;
+    store_event_cb cb;
+    void *arg;
+    store_link_t *link;
+    int state;
+    int loaded;
+    uint64_t gen; /* bumped on every connection; stale load replies are dropped */
+    store_mem_t *mem;
+    store_load_t *load;
+    char run_id[48];
+    char script_sha[STORE_NSCRIPTS][41];
+    int syncing_left;
+    char pending_run_id[48];
+    /* A write got no reply (its outcome is unknown), so memory may differ from
+     * Redis: the next connection reloads everything. */
+    int dirty;
+    uint64_t reloads;
+    uint64_t load_ms;
+    void (*close_done)(void *);
+    void *close_arg;
+};
+
+/* ---- codec.c ---- */
+/* Packs an index record; returns its length (at most store__rec_max(...)). */
+size_t store__rec_encode(char *out, const char *uscc, const uint64_t *row, size_t words,
+                         const uint16_t *interests, unsigned nint);
+size_t store__rec_max(size_t words);
+/* Unpacks a record into uscc (18 bytes), row (words, zeroed here) and interests
+ * (up to STORE_MAX_INTERESTS). Returns 0 or -EINVAL on a malformed record or a bit
+ * at or above 'ntags' / 'nptags'. */
+int store__rec_decode(const char *p, size_t len, char *uscc, uint64_t *row, size_t words,
+                      unsigned ntags, uint16_t *interests, unsigned *nint, unsigned nptags);
+size_t store__meta_encode(char *out, const store_pol_in_t *in);
+#define STORE_META_MAX (32 + 2 * (3 * RULE_MAX_PART + STORE_MAX_PTAGS))
+int store__meta_decode(const char *p, size_t len, store_policy_t *pol, unsigned ntags,
+                       unsigned nptags);
+
+/* ---- store.c helpers used by store_load.c ---- */
+store_mem_t *store__mem_new(const taxonomy_t *tax);
+void store__mem_free(store_mem_t *mem);
+/* Mirrors one enterprise record (or its absence, when row is NULL) into 'mem'. */
+void store__mem_ent_apply(store_mem_t *mem, const char *uscc, uint32_t ord, const uint64_t *row,
+                          const uint16_t *interests, unsigned nint);
+/* Inserts or replaces a policy (takes ownership of 'p'), or removes 'id' when p is
+ * NULL. */
+void store__mem_pol_apply(store_mem_t *mem, uint32_t id, store_policy_t *p);
+int store__status_parse(const char *s, size_t len);
+void store__emit(store_t *s, int event, const char *detail);
+/* Sends an EVALSHA (falling back to EVAL on NOSCRIPT). Same contract as
+ * store__link_command. */
+int store__eval(store_t *s, int script, int nargs, const char **args, const size_t *lens,
+                store_link_reply_cb cb, void *arg);
+
+/* ---- store_load.c ---- */
+void store__on_link_state(void *arg, int up);
+void store__load_abort(store_t *s);
+
+#endif

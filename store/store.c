@@ -1,0 +1,835 @@
+/* Store: writes through Lua scripts, the in-memory mirror, and reads. Loading and
+ * resynchronisation live in store_load.c. */
+#include "store/store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+#include "common/xalloc.h"
+#include "matcher/bitset.h"
+#include "store/internal.h"
+#include "tags/date.h"
+
+/* ---------------------------------------------------------------------------
+ * Interests map
+ * ------------------------------------------------------------------------- */
+
+static uint32_t imap_hash(uint32_t k) {
+    k *= 2654435761u;
+    return k ^ (k >> 15);
+}
+
+static void imap_init(store_imap_t *im) {
+    im->mask = 63;
+    im->keys = xmalloc((im->mask + 1) * sizeof *im->keys);
+    memset(im->keys, 0xff, (im->mask + 1) * sizeof *im->keys);
+    im->vals = xcalloc(im->mask + 1, sizeof *im->vals);
+    im->n = 0;
+}
+
+static void imap_destroy(store_imap_t *im) {
+    for (uint32_t i = 0; i <= im->mask; i++) {
+        free(im->vals[i]);
+    }
+    free(im->keys);
+    free(im->vals);
+}
+
+static uint32_t imap_pos(const store_imap_t *im, uint32_t k) {
+    uint32_t h = imap_hash(k) & im->mask;
+    while (im->keys[h] != UINT32_MAX && im->keys[h] != k) {
+        h = (h + 1) & im->mask;
+    }
+    return h;
+}
+
+static void imap_grow(store_imap_t *im) {
+    store_imap_t old = *im;
+    im->mask = old.mask * 2 + 1;
+    im->keys = xmalloc(((size_t)im->mask + 1) * sizeof *im->keys);
+    memset(im->keys, 0xff, ((size_t)im->mask + 1) * sizeof *im->keys);
+    im->vals = xcalloc((size_t)im->mask + 1, sizeof *im->vals);
+    for (uint32_t i = 0; i <= old.mask; i++) {
+        if (old.keys[i] != UINT32_MAX) {
+            uint32_t h = imap_pos(im, old.keys[i]);
+            im->keys[h] = old.keys[i];
+            im->vals[h] = old.vals[i];
+        }
+    }
+    free(old.keys);
+    free(old.vals);
+}
+
+static void imap_remove_at(store_imap_t *im, uint32_t i) {
+    free(im->vals[i]);
+    im->vals[i] = NULL;
+    uint32_t j = i;
+    for (;;) {
+        j = (j + 1) & im->mask;
+        if (im->keys[j] == UINT32_MAX) {
+            break;
+        }
+        uint32_t home = imap_hash(im->keys[j]) & im->mask;
+        int keep = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
+        if (!keep) {
+            im->keys[i] = im->keys[j];
+            im->vals[i] = im->vals[j];
+            im->vals[j] = NULL;
+            i = j;
+        }
+    }
+    im->keys[i] = UINT32_MAX;
+    im->n--;
+}
+
+static void imap_set(store_imap_t *im, uint32_t ord, const uint16_t *bits, unsigned n) {
+    uint32_t h = imap_pos(im, ord);
+    if (n == 0) {
+        if (im->keys[h] == ord) {
+            imap_remove_at(im, h);
+        }
+        return;
+    }
+    if (im->keys[h] != ord) {
+        if ((im->n + 1) * 2 > im->mask + 1) {
+            imap_grow(im);
+            h = imap_pos(im, ord);
+        }
+        im->keys[h] = ord;
+        im->n++;
+    }
+    uint16_t *v = xrealloc(im->vals[h], (n + 1) * sizeof *v);
+    v[0] = (uint16_t)n;
+    memcpy(v + 1, bits, n * sizeof *v);
+    im->vals[h] = v;
+}
+
+static unsigned imap_get(const store_imap_t *im, uint32_t ord, const uint16_t **bits) {
+    uint32_t h = imap_pos(im, ord);
+    if (im->keys[h] != ord) {
+        *bits = NULL;
+        return 0;
+    }
+    *bits = im->vals[h] + 1;
+    return im->vals[h][0];
+}
+
+/* ---------------------------------------------------------------------------
+ * The mirror
+ * ------------------------------------------------------------------------- */
+
+store_mem_t *store__mem_new(const taxonomy_t *tax) {
+    store_mem_t *mem = xcalloc(1, sizeof *mem);
+    unsigned ntags = taxonomy_count(tax, TAX_ENTERPRISE);
+    mem->m = matcher_new(ntags, 18);
+    mem->ps = polset_new(ntags);
+    /* Group matches by district: the tags of class "region", in taxonomy order. */
+    uint16_t groups[MATCHER_MAX_GROUPS];
+    unsigned ng = 0;
+    for (unsigned i = 0; i < ntags && ng < MATCHER_MAX_GROUPS; i++) {
+        const tax_tag_t *t = taxonomy_tag(tax, TAX_ENTERPRISE, i);
+        if (strcmp(t->klass->code, "region") == 0) {
+            groups[ng++] = (uint16_t)i;
+        }
+    }
+    matcher_set_groups(mem->m, groups, ng);
+    imap_init(&mem->imap);
+    return mem;
+}
+
+static void store_policy_free(store_policy_t *p) {
+    if (p) {
+        free(p->doc);
+        free(p);
+    }
+}
+
+void store__mem_free(store_mem_t *mem) {
+    if (mem == NULL) {
+        return;
+    }
+    matcher_free(mem->m);
+    polset_free(mem->ps);
+    for (size_t i = 0; i < mem->npols; i++) {
+        store_policy_free(mem->pols[i]);
+    }
+    free(mem->pols);
+    imap_destroy(&mem->imap);
+    free(mem);
+}
+
+void store__mem_ent_apply(store_mem_t *mem, const char *uscc, uint32_t ord, const uint64_t *row,
+                          const uint16_t *interests, unsigned nint) {
+    uint32_t at = matcher_find(mem->m, uscc);
+    if (row == NULL) {
+        if (at != MATCHER_NONE) {
+            matcher_del(mem->m, at);
+            imap_set(&mem->imap, at, NULL, 0);
+        }
+        return;
+    }
+    if (at != MATCHER_NONE && at != ord) {
+        /* Memory had the code at another ordinal (it was deleted and created again
+         * while we were not listening): follow Redis. */
+        matcher_del(mem->m, at);
+        imap_set(&mem->imap, at, NULL, 0);
+    }
+    if (matcher_put(mem->m, ord, uscc, row) == 0) {
+        imap_set(&mem->imap, ord, interests, nint);
+    }
+}
+
+static size_t mem_pol_pos(const store_mem_t *mem, uint32_t id) {
+    size_t lo = 0;
+    size_t hi = mem->npols;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (mem->pols[mid]->id < id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+static void mem_polset_sync(store_mem_t *mem, const store_policy_t *p, uint32_t id) {
+    if (p && p->status == STORE_POL_PUBLISHED) {
+        unsigned ntags = matcher_ntags(mem->m);
+        uint32_t card[MATCHER_MAX_TAGS];
+        for (unsigned t = 0; t < ntags; t++) {
+            card[t] = matcher_tag_card(mem->m, t);
+        }
+        polset_put(mem->ps, id, &p->rule, card);
+    } else if (polset_has(mem->ps, id)) {
+        polset_del(mem->ps, id);
+    }
+}
+
+void store__mem_pol_apply(store_mem_t *mem, uint32_t id, store_policy_t *p) {
+    size_t i = mem_pol_pos(mem, id);
+    int found = i < mem->npols && mem->pols[i]->id == id;
+    if (p == NULL) {
+        if (found) {
+            store_policy_free(mem->pols[i]);
+            memmove(mem->pols + i, mem->pols + i + 1, (mem->npols - i - 1) * sizeof *mem->pols);
+            mem->npols--;
+        }
+        mem_polset_sync(mem, NULL, id);
+        return;
+    }
+    if (found) {
+        store_policy_free(mem->pols[i]);
+        mem->pols[i] = p;
+    } else {
+        if (mem->npols == mem->cappols) {
+            mem->cappols = mem->cappols ? mem->cappols * 2 : 64;
+            mem->pols = xreallocarray(mem->pols, mem->cappols, sizeof *mem->pols);
+        }
+        memmove(mem->pols + i + 1, mem->pols + i, (mem->npols - i) * sizeof *mem->pols);
+        mem->pols[i] = p;
+        mem->npols++;
+    }
+    mem_polset_sync(mem, p, id);
+}
+
+int store__status_parse(const char *s, size_t len) {
+    if (len == 5 && memcmp(s, "draft", 5) == 0) {
+        return STORE_POL_DRAFT;
+    }
+    if (len == 9 && memcmp(s, "published", 9) == 0) {
+        return STORE_POL_PUBLISHED;
+    }
+    if (len == 9 && memcmp(s, "withdrawn", 9) == 0) {
+        return STORE_POL_WITHDRAWN;
+    }
+    return -1;
+}
+
+/* ---------------------------------------------------------------------------
+ * Lifecycle
+ * ------------------------------------------------------------------------- */
+
+void store__emit(store_t *s, int event, const char *detail) {
+    if (s->cb) {
+        s->cb(s->arg, event, detail);
+    }
+}
+
+static void store_sha1_hex(const char *text, char *out) {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    EVP_Digest(text, strlen(text), md, &n, EVP_sha1(), NULL);
+    for (unsigned i = 0; i < n && i < 20; i++) {
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    }
+    out[40] = '\0';
+}
+
+store_t *store_new(uv_loop_t *loop, const store_opts_t *opts, const taxonomy_t *tax,
+                   store_event_cb cb, void *arg) {
+    if ((opts->redis_host == NULL) == (opts->redis_unix == NULL)) {
+        return NULL;
+    }
+    store_t *s = xcalloc(1, sizeof *s);
+    s->loop = loop;
+    s->tax = tax;
+    s->cb = cb;
+    s->arg = arg;
+    s->state = ST_DOWN;
+    for (int i = 0; i < STORE_NSCRIPTS; i++) {
+        store_sha1_hex(store__script_text[i], s->script_sha[i]);
+    }
+    s->mem = store__mem_new(tax);
+    store_link_opts_t lo = {
+        .host = opts->redis_host,
+        .port = opts->redis_port,
+        .unix_path = opts->redis_unix,
+        .connect_timeout_ms = opts->connect_timeout_ms ? opts->connect_timeout_ms : 1000,
+        .command_timeout_ms = opts->command_timeout_ms ? opts->command_timeout_ms : 3000,
+        .max_inflight = opts->max_inflight ? opts->max_inflight : 10000,
+        .ping_interval_ms = 1000,
+    };
+    s->link = store__link_new(loop, &lo, store__on_link_state, s);
+    return s;
+}
+
+static void store_on_link_closed(void *arg) {
+    store_t *s = arg;
+    void (*done)(void *) = s->close_done;
+    void *darg = s->close_arg;
+    store__mem_free(s->mem);
+    free(s);
+    if (done) {
+        done(darg);
+    }
+}
+
+void store_close(store_t *s, void (*done)(void *), void *arg) {
+    s->state = ST_CLOSING;
+    s->close_done = done;
+    s->close_arg = arg;
+    store__load_abort(s);
+    store__link_close(s->link, store_on_link_closed, s);
+}
+
+bool store_ready(const store_t *s) {
+    return s->state == ST_READY;
+}
+
+bool store_loaded(const store_t *s) {
+    return s->loaded;
+}
+
+bool store_redis_up(const store_t *s) {
+    return store__link_up(s->link);
+}
+
+void store_get_stats(const store_t *s, store_stats_t *out) {
+    store_link_stats_t ls;
+    store__link_stats(s->link, &ls);
+    memset(out, 0, sizeof *out);
+    out->redis_connects = ls.connects;
+    out->redis_disconnects = ls.disconnects;
+    out->redis_timeouts = ls.timeouts;
+    out->redis_commands = ls.commands;
+    out->redis_failed = ls.failed;
+    out->redis_inflight = store__link_inflight(s->link);
+    out->reloads = s->reloads;
+    out->load_ms = s->load_ms;
+}
+
+/* ---------------------------------------------------------------------------
+ * Script calls with NOSCRIPT fallback
+ * ------------------------------------------------------------------------- */
+
+typedef struct eval_call {
+    store_t *s;
+    int script;
+    int argc;
+    char **argv;
+    size_t *lens;
+    store_link_reply_cb cb;
+    void *arg;
+} eval_call_t;
+
+static void eval_call_free(eval_call_t *e) {
+    for (int i = 0; i < e->argc; i++) {
+        free(e->argv[i]);
+    }
+    free(e->argv);
+    free(e->lens);
+    free(e);
+}
+
+static void eval_on_reply(void *arg, redisReply *r);
+
+static int eval_send(eval_call_t *e) {
+    const char **cargv = xcalloc((size_t)e->argc, sizeof *cargv);
+    for (int i = 0; i < e->argc; i++) {
+        cargv[i] = e->argv[i];
+    }
+    /* hiredis formats the command into its buffer at once, so the temporary
+     * pointer array can go right after. */
+    int rc = store__link_command(e->s->link, eval_on_reply, e, e->argc, cargv, e->lens);
+    free(cargv);
+    return rc;
+}
+
+static void eval_on_reply(void *arg, redisReply *r) {
+    eval_call_t *e = arg;
+    if (r && r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 &&
+        strcmp(e->argv[0], "EVALSHA") == 0) {
+        /* Redis lost its script cache (restart, SCRIPT FLUSH): send the body. */
+        free(e->argv[0]);
+        free(e->argv[1]);
+        e->argv[0] = xstrdup("EVAL");
+        e->lens[0] = 4;
+        e->argv[1] = xstrdup(store__script_text[e->script]);
+        e->lens[1] = strlen(e->argv[1]);
+        if (eval_send(e) == 0) {
+            return;
+        }
+        r = NULL;
+    }
+    e->cb(e->arg, r);
+    eval_call_free(e);
+}
+
+int store__eval(store_t *s, int script, int nargs, const char **args, const size_t *lens,
+                store_link_reply_cb cb, void *arg) {
+    eval_call_t *e = xcalloc(1, sizeof *e);
+    e->s = s;
+    e->script = script;
+    e->argc = nargs + 3;
+    e->argv = xcalloc((size_t)e->argc, sizeof *e->argv);
+    e->lens = xcalloc((size_t)e->argc, sizeof *e->lens);
+    e->argv[0] = xstrdup("EVALSHA");
+    e->lens[0] = 7;
+    e->argv[1] = xstrdup(s->script_sha[script]);
+    e->lens[1] = 40;
+    e->argv[2] = xstrdup("0");
+    e->lens[2] = 1;
+    for (int i = 0; i < nargs; i++) {
+        e->argv[3 + i] = xmemdup(args[i], lens[i]);
+        e->lens[3 + i] = lens[i];
+    }
+    e->cb = cb;
+    e->arg = arg;
+    int rc = eval_send(e);
+    if (rc != 0) {
+        eval_call_free(e);
+    }
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------
+ * Reply helpers
+ * ------------------------------------------------------------------------- */
+
+static int reply_status_is(const redisReply *r, const char *s) {
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY || r->elements == 0) {
+        return 0;
+    }
+    const redisReply *e = r->element[0];
+    return (e->type == REDIS_REPLY_STRING || e->type == REDIS_REPLY_STATUS) &&
+           strlen(s) == e->len && memcmp(e->str, s, e->len) == 0;
+}
+
+static int reply_int(const redisReply *r, size_t i, long long *v) {
+    if (r->type != REDIS_REPLY_ARRAY || i >= r->elements ||
+        r->element[i]->type != REDIS_REPLY_INTEGER) {
+        return -EPROTO;
+    }
+    *v = r->element[i]->integer;
+    return 0;
+}
+
+/* Maps a script's non-ok answer to an error. */
+static int reply_error(const redisReply *r) {
+    if (r == NULL) {
+        return -EIO;
+    }
+    if (reply_status_is(r, "exists")) {
+        return -EEXIST;
+    }
+    if (reply_status_is(r, "missing")) {
+        return -ENOENT;
+    }
+    if (reply_status_is(r, "stale")) {
+        return -ESTALE;
+    }
+    if (reply_status_is(r, "state")) {
+        return -EPERM;
+    }
+    return -EPROTO;
+}
+
+static int store_writable(const store_t *s) {
+    if (s->state == ST_READY) {
+        return 0;
+    }
+    if (!store__link_up(s->link)) {
+        return -ENOTCONN;
+    }
+    return -EAGAIN;
+}
+
+/* ---------------------------------------------------------------------------
+ * Enterprises
+ * ------------------------------------------------------------------------- */
+
+static int64_t store_now_ms(const store_t *s) {
+    (void)s;
+    uv_timeval64_t tv;
+    uv_gettimeofday(&tv);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+typedef struct ent_op {
+    store_t *s;
+    store_ent_cb cb;
+    void *arg;
+    char uscc[18];
+    uint64_t row[MATCHER_MAX_TAGS / 64];
+    uint16_t interests[STORE_MAX_INTERESTS];
+    unsigned nint;
+    int del;
+} ent_op_t;
+
+static void ent_on_reply(void *arg, redisReply *r) {
+    ent_op_t *op = arg;
+    store_t *s = op->s;
+    store_ent_out_t out = {0};
+    int rc;
+    if (r == NULL) {
+        s->dirty = 1;
+        rc = -EIO;
+    } else if (!reply_status_is(r, "ok")) {
+        rc = reply_error(r);
+    } else {
+        long long ord = 0, ver = 0, created = 0, cms = 0;
+        rc = reply_int(r, 1, &ord);
+        if (rc == 0 && !op->del) {
+            rc = (reply_int(r, 2, &ver) || reply_int(r, 3, &created)) ? -EPROTO
+                                                                       : reply_int(r, 4, &cms);
+        }
+        if (rc == 0 && (ord < 0 || ord >= MATCHER_MAX_ORD)) {
+            rc = -EPROTO;
+        }
+        if (rc == 0) {
+            out.ord = (uint32_t)ord;
+            out.ver = (uint64_t)ver;
+            out.created = (int)created;
+            out.created_ms = cms;
+            store__mem_ent_apply(s->mem, op->uscc, out.ord, op->del ? NULL : op->row,
+                                 op->interests, op->nint);
+        }
+    }
+    op->cb(op->arg, rc, rc == 0 ? &out : NULL);
+    free(op);
+}
+
+int store_ent_put(store_t *s, const store_ent_in_t *in, store_ent_cb cb, void *arg) {
+    int rc = store_writable(s);
+    if (rc) {
+        return rc;
+    }
+    if (in->ninterests > STORE_MAX_INTERESTS) {
+        return -E2BIG;
+    }
+    size_t words = matcher_row_words(s->mem->m);
+    ent_op_t *op = xcalloc(1, sizeof *op);
+    op->s = s;
+    op->cb = cb;
+    op->arg = arg;
+    memcpy(op->uscc, in->uscc, 18);
+    memcpy(op->row, in->row, words * sizeof *in->row);
+    memcpy(op->interests, in->interests, in->ninterests * sizeof *in->interests);
+    op->nint = in->ninterests;
+    char *rec = xmalloc(store__rec_max(words));
+    size_t reclen = store__rec_encode(rec, in->uscc, in->row, words, in->interests, in->ninterests);
+    static const char *const modes[] = {"create", "upsert", "update"};
+    char ver[24] = "";
+    if (in->expect_ver >= 0) {
+        snprintf(ver, sizeof ver, "%lld", (long long)in->expect_ver);
+    }
+    char now[24];
+    snprintf(now, sizeof now, "%lld", (long long)store_now_ms(s));
+    const char *args[6] = {in->uscc, modes[in->mode], ver, in->doc, rec, now};
+    size_t lens[6] = {18, strlen(modes[in->mode]), strlen(ver), in->doc_len, reclen, strlen(now)};
+    rc = store__eval(s, STORE_SCRIPT_ENT_PUT, 6, args, lens, ent_on_reply, op);
+    free(rec);
+    if (rc) {
+        free(op);
+    }
+    return rc;
+}
+
+int store_ent_del(store_t *s, const char *uscc, store_ent_cb cb, void *arg) {
+    int rc = store_writable(s);
+    if (rc) {
+        return rc;
+    }
+    ent_op_t *op = xcalloc(1, sizeof *op);
+    op->s = s;
+    op->cb = cb;
+    op->arg = arg;
+    op->del = 1;
+    memcpy(op->uscc, uscc, 18);
+    const char *args[1] = {uscc};
+    size_t lens[1] = {18};
+    rc = store__eval(s, STORE_SCRIPT_ENT_DEL, 1, args, lens, ent_on_reply, op);
+    if (rc) {
+        free(op);
+    }
+    return rc;
+}
+
+typedef struct doc_op {
+    store_doc_cb cb;
+    void *arg;
+} doc_op_t;
+
+static void doc_on_reply(void *arg, redisReply *r) {
+    doc_op_t *op = arg;
+    if (r == NULL) {
+        op->cb(op->arg, -EIO, NULL);
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+        op->cb(op->arg, -EPROTO, NULL);
+    } else if (r->element[0]->type != REDIS_REPLY_STRING) {
+        op->cb(op->arg, -ENOENT, NULL);
+    } else {
+        store_doc_t d = {.doc = r->element[0]->str, .len = r->element[0]->len};
+        if (r->element[1]->type == REDIS_REPLY_STRING) {
+            d.ver = strtoull(r->element[1]->str, NULL, 10);
+        }
+        if (r->element[2]->type == REDIS_REPLY_STRING) {
+            d.created_ms = strtoll(r->element[2]->str, NULL, 10);
+        }
+        op->cb(op->arg, 0, &d);
+    }
+    free(op);
+}
+
+int store_ent_get(store_t *s, const char *uscc, store_doc_cb cb, void *arg) {
+    if (!store__link_up(s->link)) {
+        return -ENOTCONN;
+    }
+    char key[STORE_KEY_MAX];
+    int n = snprintf(key, sizeof key, "hq:ent:%.18s", uscc);
+    doc_op_t *op = xcalloc(1, sizeof *op);
+    op->cb = cb;
+    op->arg = arg;
+    const char *argv[5] = {"HMGET", key, "doc", "ver", "created"};
+    size_t lens[5] = {5, (size_t)n, 3, 3, 7};
+    int rc = store__link_command(s->link, doc_on_reply, op, 5, argv, lens);
+    if (rc) {
+        free(op);
+    }
+    return rc;
+}
+
+const matcher_t *store_matcher(const store_t *s) {
+    return s->mem->m;
+}
+
+unsigned store_ent_interests(const store_t *s, uint32_t ord, const uint16_t **bits) {
+    return imap_get(&s->mem->imap, ord, bits);
+}
+
+/* ---------------------------------------------------------------------------
+ * Policies
+ * ------------------------------------------------------------------------- */
+
+typedef struct pol_op {
+    store_t *s;
+    store_pol_cb cb;
+    void *arg;
+    uint32_t id;
+    int kind; /* 0 create/update, 1 delete, 2 status */
+    store_policy_t *p; /* prepared record for create/update */
+} pol_op_t;
+
+static store_policy_t *pol_from_in(const store_pol_in_t *in) {
+    store_policy_t *p = xcalloc(1, sizeof *p);
+    p->doc = xstrndup(in->doc, in->doc_len);
+    p->doc_len = in->doc_len;
+    p->rule = *in->rule;
+    p->opens = in->opens;
+    p->closes = in->closes;
+    p->mode = in->mode;
+    p->nptags = in->nptags;
+    memcpy(p->ptags, in->ptags, in->nptags * sizeof *in->ptags);
+    return p;
+}
+
+static store_policy_t *pol_copy(const store_policy_t *src) {
+    store_policy_t *p = xmemdup(src, sizeof *src);
+    p->doc = xstrndup(src->doc, src->doc_len);
+    return p;
+}
+
+/* Reads {'ok', id, ver, status, created, updated, published} into 'p'. */
+static int pol_fill(store_policy_t *p, const redisReply *r) {
+    long long id, ver, created, updated, published;
+    if (r->elements != 7 || reply_int(r, 1, &id) || reply_int(r, 2, &ver) ||
+        reply_int(r, 4, &created) || reply_int(r, 5, &updated) || reply_int(r, 6, &published) ||
+        r->element[3]->type != REDIS_REPLY_STRING || id <= 0 || id >= UINT32_MAX) {
+        return -EPROTO;
+    }
+    int st = store__status_parse(r->element[3]->str, r->element[3]->len);
+    if (st < 0) {
+        return -EPROTO;
+    }
+    p->id = (uint32_t)id;
+    p->ver = (uint64_t)ver;
+    p->status = st;
+    p->created_ms = created;
+    p->updated_ms = updated;
+    p->published_ms = published;
+    return 0;
+}
+
+static void pol_on_reply(void *arg, redisReply *r) {
+    pol_op_t *op = arg;
+    store_t *s = op->s;
+    const store_policy_t *result = NULL;
+    int rc;
+    if (r == NULL) {
+        s->dirty = 1;
+        rc = -EIO;
+    } else if (!reply_status_is(r, "ok")) {
+        rc = reply_error(r);
+    } else if (op->kind == 1) {
+        store__mem_pol_apply(s->mem, op->id, NULL);
+        rc = 0;
+    } else {
+        store_policy_t *p = op->p;
+        if (p == NULL) {
+            const store_policy_t *cur = store_policy(s, op->id);
+            p = cur ? pol_copy(cur) : NULL;
+        }
+        rc = p ? pol_fill(p, r) : -EPROTO;
+        if (rc == 0) {
+            store__mem_pol_apply(s->mem, p->id, p);
+            result = p;
+        } else {
+            store_policy_free(p);
+        }
+        op->p = NULL;
+    }
+    op->cb(op->arg, rc, result);
+    store_policy_free(op->p);
+    free(op);
+}
+
+static int pol_send(store_t *s, pol_op_t *op, int script, int nargs, const char **args,
+                    const size_t *lens) {
+    int rc = store__eval(s, script, nargs, args, lens, pol_on_reply, op);
+    if (rc) {
+        store_policy_free(op->p);
+        free(op);
+    }
+    return rc;
+}
+
+static pol_op_t *pol_op_new(store_t *s, store_pol_cb cb, void *arg, uint32_t id, int kind) {
+    pol_op_t *op = xcalloc(1, sizeof *op);
+    op->s = s;
+    op->cb = cb;
+    op->arg = arg;
+    op->id = id;
+    op->kind = kind;
+    return op;
+}
+
+int store_pol_create(store_t *s, const store_pol_in_t *in, store_pol_cb cb, void *arg) {
+    int rc = store_writable(s);
+    if (rc) {
+        return rc;
+    }
+    pol_op_t *op = pol_op_new(s, cb, arg, 0, 0);
+    op->p = pol_from_in(in);
+    char meta[STORE_META_MAX];
+    size_t mlen = store__meta_encode(meta, in);
+    char now[24];
+    snprintf(now, sizeof now, "%lld", (long long)store_now_ms(s));
+    const char *args[3] = {in->doc, meta, now};
+    size_t lens[3] = {in->doc_len, mlen, strlen(now)};
+    return pol_send(s, op, STORE_SCRIPT_POL_CREATE, 3, args, lens);
+}
+
+int store_pol_update(store_t *s, uint32_t id, const store_pol_in_t *in, store_pol_cb cb,
+                     void *arg) {
+    int rc = store_writable(s);
+    if (rc) {
+        return rc;
+    }
+    pol_op_t *op = pol_op_new(s, cb, arg, id, 0);
+    op->p = pol_from_in(in);
+    char meta[STORE_META_MAX];
+    size_t mlen = store__meta_encode(meta, in);
+    char sid[16], ver[24] = "", now[24];
+    snprintf(sid, sizeof sid, "%u", id);
+    if (in->expect_ver >= 0) {
+        snprintf(ver, sizeof ver, "%lld", (long long)in->expect_ver);
+    }
+    snprintf(now, sizeof now, "%lld", (long long)store_now_ms(s));
+    const char *args[5] = {sid, in->doc, meta, ver, now};
+    size_t lens[5] = {strlen(sid), in->doc_len, mlen, strlen(ver), strlen(now)};
+    return pol_send(s, op, STORE_SCRIPT_POL_UPDATE, 5, args, lens);
+}
+
+int store_pol_delete(store_t *s, uint32_t id, store_pol_cb cb, void *arg) {
+    int rc = store_writable(s);
+    if (rc) {
+        return rc;
+    }
+    pol_op_t *op = pol_op_new(s, cb, arg, id, 1);
+    char sid[16];
+    snprintf(sid, sizeof sid, "%u", id);
+    const char *args[1] = {sid};
+    size_t lens[1] = {strlen(sid)};
+    return pol_send(s, op, STORE_SCRIPT_POL_DEL, 1, args, lens);
+}
+
+int store_pol_set_status(store_t *s, uint32_t id, int action, store_pol_cb cb, void *arg) {
+    int rc = store_writable(s);
+    if (rc) {
+        return rc;
+    }
+    pol_op_t *op = pol_op_new(s, cb, arg, id, 2);
+    char sid[16], now[24];
+    snprintf(sid, sizeof sid, "%u", id);
+    snprintf(now, sizeof now, "%lld", (long long)store_now_ms(s));
+    const char *act = action == STORE_PUBLISH ? "publish" : "withdraw";
+    const char *args[3] = {sid, act, now};
+    size_t lens[3] = {strlen(sid), strlen(act), strlen(now)};
+    return pol_send(s, op, STORE_SCRIPT_POL_STATUS, 3, args, lens);
+}
+
+const store_policy_t *store_policy(const store_t *s, uint32_t id) {
+    size_t i = mem_pol_pos(s->mem, id);
+    return i < s->mem->npols && s->mem->pols[i]->id == id ? s->mem->pols[i] : NULL;
+}
+
+const store_policy_t *store_policy_next(const store_t *s, uint32_t after) {
+    if (after == UINT32_MAX) {
+        return NULL;
+    }
+    size_t i = mem_pol_pos(s->mem, after + 1);
+    return i < s->mem->npols ? s->mem->pols[i] : NULL;
+}
+
+size_t store_policy_count(const store_t *s) {
+    return s->mem->npols;
+}
+
+const polset_t *store_polset(const store_t *s) {
+    return s->mem->ps;
+}
