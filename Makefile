@@ -85,6 +85,10 @@ $(BUILD)/huiqid: $(API_OBJ) $(STORE_OBJ) $(PURE_OBJ) $(LLHTTP_OBJ) $(BLOB_OBJ)
 $(BUILD)/unit: $(UNIT_OBJ) $(PURE_OBJ) $(BLOB_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
+BENCH_OBJ := $(BUILD)/bench/bench.o $(BUILD)/bench/gen.o $(BUILD)/bench/data.o
+$(BUILD)/bench/bench: $(BENCH_OBJ) $(PURE_OBJ) $(BLOB_OBJ)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
+
 $(BUILD)/api/%.o: ALL_CFLAGS += -I$(LLHTTP_INC)
 
 unit: $(BUILD)/unit
@@ -98,7 +102,7 @@ asan:
 	$(MAKE) BUILD=build-asan SAN="$(SANFLAGS)" OPT=-O1 all
 
 test-asan: asan
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 ./build-asan/unit
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build-asan/unit
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    python3 tests/integration/run.py --huiqid build-asan/huiqid --sanitized
 

@@ -66,6 +66,19 @@ typedef struct server_write {
 static void conn_process(server_conn_t *c);
 static void conn_close(server_conn_t *c);
 
+/* During stop: one more of the listener and connection structs is gone; the last
+ * one frees the server. */
+static void server_release(server_t *s) {
+    if (--s->open == 0) {
+        void (*done)(void *) = s->done;
+        void *arg = s->done_arg;
+        free(s);
+        if (done) {
+            done(arg);
+        }
+    }
+}
+
 /* ---------------------------------------------------------------------------
  * Helpers
  * ------------------------------------------------------------------------- */
@@ -115,8 +128,8 @@ static void conn_maybe_free(server_conn_t *c) {
         free(c->pending);
         free(c);
         s->structs--;
-        if (s->stopping && --s->open == 0 && s->done) {
-            s->done(s->done_arg);
+        if (s->stopping) {
+            server_release(s);
         }
     }
 }
@@ -278,7 +291,8 @@ static int conn_on_head(void *arg, httpd_req_t *h) {
     r->conn = c;
     r->start_ns = uv_hrtime();
     if (server_rid_ok(h->request_id)) {
-        snprintf(r->id, sizeof r->id, "%s", h->request_id);
+        /* server_rid_ok bounds the length below sizeof r->id. */
+        memcpy(r->id, h->request_id, strlen(h->request_id) + 1);
     } else {
         snprintf(r->id, sizeof r->id, "%016llx",
                  (unsigned long long)(s->rid_base + s->rid_seq++ * UINT64_C(0x9e3779b97f4a7c15)));
@@ -525,10 +539,7 @@ int server_start(uv_loop_t *loop, const server_opts_t *opts, const server_cbs_t 
 }
 
 static void server_on_listener_close(uv_handle_t *h) {
-    server_t *s = h->data;
-    if (--s->open == 0 && s->done) {
-        s->done(s->done_arg);
-    }
+    server_release(h->data);
 }
 
 void server_stop(server_t *s, void (*done)(void *), void *arg) {

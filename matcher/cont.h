@@ -11,8 +11,8 @@
 #define CONT_BITS      16
 #define CONT_SPAN      (1u << CONT_BITS) /* ordinals per block */
 #define CONT_WORDS     (CONT_SPAN / 64)  /* 1,024 words in a bitmap container */
-#define CONT_ARRAY_MAX 4096u             /* an array above this becomes a bitmap */
-#define CONT_ARRAY_MIN 2048u             /* a bitmap below this becomes an array */
+#define CONT_ARRAY_MAX 512u             /* an array above this becomes a bitmap */
+#define CONT_ARRAY_MIN 384u              /* a bitmap below this becomes an array */
 
 enum { CONT_EMPTY = 0, CONT_ARRAY = 1, CONT_BITMAP = 2 };
 

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""huiqi integration tests.
+
+    python3 tests/integration/run.py --huiqid build/huiqid [--sanitized] [--filter S] [-v]
+
+Each test starts its own redis-server and huiqid on free loopback ports (see
+harness.py), and stops them with SIGTERM at the end, requiring exit code 0 and, with
+--sanitized, no AddressSanitizer / LeakSanitizer / UBSan report. Tests run in the
+order of TESTS below; the last line printed is "N passed, N failed".
+"""
+
+import argparse
+import os
+import shutil
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+import tests_api  # noqa: E402
+import tests_http  # noqa: E402
+import tests_matching  # noqa: E402
+import tests_ops  # noqa: E402
+import tests_oracle  # noqa: E402
+
+# The suite, in order. Names are what --filter matches.
+TESTS = [
+    ("health_and_readiness", tests_api.test_health_and_readiness),
+    ("taxonomy_endpoints", tests_api.test_taxonomy_endpoints),
+    ("enterprise_crud", tests_api.test_enterprise_crud),
+    ("enterprise_conditional_put", tests_api.test_enterprise_conditional_put),
+    ("enterprise_conditional_patch", tests_api.test_enterprise_conditional_patch),
+    ("enterprise_errors_change_nothing", tests_api.test_enterprise_errors_change_nothing),
+    ("enterprise_body_too_large", tests_api.test_enterprise_body_too_large),
+    ("enterprise_list_paging", tests_api.test_enterprise_list_paging),
+    ("derived_region_and_entity", tests_api.test_derived_region_and_entity),
+    ("derived_industry", tests_api.test_derived_industry),
+    ("derived_size_boundaries", tests_api.test_derived_size_boundaries),
+    ("derived_age_brackets", tests_api.test_derived_age_brackets),
+    ("derived_qualification_expiry", tests_api.test_derived_qualification_expiry),
+    ("explicit_tags_and_overrides", tests_api.test_explicit_tags_and_overrides),
+    ("policy_crud_and_errors", tests_api.test_policy_crud_and_errors),
+    ("policy_states", tests_api.test_policy_states),
+    ("policy_list_filters_and_paging", tests_api.test_policy_list_filters_and_paging),
+    ("package_ranking_windows_why", tests_matching.test_package_ranking_windows_why),
+    ("audience_counts_by_region", tests_matching.test_audience_counts_by_region),
+    ("audience_preview_errors", tests_matching.test_audience_preview_errors),
+    ("randomized_oracle", tests_oracle.test_randomized_oracle),
+    ("restart_keeps_everything", tests_ops.test_restart_keeps_everything),
+    ("redis_down_and_back", tests_ops.test_redis_down_and_back),
+    ("taxonomy_remap_refused_append_accepted", tests_ops.test_taxonomy_remap),
+    ("clean_shutdown_with_open_connections", tests_ops.test_clean_shutdown),
+    ("http_smuggling_shapes_rejected", tests_http.test_smuggling_shapes),
+    ("http_pipelining_in_order", tests_http.test_pipelining),
+    ("http_keepalive_sequential", tests_http.test_keepalive_sequential),
+    ("http_half_request_then_close", tests_http.test_half_request_then_close),
+    ("http_limits_431_414", tests_http.test_limits),
+    ("http_head_404_405", tests_http.test_head_404_405),
+    ("http_header_timeout_408", tests_http.test_header_timeout),
+    ("http_chunked_body", tests_http.test_chunked_body),
+]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--huiqid", required=True, help="path to the huiqid binary")
+    ap.add_argument("--sanitized", action="store_true",
+                    help="huiqid is an ASan+UBSan build: longer timeouts, sanitizer checks")
+    ap.add_argument("--filter", default="", help="run only tests whose name contains this")
+    ap.add_argument("-v", "--verbose", action="store_true", help="print each test's duration")
+    ap.add_argument("--keepalive", choices=("auto", "on", "off"), default="auto",
+                    help="whether tests reuse one connection (auto: probe the server once; "
+                         "the http_keepalive_* tests always use keep-alive)")
+    args = ap.parse_args()
+
+    if not os.access(args.huiqid, os.X_OK):
+        print("FAIL setup: %s is not an executable" % args.huiqid)
+        print("0 passed, 1 failed")
+        return 1
+    for tool in ("redis-server",):
+        if shutil.which(tool) is None:
+            print("FAIL setup: %s not found on PATH" % tool)
+            print("0 passed, 1 failed")
+            return 1
+
+    opts = harness.Options(args.huiqid, sanitized=args.sanitized, verbose=args.verbose)
+    selected = [(n, f) for n, f in TESTS if args.filter in n]
+
+    if args.keepalive == "auto":
+        opts.keepalive = probe(opts)
+        if not opts.keepalive:
+            print("note: keep-alive probe failed (a 2nd request on a connection got no answer); "
+                  "tests use one connection per request, http_keepalive_sequential covers it")
+    else:
+        opts.keepalive = args.keepalive == "on"
+
+    passed = failed = 0
+    t_all = time.monotonic()
+    for name, fn in selected:
+        harness.ENVS.clear()
+        t0 = time.monotonic()
+        err = None
+        try:
+            fn(opts)
+        except harness.TestFailure as e:
+            err = str(e)
+        except Exception:  # an unexpected error is a failure too, with its trace
+            err = traceback.format_exc()
+        # Stop whatever the test left running (its own problems count too).
+        for env in harness.ENVS:
+            env.close()
+            if env.problems and not env.problems_reported:
+                env.problems_reported = True
+                more = "; ".join(env.problems)
+                err = more if err is None else err.rstrip() + "\n" + more
+        dt = time.monotonic() - t0
+        if err is None:
+            passed += 1
+            print("ok   %s%s" % (name, " (%.2fs)" % dt if args.verbose else ""))
+        else:
+            failed += 1
+            print("FAIL %s%s" % (name, " (%.2fs)" % dt if args.verbose else ""))
+            for line in err.rstrip().splitlines():
+                print("     " + line)
+            for env in harness.ENVS:
+                tail = env.log_tail(25)
+                if tail:
+                    for line in tail.splitlines():
+                        print("     | " + line)
+        sys.stdout.flush()
+        for env in harness.ENVS:
+            env.cleanup_dir()
+        harness.ENVS.clear()
+    if args.verbose:
+        print("total %.1fs" % (time.monotonic() - t_all))
+    print("%d passed, %d failed" % (passed, failed))
+    return 0 if failed == 0 else 1
+
+
+def probe(opts):
+    env = harness.Env(opts)
+    try:
+        return harness.probe_keepalive(env.huiqid_port, timeout=2.0 * opts.slow)
+    finally:
+        env.close()
+        env.cleanup_dir()
+        harness.ENVS.clear()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
