@@ -21,25 +21,27 @@ extern const char huiqi_default_rules_end[];
 #define SMALL_BODY (64 * 1024) /* what a route without a body may still send */
 
 static const route_t app_routes[] = {
-    {HTTPD_GET, "/healthz", h_healthz, ROUTE_PUBLIC, "healthz"},
-    {HTTPD_GET, "/readyz", h_readyz, ROUTE_PUBLIC, "readyz"},
-    {HTTPD_GET, "/v1/tags", h_tags_list, 0, "tags.list"},
-    {HTTPD_POST, "/v1/enterprises", h_ent_create, ROUTE_BODY, "enterprises.create"},
-    {HTTPD_GET, "/v1/enterprises", h_ent_list, 0, "enterprises.list"},
-    {HTTPD_GET, "/v1/enterprises/:uscc", h_ent_get, 0, "enterprises.get"},
-    {HTTPD_PUT, "/v1/enterprises/:uscc", h_ent_put, ROUTE_BODY, "enterprises.put"},
-    {HTTPD_PATCH, "/v1/enterprises/:uscc", h_ent_patch, ROUTE_BODY, "enterprises.patch"},
-    {HTTPD_DELETE, "/v1/enterprises/:uscc", h_ent_delete, 0, "enterprises.delete"},
-    {HTTPD_GET, "/v1/enterprises/:uscc/policies", h_ent_package, 0, "enterprises.package"},
-    {HTTPD_POST, "/v1/policies", h_pol_create, ROUTE_BODY, "policies.create"},
-    {HTTPD_GET, "/v1/policies", h_pol_list, 0, "policies.list"},
-    {HTTPD_GET, "/v1/policies/:id", h_pol_get, 0, "policies.get"},
-    {HTTPD_PUT, "/v1/policies/:id", h_pol_put, ROUTE_BODY, "policies.put"},
-    {HTTPD_DELETE, "/v1/policies/:id", h_pol_delete, 0, "policies.delete"},
-    {HTTPD_POST, "/v1/policies/:id/publish", h_pol_publish, 0, "policies.publish"},
-    {HTTPD_POST, "/v1/policies/:id/withdraw", h_pol_withdraw, 0, "policies.withdraw"},
-    {HTTPD_GET, "/v1/policies/:id/audience", h_pol_audience, 0, "policies.audience"},
-    {HTTPD_POST, "/v1/audience", h_audience_preview, ROUTE_BODY, "audience.preview"},
+    {HTTPD_GET, "/healthz", h_healthz, ROUTE_PUBLIC, "healthz", NULL},
+    {HTTPD_GET, "/readyz", h_readyz, ROUTE_PUBLIC, "readyz", NULL},
+    {HTTPD_GET, "/v1/tags", h_tags_list, 0, "tags.list", NULL},
+    {HTTPD_POST, "/v1/enterprises", h_ent_create, ROUTE_BODY, "enterprises.create", NULL},
+    {HTTPD_POST, "/v1/enterprises:import", h_ent_import, 0, "enterprises.import",
+     h_ent_import_body},
+    {HTTPD_GET, "/v1/enterprises", h_ent_list, 0, "enterprises.list", NULL},
+    {HTTPD_GET, "/v1/enterprises/:uscc", h_ent_get, 0, "enterprises.get", NULL},
+    {HTTPD_PUT, "/v1/enterprises/:uscc", h_ent_put, ROUTE_BODY, "enterprises.put", NULL},
+    {HTTPD_PATCH, "/v1/enterprises/:uscc", h_ent_patch, ROUTE_BODY, "enterprises.patch", NULL},
+    {HTTPD_DELETE, "/v1/enterprises/:uscc", h_ent_delete, 0, "enterprises.delete", NULL},
+    {HTTPD_GET, "/v1/enterprises/:uscc/policies", h_ent_package, 0, "enterprises.package", NULL},
+    {HTTPD_POST, "/v1/policies", h_pol_create, ROUTE_BODY, "policies.create", NULL},
+    {HTTPD_GET, "/v1/policies", h_pol_list, 0, "policies.list", NULL},
+    {HTTPD_GET, "/v1/policies/:id", h_pol_get, 0, "policies.get", NULL},
+    {HTTPD_PUT, "/v1/policies/:id", h_pol_put, ROUTE_BODY, "policies.put", NULL},
+    {HTTPD_DELETE, "/v1/policies/:id", h_pol_delete, 0, "policies.delete", NULL},
+    {HTTPD_POST, "/v1/policies/:id/publish", h_pol_publish, 0, "policies.publish", NULL},
+    {HTTPD_POST, "/v1/policies/:id/withdraw", h_pol_withdraw, 0, "policies.withdraw", NULL},
+    {HTTPD_GET, "/v1/policies/:id/audience", h_pol_audience, 0, "policies.audience", NULL},
+    {HTTPD_POST, "/v1/audience", h_audience_preview, ROUTE_BODY, "audience.preview", NULL},
 };
 
 #define NROUTES (sizeof app_routes / sizeof app_routes[0])
@@ -70,6 +72,9 @@ static int app_on_head(void *arg, api_req_t *req) {
         req->route = rt;
         if (rt->flags & ROUTE_BODY) {
             req->http->body_limit = app->cfg->max_body;
+        }
+        if (rt->body_fn) {
+            req->http->stream = 1;
         }
         return 0;
     }
@@ -106,6 +111,21 @@ static void app_on_request(void *arg, api_req_t *req) {
         return;
     }
     rt->fn(app, req);
+}
+
+static int app_on_body(void *arg, api_req_t *req, const char *p, size_t n) {
+    const route_t *rt = req->route;
+    return rt && rt->body_fn ? rt->body_fn(arg, req, p, n) : 0;
+}
+
+static void app_on_abort(void *arg, api_req_t *req) {
+    const route_t *rt = req->route;
+    if (rt == NULL) {
+        free(req->ctx); /* a route_miss */
+    } else if (rt->body_fn) {
+        h_ent_import_abort(arg, req);
+    }
+    req->ctx = NULL;
 }
 
 static void app_on_done(void *arg, api_req_t *req, size_t body_len) {
@@ -269,7 +289,8 @@ int app_start(app_t *app, uv_loop_t *loop, const config_t *cfg) {
         return -1;
     }
     server_cbs_t cbs = {.on_head = app_on_head, .on_request = app_on_request,
-                        .on_done = app_on_done};
+                        .on_done = app_on_done, .on_body = app_on_body,
+                        .on_abort = app_on_abort};
     server_opts_t sopts = {
         .host = cfg->listen_host,
         .port = cfg->listen_port,

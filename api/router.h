@@ -9,6 +9,8 @@
 
 struct app;
 typedef void (*api_handler_fn)(struct app *app, api_req_t *req);
+/* Receives a streamed body piece by piece (see server_cbs_t.on_body). */
+typedef int (*api_body_fn)(struct app *app, api_req_t *req, const char *p, size_t n);
 
 enum {
     ROUTE_BODY = 1 << 0,   /* takes a JSON body */
@@ -21,6 +23,7 @@ typedef struct route {
     api_handler_fn fn;
     unsigned flags;
     const char *name; /* for logs and metrics, e.g. "enterprises.get" */
+    api_body_fn body_fn; /* set: the body is streamed to it instead of buffered */
 } route_t;
 
 /* Finds the route for 'method' and 'path' in 'routes' and fills req->param. Returns

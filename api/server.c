@@ -31,6 +31,7 @@ typedef struct server_conn {
     int writes;      /* writes in flight */
     int in_process;
     int timer_mode;
+    int body_paused; /* the app asked to stop reading a streamed body */
 } server_conn_t;
 
 enum { TM_NONE, TM_IDLE, TM_HEAD, TM_BODY };
@@ -65,6 +66,8 @@ typedef struct server_write {
 
 static void conn_process(server_conn_t *c);
 static void conn_close(server_conn_t *c);
+static void conn_on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
+static void conn_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
 
 /* During stop: one more of the listener and connection structs is gone; the last
  * one frees the server. */
@@ -146,6 +149,9 @@ static void conn_close(server_conn_t *c) {
     }
     c->closing = 1;
     server_t *s = c->srv;
+    if (c->head_done && !c->handling && s->cbs.on_abort) {
+        s->cbs.on_abort(s->app, &c->req);
+    }
     c->prev->next = c->next;
     c->next->prev = c->prev;
     s->nconns--;
@@ -263,6 +269,7 @@ void server_respond(api_req_t *req, int status, const char *content_type, const 
     }
     c->handling = 0;
     c->head_done = 0;
+    c->body_paused = 0;
     conn_free_req(c);
     if (c->closing) {
         conn_maybe_free(c);
@@ -315,11 +322,41 @@ static int conn_on_head(void *arg, httpd_req_t *h) {
 }
 
 static int conn_on_body(void *arg, httpd_req_t *h, const char *p, size_t n) {
-    (void)arg;
     (void)h;
-    (void)p;
-    (void)n;
-    return 501; /* no route streams bodies yet */
+    server_conn_t *c = arg;
+    server_t *s = c->srv;
+    if (s->cbs.on_body == NULL) {
+        return 501;
+    }
+    return s->cbs.on_body(s->app, &c->req, p, n);
+}
+
+void server_pause_body(api_req_t *req) {
+    server_conn_t *c = req->conn;
+    if (c->body_paused || c->closing) {
+        return;
+    }
+    c->body_paused = 1;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    /* The stall is ours, not the client's: no body timeout meanwhile. */
+    conn_timer(c, TM_NONE);
+}
+
+void server_resume_body(api_req_t *req) {
+    server_conn_t *c = req->conn;
+    if (!c->body_paused) {
+        return;
+    }
+    c->body_paused = 0;
+    if (c->closing || c->handling || c->close_after || c->in_process) {
+        return;
+    }
+    if (c->npending) {
+        conn_process(c);
+        return;
+    }
+    conn_timer(c, TM_BODY);
+    uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc, conn_on_read);
 }
 
 static void conn_fail(server_conn_t *c) {
@@ -363,7 +400,7 @@ static void conn_fail(server_conn_t *c) {
 /* Parses buffered bytes until a request is complete or they run out. */
 static void conn_process(server_conn_t *c) {
     c->in_process = 1;
-    while (!c->closing && !c->handling && !c->close_after && c->npending) {
+    while (!c->closing && !c->handling && !c->close_after && !c->body_paused && c->npending) {
         size_t used = 0;
         int rc = httpd_feed(c->http, c->pending, c->npending, &used);
         if (rc < 0) {
@@ -384,13 +421,14 @@ static void conn_process(server_conn_t *c) {
     if (c->closing || c->close_after) {
         return;
     }
-    if (c->handling) {
-        /* Backpressure: no reading while the app holds a request. */
+    if (c->handling || c->body_paused) {
+        /* Backpressure: no reading while the app holds a request or asked us to
+         * wait with a streamed body. */
         uv_read_stop((uv_stream_t *)&c->tcp);
         return;
     }
     conn_timer(c, httpd_in_request(c->http) ? (c->head_done ? TM_BODY : TM_HEAD) : TM_IDLE);
-    uv_read_start((uv_stream_t *)&c->tcp, NULL, NULL);
+    uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc, conn_on_read);
 }
 
 static void conn_on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -442,7 +480,10 @@ static void conn_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
             }
             return;
         }
-        conn_timer(c, httpd_in_request(c->http) ? (c->head_done ? TM_BODY : TM_HEAD) : TM_IDLE);
+        if (!c->body_paused) {
+            conn_timer(c, httpd_in_request(c->http) ? (c->head_done ? TM_BODY : TM_HEAD)
+                                                    : TM_IDLE);
+        }
         return;
     }
     c->pending = xrealloc(c->pending, c->npending + len);

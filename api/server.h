@@ -39,6 +39,13 @@ typedef struct server_cbs {
     void (*on_request)(void *app, api_req_t *req);
     /* The response to 'req' was queued (for access logs and metrics). */
     void (*on_done)(void *app, api_req_t *req, size_t body_len);
+    /* A piece of a streamed body (the head callback set req->http->stream); the
+     * request itself still arrives through on_request once the body ends. Returns
+     * 0, or a status >= 400 to refuse the request. */
+    int (*on_body)(void *app, api_req_t *req, const char *p, size_t n);
+    /* The connection closed after on_head but before on_request: release whatever
+     * the app attached to 'req' (req->ctx); the request will never be handled. */
+    void (*on_abort)(void *app, api_req_t *req);
 } server_cbs_t;
 
 typedef struct server_opts {
@@ -58,6 +65,11 @@ void server_stop(server_t *srv, void (*done)(void *), void *arg);
 /* The bound port (useful with port 0). */
 int server_port(const server_t *srv);
 unsigned server_conns(const server_t *srv);
+
+/* Backpressure for a streamed body: stop reading from the client until resumed.
+ * Bytes already read are still delivered. */
+void server_pause_body(api_req_t *req);
+void server_resume_body(api_req_t *req);
 
 /* Sends the response to 'req' and finishes it. 'headers' holds extra header lines
  * (each ending in CRLF) or is NULL. The body is copied. After this call 'req' is

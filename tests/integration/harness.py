@@ -462,7 +462,7 @@ class Env:
                 return text[max(0, i - 200):i + 1500]
         return None
 
-    def stop_huiqid(self, expect_code=0):
+    def stop_huiqid(self, expect_code=0, sig=signal.SIGTERM):
         """SIGTERM, bounded wait, exit code check, sanitizer check. Problems are
         recorded (and returned) rather than raised, so cleanup always completes."""
         p = self.huiqid_proc
@@ -473,7 +473,10 @@ class Env:
             return []
         found = []
         if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
+            p.send_signal(sig)
+        else:
+            found.append("huiqid had already exited with %s before it was stopped" %
+                         p.returncode)
         try:
             rc = p.wait(timeout=10 * self.opts.slow)
         except subprocess.TimeoutExpired:

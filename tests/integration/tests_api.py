@@ -1,0 +1,1109 @@
+"""Taxonomy, enterprise and policy endpoints, and the tagging rules."""
+
+import datetime
+import json
+import random
+
+from harness import Env, TestFailure, check, eq, make_uscc, wrong_check
+from model import Taxonomy, add_years, iso, today_cn
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def expect_error(r, status, code, field="<any>", msg_has=None, what=""):
+    """Asserts the uniform error shape {"error":{"code","message","field"}}."""
+    where = (what + ": ") if what else ""
+    if r.status != status:
+        raise TestFailure("%sexpected %d %s, got %r" % (where, status, code, r))
+    body = r.json
+    check(isinstance(body, dict) and isinstance(body.get("error"), dict),
+          "%serror body is not {\"error\":{...}}: %r", where, r)
+    err = body["error"]
+    check(set(err) == {"code", "message", "field"},
+          "%serror object has keys %s, expected code/message/field", where, sorted(err))
+    eq(err["code"], code, where + "error code")
+    check(isinstance(err["message"], str) and err["message"],
+          "%serror message is empty", where)
+    if field != "<any>":
+        eq(err["field"], field, where + "error field")
+    if msg_has is not None:
+        check(msg_has in err["message"], "%serror message %r does not mention %r",
+              where, err["message"], msg_has)
+    return err
+
+
+def get_ok(c, path):
+    r = c.get(path)
+    if r.status != 200:
+        raise TestFailure("GET %s: expected 200, got %r" % (path, r))
+    return r
+
+
+def post_ok(c, path, body, status=201):
+    r = c.post(path, body)
+    if r.status != status:
+        raise TestFailure("POST %s: expected %d, got %r (body %s)" % (
+            path, status, r, json.dumps(body, ensure_ascii=False)[:300]))
+    return r.json
+
+
+def put_ok(c, path, body, status=(200, 201)):
+    r = c.put(path, body)
+    if r.status not in (status if isinstance(status, tuple) else (status,)):
+        raise TestFailure("PUT %s: expected %s, got %r" % (path, status, r))
+    return r.json
+
+
+def new_ent(c, rng, region="320214", kind="91", **fields):
+    u = make_uscc(region, kind=kind, rng=rng)
+    body = {"uscc": u, "name": fields.pop("name", "测试企业 %s" % u[-6:])}
+    body.update(fields)
+    return post_ok(c, "/v1/enterprises", body)
+
+
+def tags_of(doc):
+    return set(doc["tags"])
+
+
+# --------------------------------------------------------------------------
+# Health and taxonomy
+# --------------------------------------------------------------------------
+
+
+def test_health_and_readiness(o):
+    with Env(o) as env:
+        c = env.c
+        r = c.get("/healthz")
+        eq(r.status, 200, "GET /healthz status")
+        eq(r.json, {"status": "ok"}, "GET /healthz body")
+        check(r.header("content-type", ) and "application/json" in r.header("content-type"),
+              "/healthz content type is %r", r.header("content-type"))
+        r = c.get("/readyz")
+        eq(r.status, 200, "GET /readyz status")
+        eq(r.json, {"status": "ready"}, "GET /readyz body")
+
+
+def test_taxonomy_endpoints(o):
+    with Env(o) as env:
+        c = env.c
+        want = {"enterprise": 330, "policy": 287}
+        seen_codes = {}
+        for vocab, n in want.items():
+            r = c.get("/v1/tags?vocab=" + vocab)
+            eq(r.status, 200, "GET /v1/tags?vocab=%s status" % vocab)
+            d = r.json
+            eq(d.get("vocab"), vocab, "vocab field")
+            eq(d.get("count"), n, "%s count" % vocab)
+            eq(len(d["tags"]), n, "%s tags length" % vocab)
+            classes = d.get("classes")
+            check(isinstance(classes, list) and classes, "%s classes missing", vocab)
+            class_codes = set()
+            for k in classes:
+                eq(set(k), {"code", "name", "name_en"}, "class keys")
+                check(all(isinstance(k[x], str) and k[x] for x in k), "empty class field %r", k)
+                class_codes.add(k["code"])
+            codes = set()
+            for t in d["tags"]:
+                keys = set(t)
+                check({"code", "name", "name_en", "class", "class_name"} <= keys <=
+                      {"code", "name", "name_en", "class", "class_name", "ref"},
+                      "%s tag has keys %s", vocab, sorted(keys))
+                for k in ("code", "name", "name_en", "class", "class_name"):
+                    check(isinstance(t[k], str) and t[k], "tag %r has an empty %s", t, k)
+                check(t["class"] in class_codes, "tag %s has undeclared class %s",
+                      t["code"], t["class"])
+                check(t["code"] not in codes, "duplicate code %s", t["code"])
+                codes.add(t["code"])
+            seen_codes[vocab] = d
+        ent = {t["code"]: t for t in seen_codes["enterprise"]["tags"]}
+        # References: districts carry their GB/T 2260 code, industries their GB/T 4754 code.
+        eq(ent["region.320214"].get("ref"), "320214", "region.320214 ref")
+        eq(ent["region.320214"]["class"], "region", "region.320214 class")
+        eq(ent["ind.c39"].get("ref"), "C39", "ind.c39 ref")
+        eq(ent["ind.i"].get("ref"), "I", "ind.i ref")
+        check("ref" not in ent["qual.hightech"], "qual.hightech should carry no ref")
+        check("region.other" in ent and "ref" not in ent["region.other"],
+              "region.other should exist without a ref")
+        pol = {t["code"] for t in seen_codes["policy"]["tags"]}
+        check("fin.reward" in pol and "tax.hightech_rate" in pol, "policy tags missing")
+        # class filter
+        r = c.get("/v1/tags?vocab=enterprise&class=region")
+        eq(r.status, 200, "class filter status")
+        eq([t["code"] for t in r.json["tags"]],
+           ["region.320205", "region.320206", "region.320211", "region.320213",
+            "region.320214", "region.320281", "region.320282", "region.320200", "region.other"],
+           "region tags in taxonomy order")
+        eq(r.json["count"], 9, "class filter count")
+        # errors
+        expect_error(c.get("/v1/tags"), 400, "invalid_parameter", "vocab", what="missing vocab")
+        expect_error(c.get("/v1/tags?vocab=company"), 400, "invalid_parameter", "vocab",
+                     what="bad vocab")
+        expect_error(c.get("/v1/tags?vocab="), 400, "invalid_parameter", "vocab",
+                     what="empty vocab")
+
+
+# --------------------------------------------------------------------------
+# Enterprise CRUD
+# --------------------------------------------------------------------------
+
+
+def test_enterprise_crud(o):
+    rng = random.Random(11)
+    with Env(o) as env:
+        c = env.c
+        u = make_uscc("320214", rng=rng)
+        body = {
+            "uscc": u.lower(),
+            "name": "无锡感知科技有限公司",
+            "region": "320211",
+            "industry": "i6520",
+            "employees": 45,
+            "revenue_10k": 800.5,
+            "founded": "2015-06-01",
+            "qualifications": [{"code": "qual.srdi", "number": "ZJTX-2024-001"}],
+            "tags": ["inno.rd_ge5", "ip.trademark", "inno.rd_ge5"],
+            "interests": ["tax.hightech_rate", "fin.reward"],
+            "contact": {"phone": "+86 510-8123 4567", "webhook": "https://example.com/hook",
+                        "email": "ops@example.com", "person": "张三"},
+            "overrides": [{"tag": "zone.wnd", "value": True, "by": "op-7",
+                           "reason": "located in the national hi-tech zone"}],
+        }
+        r = c.post("/v1/enterprises", body)
+        eq(r.status, 201, "POST status (%r)" % r)
+        eq(r.header("location"), "/v1/enterprises/" + u, "Location header")
+        d = r.json
+        eq(d["uscc"], u, "uscc is upper-cased")
+        eq(d["name"], body["name"], "name")
+        eq(d["region"], "320211", "region")
+        eq(d["industry"], "I6520", "industry is normalised")
+        eq(d["employees"], 45, "employees")
+        eq(d["revenue_10k"], 800.5, "revenue_10k")
+        eq(d["founded"], "2015-06-01", "founded")
+        eq(d["explicit_tags"], ["inno.rd_ge5", "ip.trademark"], "explicit_tags (deduplicated)")
+        eq(sorted(d["interests"]), ["fin.reward", "tax.hightech_rate"], "interests")
+        eq(d["contact"], body["contact"], "contact")
+        eq(d["overrides"], body["overrides"], "overrides")
+        eq(d["qualifications"], [{"code": "qual.srdi", "number": "ZJTX-2024-001"}],
+           "qualifications")
+        eq(d["version"], 1, "version")
+        eq(d["entity"], "company", "entity")
+        check(d["created_at"] == d["updated_at"], "created_at %s != updated_at %s",
+              d["created_at"], d["updated_at"])
+        tags = tags_of(d)
+        for t in ("region.320211", "ind.i", "ind.i65", "sig.software", "sig.ic",
+                  "sig.ic_design", "inno.rd_ge5", "ip.trademark", "zone.wnd", "qual.srdi",
+                  "entity.company", "age.gt10", "staff.10_49", "rev.500_1999"):
+            check(t in tags, "derived tags %s lack %s", sorted(tags), t)
+        check("region.320214" not in tags, "region field must win over the code's region")
+        eq(sorted(d["tag_sources"]), sorted(d["tags"]), "tag_sources has one entry per tag")
+        eq(d["tag_sources"]["inno.rd_ge5"], {"source": "explicit"}, "explicit source")
+        eq(d["tag_sources"]["region.320211"], {"source": "rule", "rule": "district"},
+           "region source")
+        eq(d["tag_sources"]["zone.wnd"],
+           {"source": "override", "by": "op-7", "reason": "located in the national hi-tech zone"},
+           "override source")
+        eq(len(d["tags"]), len(set(d["tags"])), "tags are unique")
+
+        g = c.get("/v1/enterprises/" + u)
+        eq(g.status, 200, "GET status")
+        eq(g.header("etag"), '"1"', "ETag")
+        eq(g.json, d, "GET returns the document POST returned")
+        g2 = c.get("/v1/enterprises/" + u.lower())
+        eq(g2.status, 200, "GET with a lower-case code")
+        eq(g2.json, d, "GET lower-case returns the same document")
+
+        expect_error(c.post("/v1/enterprises", {"uscc": u, "name": "dup"}), 409, "conflict",
+                     "uscc", what="POST existing")
+        eq(get_ok(c, "/v1/enterprises/" + u).json, d, "409 changed nothing")
+
+        # PUT replaces the whole document.
+        rep = {"name": "无锡感知科技（集团）有限公司", "industry": "C3983", "tags": ["ip.pct"]}
+        r = c.put("/v1/enterprises/" + u, rep)
+        eq(r.status, 200, "PUT replace status (%r)" % r)
+        check(r.header("location") is None, "PUT replace must not send Location")
+        d2 = r.json
+        eq(d2["version"], 2, "version after PUT")
+        eq(d2["created_at"], d["created_at"], "created_at survives a replace")
+        check(d2["updated_at"] >= d["updated_at"], "updated_at went back")
+        for gone in ("region", "employees", "revenue_10k", "founded", "contact", "overrides",
+                     "qualifications", "interests"):
+            check(gone not in d2, "PUT kept %s from the old document", gone)
+        eq(d2["explicit_tags"], ["ip.pct"], "explicit tags replaced")
+        t2 = tags_of(d2)
+        for t in ("region.320214", "ind.c", "ind.c39", "sig.sensor", "sig.iot", "ip.pct"):
+            check(t in t2, "replaced tags %s lack %s", sorted(t2), t)
+        for t in ("inno.rd_ge5", "zone.wnd", "sig.software", "region.320211", "qual.srdi"):
+            check(t not in t2, "replaced tags still hold %s", t)
+        eq(get_ok(c, "/v1/enterprises/" + u).header("etag"), '"2"', "ETag after PUT")
+
+        # PUT creates when absent (lower-case code in the URL).
+        u2 = make_uscc("320282", rng=rng)
+        r = c.put("/v1/enterprises/" + u2.lower(), {"name": "宜兴陶瓷厂"})
+        eq(r.status, 201, "PUT create status (%r)" % r)
+        eq(r.header("location"), "/v1/enterprises/" + u2, "PUT create Location")
+        eq(r.json["uscc"], u2, "PUT create uscc")
+        eq(r.json["version"], 1, "PUT create version")
+        check("region.320282" in r.json["tags"], "region from the code: %r", r.json["tags"])
+
+        # PATCH: JSON merge patch; nulls remove; unmentioned fields stay.
+        r = c.put("/v1/enterprises/" + u, dict(rep, region="320211",
+                                                contact={"phone": "0510-1", "person": "李四"},
+                                                interests=["fin.reward"]))
+        eq(r.status, 200, "PUT before PATCH")
+        r = c.patch("/v1/enterprises/" + u,
+                    {"name": "改名", "region": None, "contact": {"phone": None}},
+                    content_type="application/merge-patch+json")
+        eq(r.status, 200, "PATCH merge-patch+json status (%r)" % r)
+        p = r.json
+        eq(p["version"], 4, "version after PATCH")
+        eq(p["name"], "改名", "patched name")
+        check("region" not in p, "region should be removed by null")
+        eq(p["contact"], {"person": "李四"}, "nested merge patch of contact")
+        eq(p["explicit_tags"], ["ip.pct"], "explicit tags survive a PATCH")
+        eq(p["interests"], ["fin.reward"], "interests survive a PATCH")
+        eq(p["industry"], "C3983", "industry survives a PATCH")
+        check("region.320214" in p["tags"] and "region.320211" not in p["tags"],
+              "after region:null the code's region applies: %r", p["tags"])
+        eq(p["created_at"], d["created_at"], "created_at survives a PATCH")
+        r = c.patch("/v1/enterprises/" + u, {"employees": 5, "tags": ["ip.pct", "ip.trademark"]})
+        eq(r.status, 200, "PATCH application/json status (%r)" % r)
+        eq(r.json["employees"], 5, "patched employees")
+        eq(r.json["explicit_tags"], ["ip.pct", "ip.trademark"], "patched explicit tags")
+        check("staff.lt10" in r.json["tags"], "staff.lt10 derived after PATCH")
+        eq(get_ok(c, "/v1/enterprises/" + u).json, r.json, "GET after PATCH")
+
+        # DELETE
+        r = c.delete("/v1/enterprises/" + u)
+        eq(r.status, 204, "DELETE status (%r)" % r)
+        eq(r.raw, b"", "DELETE body")
+        expect_error(c.get("/v1/enterprises/" + u), 404, "not_found", what="GET after DELETE")
+        expect_error(c.delete("/v1/enterprises/" + u), 404, "not_found", what="DELETE twice")
+        expect_error(c.patch("/v1/enterprises/" + u, {"name": "x"}), 404, "not_found",
+                     what="PATCH deleted")
+        expect_error(c.get("/v1/enterprises/%s/policies" % u), 404, "not_found",
+                     what="package of deleted")
+        # The other enterprise is untouched.
+        eq(get_ok(c, "/v1/enterprises/" + u2).json["name"], "宜兴陶瓷厂", "other enterprise")
+
+
+def test_enterprise_conditional_put(o):
+    """PUT with If-Match: the version (as in ETag) must match, else 412."""
+    rng = random.Random(12)
+    with Env(o) as env:
+        c = env.c
+        u = make_uscc("320206", rng=rng)
+        post_ok(c, "/v1/enterprises", {"uscc": u, "name": "v1"})
+        r = c.put("/v1/enterprises/" + u, {"name": "v2"}, headers={"If-Match": '"1"'})
+        eq(r.status, 200, "PUT If-Match current (%r)" % r)
+        eq(r.json["version"], 2, "version after conditional PUT")
+        r = c.put("/v1/enterprises/" + u, {"name": "v3"}, headers={"If-Match": "2"})
+        eq(r.status, 200, "PUT If-Match unquoted current (%r)" % r)
+        before = get_ok(c, "/v1/enterprises/" + u)
+        eq(before.json["version"], 3, "version 3")
+        expect_error(c.put("/v1/enterprises/" + u, {"name": "x"}, headers={"If-Match": "abc"}),
+                     400, "invalid_header", "If-Match", what="malformed If-Match")
+        r = c.put("/v1/enterprises/" + u, {"name": "stale"}, headers={"If-Match": '"1"'})
+        after = get_ok(c, "/v1/enterprises/" + u)
+        eq(after.raw, before.raw, "a refused conditional PUT changed the document")
+        expect_error(r, 412, "version_mismatch", what="PUT with a stale If-Match")
+
+
+def test_enterprise_conditional_patch(o):
+    """PATCH with If-Match pins the version too: a stale one must be refused (412) and
+    change nothing."""
+    rng = random.Random(13)
+    with Env(o) as env:
+        c = env.c
+        u = make_uscc("320206", rng=rng)
+        post_ok(c, "/v1/enterprises", {"uscc": u, "name": "v1"})
+        r = c.patch("/v1/enterprises/" + u, {"name": "v2"}, headers={"If-Match": '"1"'})
+        eq(r.status, 200, "PATCH If-Match current (%r)" % r)
+        eq(r.json["version"], 2, "version after conditional PATCH")
+        before = get_ok(c, "/v1/enterprises/" + u)
+        r = c.patch("/v1/enterprises/" + u, {"name": "stale"}, headers={"If-Match": '"1"'})
+        after = get_ok(c, "/v1/enterprises/" + u)
+        if r.status == 200:
+            raise TestFailure(
+                "PATCH with If-Match \"1\" while the version is 2 was applied (200, name now "
+                "%r, version %s); expected 412 version_mismatch and no change" %
+                (after.json.get("name"), after.json.get("version")))
+        expect_error(r, 412, "version_mismatch", what="PATCH with a stale If-Match")
+        eq(after.raw, before.raw, "a refused conditional PATCH changed the document")
+
+
+def test_enterprise_errors_change_nothing(o):
+    """Every validation error: status, code, field; and nothing was written."""
+    rng = random.Random(14)
+    with Env(o) as env:
+        c = env.c
+        base = make_uscc("320213", rng=rng)
+        post_ok(c, "/v1/enterprises", {"uscc": base, "name": "梁溪老字号", "employees": 30,
+                                       "tags": ["trade.time_honored"]})
+        snapshot = get_ok(c, "/v1/enterprises/" + base).raw
+        fresh = make_uscc("320213", rng=rng)
+        bad_check, right = wrong_check(fresh)
+        tomorrow = iso(today_cn() + datetime.timedelta(days=1))
+
+        def nb(**kw):  # a new-enterprise body with overrides
+            b = {"uscc": fresh, "name": "新企业"}
+            b.update(kw)
+            return {k: v for k, v in b.items() if v is not ...}
+
+        post_cases = [
+            # (what, body, content_type, status, code, field, message contains)
+            ("malformed JSON", '{"uscc": "%s", "name": ' % fresh, "application/json",
+             400, "invalid_json", None, None),
+            ("array body", "[1, 2]", "application/json", 400, "invalid_json", None, None),
+            ("duplicate key", '{"uscc":"%s","name":"a","name":"b"}' % fresh, "application/json",
+             400, "invalid_json", None, None),
+            ("name not a string", nb(name=5), None, 400, "invalid_type", "name", None),
+            ("empty name", nb(name=""), None, 400, "invalid_value", "name", None),
+            ("employees a string", nb(employees="10"), None, 400, "invalid_type", "employees",
+             None),
+            ("employees fractional", nb(employees=1.5), None, 400, "invalid_type", "employees",
+             None),
+            ("employees negative", nb(employees=-1), None, 400, "invalid_value", "employees",
+             None),
+            ("revenue a string", nb(revenue_10k="100"), None, 400, "invalid_type",
+             "revenue_10k", None),
+            ("tags not a list", nb(tags="ind.c"), None, 400, "invalid_type", "tags", None),
+            ("tag not a string", nb(tags=["ind.c", 7]), None, 400, "invalid_type", "tags[1]",
+             None),
+            ("wrong check character", nb(uscc=bad_check), None, 400, "invalid_uscc", "uscc",
+             "'%s'" % right),
+            ("forbidden letter", nb(uscc=fresh[:10] + "I" + fresh[11:]), None, 400,
+             "invalid_uscc", "uscc", None),
+            ("short code", nb(uscc=fresh[:17]), None, 400, "invalid_uscc", "uscc", None),
+            ("uscc not a string", nb(uscc=913202), None, 400, "invalid_uscc", "uscc", None),
+            ("unknown explicit tag", nb(tags=["ind.c", "no.such_tag"]), None, 400,
+             "unknown_tag", "tags[1]", "no.such_tag"),
+            ("policy tag as explicit tag", nb(tags=["fin.reward"]), None, 400, "unknown_tag",
+             "tags[0]", "fin.reward"),
+            ("unknown interest", nb(interests=["ind.c"]), None, 400, "unknown_tag",
+             "interests[0]", "ind.c"),
+            ("unknown qualification", nb(qualifications=["qual.nope"]), None, 400,
+             "unknown_tag", "qualifications[0]", "qual.nope"),
+            ("unknown override tag", nb(overrides=[{"tag": "x.y", "value": False}]), None, 400,
+             "unknown_tag", "overrides[0]", "x.y"),
+            ("override without value", nb(overrides=[{"tag": "ind.c"}]), None, 400,
+             "invalid_type", "overrides[0]", None),
+            ("unknown field", nb(website="https://x"), None, 400, "unknown_field", "website",
+             None),
+            ("unknown contact field", nb(contact={"fax": "1"}), None, 400, "unknown_field",
+             "contact", None),
+            ("missing name", nb(name=...), None, 400, "missing_field", "name", None),
+            ("missing uscc", nb(uscc=...), None, 400, "missing_field", "uscc", None),
+            ("short region", nb(region="3202"), None, 400, "invalid_region", "region", None),
+            ("bad industry section", nb(industry="Z99"), None, 400, "invalid_industry",
+             "industry", None),
+            ("industry section/division mismatch", nb(industry="C65"), None, 400,
+             "invalid_industry", "industry", None),
+            ("founded in the future", nb(founded=tomorrow), None, 400, "invalid_date",
+             "founded", None),
+            ("founded not a date", nb(founded="2020-02-30"), None, 400, "invalid_date",
+             "founded", None),
+            ("webhook not http", nb(contact={"webhook": "ftp://example.com/x"}), None, 400,
+             "invalid_url", "contact.webhook", None),
+            ("phone with letters", nb(contact={"phone": "call me"}), None, 400,
+             "invalid_value", "contact.phone", None),
+            ("certificate expires before issue",
+             nb(qualifications=[{"code": "qual.hightech", "issued": "2024-01-02",
+                                 "expires": "2024-01-01"}]), None, 400, "invalid_date",
+             "qualifications[0]", None),
+            ("text/plain body", nb(), "text/plain", 415, "unsupported_media_type", None, None),
+            ("merge-patch type on POST", nb(), "application/merge-patch+json", 415,
+             "unsupported_media_type", None, None),
+            ("empty body", b"", "application/json", 400, "body_required", None, None),
+        ]
+        for what, body, ctype, status, code, field, msg in post_cases:
+            if ctype is None:
+                ctype = "application/json"
+            if isinstance(body, dict):
+                body = json.dumps(body)
+            r = c.request("POST", "/v1/enterprises", body=body, content_type=ctype)
+            expect_error(r, status, code, field, msg, what="POST " + what)
+            eq(c.get("/v1/enterprises/" + fresh).status, 404,
+               "a refused POST (%s) created the enterprise" % what)
+        # No Content-Type at all.
+        r = c.request("POST", "/v1/enterprises", body=json.dumps(nb()), content_type=None)
+        expect_error(r, 415, "unsupported_media_type", None, what="POST without Content-Type")
+        eq(c.get("/v1/enterprises/" + fresh).status, 404, "nothing created")
+
+        # The URL's code is checked too.
+        bad_base, right_base = wrong_check(base)
+        expect_error(c.get("/v1/enterprises/" + bad_base), 400, "invalid_uscc", "uscc",
+                     "'%s'" % right_base, what="GET with a bad check character")
+        expect_error(c.get("/v1/enterprises/%s/policies" % bad_base), 400, "invalid_uscc",
+                     "uscc", what="package with a bad check character")
+
+        put_cases = [
+            ("malformed JSON", "{", "application/json", 400, "invalid_json", None, None),
+            ("name not a string", {"name": ["x"]}, None, 400, "invalid_type", "name", None),
+            ("unknown tag", {"name": "x", "tags": ["neg.dishonest", "neg.nope"]}, None, 400,
+             "unknown_tag", "tags[1]", "neg.nope"),
+            ("uscc differs from URL", {"uscc": fresh, "name": "x"}, None, 400, "uscc_mismatch",
+             "uscc", None),
+            ("unknown field", {"name": "x", "colour": "red"}, None, 400, "unknown_field",
+             "colour", None),
+            ("missing name", {"employees": 3}, None, 400, "missing_field", "name", None),
+            ("text/plain", {"name": "x"}, "text/plain", 415, "unsupported_media_type", None,
+             None),
+        ]
+        for what, body, ctype, status, code, field, msg in put_cases:
+            if isinstance(body, dict):
+                body = json.dumps(body)
+            r = c.request("PUT", "/v1/enterprises/" + base, body=body,
+                          content_type=ctype or "application/json")
+            expect_error(r, status, code, field, msg, what="PUT " + what)
+            eq(get_ok(c, "/v1/enterprises/" + base).raw, snapshot,
+               "document after a refused PUT (%s)" % what)
+        r = c.put("/v1/enterprises/" + bad_base, {"name": "x"})
+        expect_error(r, 400, "invalid_uscc", "uscc", what="PUT to a bad code")
+        eq(c.get("/v1/enterprises/" + base[:17] + right_base).status, 200, "base still there")
+
+        patch_cases = [
+            ("malformed JSON", "{]", "application/json", 400, "invalid_json", None, None),
+            ("name removed", {"name": None}, None, 400, "missing_field", "name", None),
+            ("employees a string", {"employees": "many"}, None, 400, "invalid_type",
+             "employees", None),
+            ("unknown tag", {"tags": ["no.such"]}, None, 400, "unknown_tag", "tags[0]",
+             "no.such"),
+            ("unknown interest", {"interests": ["fin.nope"]}, None, 400, "unknown_tag",
+             "interests[0]", "fin.nope"),
+            ("other uscc", {"uscc": fresh}, None, 400, "uscc_mismatch", "uscc", None),
+            ("unknown field", {"foo": 1}, None, 400, "unknown_field", "foo", None),
+            ("bad region", {"region": "abcdef"}, None, 400, "invalid_region", "region", None),
+            ("text/plain", {"name": "x"}, "text/plain", 415, "unsupported_media_type", None,
+             None),
+        ]
+        for what, body, ctype, status, code, field, msg in patch_cases:
+            if isinstance(body, dict):
+                body = json.dumps(body)
+            r = c.request("PATCH", "/v1/enterprises/" + base, body=body,
+                          content_type=ctype or "application/merge-patch+json")
+            expect_error(r, status, code, field, msg, what="PATCH " + what)
+            eq(get_ok(c, "/v1/enterprises/" + base).raw, snapshot,
+               "document after a refused PATCH (%s)" % what)
+
+        # Missing resources.
+        missing = make_uscc("320205", rng=rng)
+        expect_error(c.get("/v1/enterprises/" + missing), 404, "not_found", what="GET missing")
+        expect_error(c.patch("/v1/enterprises/" + missing, {"name": "x"}), 404, "not_found",
+                     what="PATCH missing")
+        expect_error(c.delete("/v1/enterprises/" + missing), 404, "not_found",
+                     what="DELETE missing")
+        expect_error(c.get("/v1/enterprises/%s/policies" % missing), 404, "not_found",
+                     what="package of missing")
+        r = c.put("/v1/enterprises/" + missing, {"name": "x"}, headers={"If-Match": '"1"'})
+        check(r.status in (404, 412), "conditional PUT of a missing enterprise: %r", r)
+        eq(c.get("/v1/enterprises/" + missing).status, 404,
+           "a refused conditional PUT created the enterprise")
+        # Still exactly one enterprise.
+        lst = get_ok(c, "/v1/enterprises?limit=200").json
+        eq([d["uscc"] for d in lst["items"]], [base], "enterprises after all the errors")
+        eq(get_ok(c, "/v1/enterprises/" + base).raw, snapshot, "base document at the end")
+
+
+def test_enterprise_body_too_large(o):
+    rng = random.Random(15)
+    with Env(o, huiqid_args=["--max-body", "2048"]) as env:
+        c = env.c
+        u = make_uscc("320214", rng=rng)
+        # Just under the limit is fine.
+        body = {"uscc": u, "name": "x" * 150,
+                "overrides": [{"tag": "zone.wnd", "value": True, "reason": "r" * 450},
+                              {"tag": "zone.bonded", "value": True, "reason": "s" * 450},
+                              {"tag": "zone.taihu_bay", "value": True, "reason": "t" * 450}]}
+        raw = json.dumps(body).encode()
+        check(1900 < len(raw) <= 2048, "test body is %d bytes", len(raw))
+        r = c.post("/v1/enterprises", raw)
+        eq(r.status, 201, "POST of %d bytes under --max-body 2048 (%r)" % (len(raw), r))
+        snapshot = get_ok(c, "/v1/enterprises/" + u).raw
+        big = dict(body, summary_pad=None)
+        big.pop("summary_pad")
+        big["overrides"] = big["overrides"] + [{"tag": "zone.wxeda", "value": True,
+                                                "reason": "u" * 400}]
+        raw_big = json.dumps(big).encode()
+        check(len(raw_big) > 2048, "big body is only %d bytes", len(raw_big))
+        expect_error(c.put("/v1/enterprises/" + u, raw_big), 413, "body_too_large",
+                     what="PUT over --max-body")
+        eq(get_ok(c, "/v1/enterprises/" + u).raw, snapshot, "document after a 413 PUT")
+        u2 = make_uscc("320214", rng=rng)
+        expect_error(c.post("/v1/enterprises", json.dumps(dict(big, uscc=u2)).encode()), 413,
+                     "body_too_large", what="POST over --max-body")
+        eq(c.get("/v1/enterprises/" + u2).status, 404, "a 413 POST created the enterprise")
+        # A chunked body is counted as it arrives.
+        from harness import raw_exchange, parse_responses
+        payload = json.dumps(dict(big, uscc=u2)).encode()
+        chunks = b"".join(b"%x\r\n%s\r\n" % (len(payload[i:i + 500]), payload[i:i + 500])
+                          for i in range(0, len(payload), 500)) + b"0\r\n\r\n"
+        req = (b"POST /v1/enterprises HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+               b"Transfer-Encoding: chunked\r\n\r\n" + chunks)
+        buf, closed = raw_exchange(env.huiqid_port, req, timeout=5 * o.slow)
+        resps = parse_responses(buf)
+        check(resps and resps[0][0] == 413, "chunked body over the limit: %r", buf[:300])
+        eq(c.get("/v1/enterprises/" + u2).status, 404, "a 413 chunked POST created it")
+
+
+def test_enterprise_list_paging(o):
+    rng = random.Random(16)
+    with Env(o) as env:
+        c = env.c
+        codes = []
+        for i in range(30):
+            tags = []
+            if i % 2 == 0:
+                tags.append("inno.tech_project")
+            if i % 3 == 0:
+                tags.append("ip.trademark")
+            d = new_ent(c, rng, region=("320205", "320211", "320282")[i % 3], tags=tags)
+            codes.append(d["uscc"])
+
+        def walk(query, limit):
+            seen = []
+            cursor = None
+            pages = 0
+            while True:
+                q = "/v1/enterprises?limit=%d%s%s" % (limit, query,
+                                                       "&cursor=" + cursor if cursor else "")
+                r = get_ok(c, q).json
+                check(set(r) == {"items", "next"}, "list keys %s", sorted(r))
+                check(len(r["items"]) <= limit, "page of %d > limit %d", len(r["items"]), limit)
+                for d in r["items"]:
+                    check("version" in d and "tags" in d, "list item is not a document: %r", d)
+                seen += [d["uscc"] for d in r["items"]]
+                pages += 1
+                check(pages < 100, "paging does not end")
+                if r["next"] is None:
+                    return seen
+                check(isinstance(r["next"], str), "next is %r", r["next"])
+                cursor = r["next"]
+
+        both = walk("&tag=inno.tech_project,ip.trademark", 50)
+        eq(sorted(both), sorted(codes[i] for i in range(30) if i % 6 == 0), "tag=a,b (all of)")
+        one = walk("&tag=inno.tech_project", 4)
+        eq(len(one), len(set(one)), "no duplicates across pages")
+        eq(sorted(one), sorted(codes[i] for i in range(30) if i % 2 == 0), "tag=a, 4 per page")
+        every = walk("", 7)
+        eq(sorted(every), sorted(codes), "no tag, 7 per page")
+        district = walk("&tag=region.320282", 3)
+        eq(sorted(district), sorted(codes[i] for i in range(30) if i % 3 == 2),
+           "derived tag filter")
+        # Deletions shrink the listing; freed ordinals are reused by new enterprises.
+        for i in range(0, 30, 5):
+            eq(c.delete("/v1/enterprises/" + codes[i]).status, 204, "DELETE")
+        for i in range(3):
+            codes.append(new_ent(c, rng, region="320205", tags=["inno.tech_project"])["uscc"])
+        alive = [codes[i] for i in range(len(codes)) if not (i < 30 and i % 5 == 0)]
+        eq(sorted(walk("", 5)), sorted(alive), "after deletes and creates")
+        eq(sorted(walk("&tag=inno.tech_project", 2)),
+           sorted(u for i, u in enumerate(codes) if (i >= 30 or (i % 2 == 0 and i % 5 != 0))),
+           "tag filter after deletes and creates")
+        eq(get_ok(c, "/v1/enterprises?tag=neg.bankrupt").json, {"items": [], "next": None},
+           "a tag nobody has")
+        expect_error(c.get("/v1/enterprises?limit=0"), 400, "invalid_parameter", "limit",
+                     what="limit=0")
+        expect_error(c.get("/v1/enterprises?limit=201"), 400, "invalid_parameter", "limit",
+                     what="limit=201")
+        expect_error(c.get("/v1/enterprises?cursor=abc"), 400, "invalid_parameter", "cursor",
+                     what="cursor=abc")
+        expect_error(c.get("/v1/enterprises?tag=ind.c,no.such"), 400, "unknown_tag", "tag",
+                     "no.such", what="unknown tag")
+
+
+# --------------------------------------------------------------------------
+# Derived tags
+# --------------------------------------------------------------------------
+
+REGION_TAGS = ("region.320205", "region.320206", "region.320211", "region.320213",
+               "region.320214", "region.320281", "region.320282", "region.320200", "region.other")
+
+
+def regions_in(doc):
+    return [t for t in doc["tags"] if t.startswith("region.")]
+
+
+def test_derived_region_and_entity(o):
+    rng = random.Random(21)
+    with Env(o) as env:
+        c = env.c
+        cases = [
+            # (code region, kind, body region, expected region tags)
+            ("320205", "91", None, ["region.320205"]),
+            ("320281", "91", None, ["region.320281"]),
+            ("320214", "91", "320282", ["region.320282"]),
+            ("320102", "91", None, ["region.other"]),       # Nanjing, from the code
+            ("320214", "91", "110105", ["region.other"]),    # Beijing, from the field
+            ("320200", "91", None, ["region.320200"]),
+            ("320214", "91", "320299", ["region.320200"]),   # in Wuxi, not a district tag
+            ("320211", "92", None, ["region.320211"]),
+            ("320213", "93", None, ["region.320213"]),
+        ]
+        for code_region, kind, region, want in cases:
+            extra = {"region": region} if region else {}
+            d = new_ent(c, rng, region=code_region, kind=kind, **extra)
+            eq(regions_in(d), want, "region tags for code region %s, field %s" %
+               (code_region, region))
+            src = d["tag_sources"][want[0]]
+            eq(src["source"], "rule", "region tag source")
+            check(src["rule"] in ("district", "district_city", "district_other"),
+                  "region rule %r", src)
+            ent = {"91": "company", "92": "individual", "93": "cooperative"}[kind]
+            eq(d["entity"], ent, "entity for kind %s" % kind)
+            check("entity." + ent in d["tags"], "entity tag for %s missing: %r", kind, d["tags"])
+        # A code whose positions 3-8 are not digits and no region: no region at all.
+        d = post_ok(c, "/v1/enterprises", {"uscc": make_uscc("A1B2C3", rng=rng), "name": "x"})
+        eq(regions_in(d), [], "region tags without any district")
+        # Authority 5 (civil affairs): entity "other", no entity tag.
+        d = new_ent(c, rng, region="320214", kind="51")
+        eq(d["entity"], "other", "entity of a 51 code")
+        check(not any(t.startswith("entity.") for t in d["tags"]), "entity tag for 51: %r",
+              d["tags"])
+        # The standard's own example is accepted.
+        d = post_ok(c, "/v1/enterprises", {"uscc": "91350100M000100Y43", "name": "标准示例"})
+        eq(regions_in(d), ["region.other"], "Fuzhou example region")
+
+
+def test_derived_industry(o):
+    rng = random.Random(22)
+    with Env(o) as env:
+        c = env.c
+        cases = [
+            ("C3973", "C3973", {"ind.c", "ind.c39", "sig.ic", "sig.ic_wafer"}),
+            ("c3973", "C3973", {"ind.c", "ind.c39"}),
+            ("3973", "C3973", {"ind.c", "ind.c39"}),
+            ("I65", "I65", {"ind.i", "ind.i65", "sig.software"}),
+            ("I6520", "I6520", {"ind.i", "ind.i65", "sig.software", "sig.ic_design", "sig.ic"}),
+            ("C27", "C27", {"ind.c", "ind.c27", "sig.biomed"}),
+            ("M7340", "M7340", {"ind.m", "ind.m73", "sig.biomed"}),
+            ("F", "F", {"ind.f"}),
+            ("G5437", "G5437", {"ind.g", "sig.logistics"}),
+        ]
+        for given, norm, want in cases:
+            d = new_ent(c, rng, industry=given)
+            eq(d["industry"], norm, "industry %s normalised" % given)
+            tags = tags_of(d)
+            check(want <= tags, "industry %s: tags %s lack %s", given, sorted(tags),
+                  sorted(want - tags))
+            inds = sorted(t for t in tags if t.startswith("ind."))
+            eq(inds, sorted(t for t in want if t.startswith("ind.")),
+               "industry tags for %s (section and division only)" % given)
+            for t in inds:
+                eq(d["tag_sources"][t], {"source": "rule", "rule": "industry"}, "source of " + t)
+
+
+def test_derived_size_boundaries(o):
+    rng = random.Random(23)
+    with Env(o) as env:
+        c = env.c
+        # (industry, employees, revenue, size tags expected, size tags forbidden)
+        S = {"size.micro", "size.small", "size.medium", "size.large"}
+        cases = [
+            ("C3973", 20, 300, {"size.small", "size.sme"}),
+            ("C3973", 19, 300, {"size.micro", "size.sme"}),
+            ("C3973", 20, 299.99, {"size.micro", "size.sme"}),
+            ("C3973", 300, 2000, {"size.medium", "size.sme", "size.above_designated"}),
+            ("C3973", 299, 2000, {"size.small", "size.sme", "size.above_designated"}),
+            ("C3973", 1000, 40000, {"size.large", "size.above_designated"}),
+            ("I65", 9, 50, {"size.micro", "size.sme"}),
+            ("I65", 10, 50, {"size.small", "size.sme"}),
+            ("I65", 10, 49, {"size.micro", "size.sme"}),
+            ("I65", 100, 1000, {"size.medium", "size.sme"}),
+            ("F5123", 5, 1000, {"size.small", "size.sme"}),
+            ("F5123", 4, 1000, {"size.micro", "size.sme"}),
+            ("F5211", 10, 100, {"size.small", "size.sme", "size.above_quota"}),
+            ("F5211", 9, 100, {"size.micro", "size.sme"}),
+        ]
+        for ind, emp, rev, want in cases:
+            d = new_ent(c, rng, industry=ind, employees=emp, revenue_10k=rev)
+            got = {t for t in d["tags"] if t.startswith("size.")}
+            eq(got, want, "size tags for %s with %s employees and %s (10k CNY)" % (ind, emp, rev))
+            check(len(got & S) == 1, "exactly one size class expected, got %s", sorted(got))
+        # Bands: lower bound included, upper excluded.
+        for emp, band in ((9, "staff.lt10"), (10, "staff.10_49"), (49, "staff.10_49"),
+                          (50, "staff.50_99"), (1000, "staff.ge1000")):
+            d = new_ent(c, rng, employees=emp)
+            eq([t for t in d["tags"] if t.startswith("staff.")], [band], "band of %d" % emp)
+            check(not any(t.startswith("size.") for t in d["tags"]),
+                  "size derived without revenue: %r", d["tags"])
+        for rev, band in ((99.5, "rev.lt100"), (100, "rev.100_499"), (2000, "rev.2000_9999"),
+                          (50000, "rev.ge50000")):
+            d = new_ent(c, rng, revenue_10k=rev)
+            eq([t for t in d["tags"] if t.startswith("rev.")], [band], "band of %s" % rev)
+        # Neither reported: no size, staff or revenue tag.
+        d = new_ent(c, rng, industry="C3973")
+        check(not any(t.split(".")[0] in ("size", "staff", "rev") for t in d["tags"]),
+              "size tags without figures: %r", d["tags"])
+
+
+def test_derived_age_brackets(o):
+    rng = random.Random(24)
+    today = today_cn()
+    with Env(o) as env:
+        c = env.c
+        three = add_years(today, -3)
+        ten = add_years(today, -10)
+        cases = [
+            (today, "age.lt3"),
+            (three + datetime.timedelta(days=1), "age.lt3"),
+            (three, "age.3to10"),
+            (ten + datetime.timedelta(days=1), "age.3to10"),
+            (ten, "age.gt10"),
+        ]
+        for founded, want in cases:
+            d = new_ent(c, rng, founded=iso(founded))
+            eq([t for t in d["tags"] if t.startswith("age.")], [want],
+               "age bracket for founded %s (today %s)" % (founded, today))
+            check("retag_on" in d, "retag_on missing for founded %s", founded)
+            check(d["retag_on"] > iso(today), "retag_on %s not after today", d["retag_on"])
+        d = new_ent(c, rng, founded=iso(three + datetime.timedelta(days=1)))
+        eq(d["retag_on"], iso(add_years(three + datetime.timedelta(days=1), 3)),
+           "retag_on is the next anniversary")
+
+
+def test_derived_qualification_expiry(o):
+    rng = random.Random(25)
+    today = today_cn()
+    day = datetime.timedelta(days=1)
+
+    def end_of(issued, years):
+        return add_years(issued, years) - day
+
+    # Issue dates whose 3-year validity ends today / ended yesterday.
+    base = add_years(today, -3)
+    cands = [base + datetime.timedelta(days=k) for k in range(-4, 5)]
+    issued_today = max(d for d in cands if end_of(d, 3) == today)
+    issued_yday = max(d for d in cands if end_of(d, 3) == today - day)
+    with Env(o) as env:
+        c = env.c
+        cases = [
+            ([{"code": "qual.hightech", "issued": iso(issued_today)}], True,
+             "issued %s: 3-year validity ends today" % issued_today),
+            ([{"code": "qual.hightech", "issued": iso(issued_yday)}], False,
+             "issued %s: 3-year validity ended yesterday" % issued_yday),
+            ([{"code": "qual.hightech", "issued": iso(today)}], True, "issued today"),
+            ([{"code": "qual.hightech", "issued": iso(today + day)}], False, "issued tomorrow"),
+            ([{"code": "qual.hightech", "expires": iso(today)}], True, "expires today"),
+            ([{"code": "qual.hightech", "expires": iso(today - day)}], False,
+             "expired yesterday"),
+            ([{"code": "qual.hightech", "issued": "2000-01-01", "expires": iso(today)}], True,
+             "explicit expiry wins over validity"),
+            (["qual.hightech"], True, "no dates at all"),
+            ([{"code": "qual.hightech"}], True, "object without dates"),
+            ([{"code": "qual.hightech", "issued": iso(issued_yday)},
+              {"code": "qual.hightech", "issued": iso(today - day)}], True,
+             "renewed certificate"),
+        ]
+        for quals, want, what in cases:
+            d = new_ent(c, rng, qualifications=quals)
+            has = "qual.hightech" in d["tags"]
+            check(has == want, "qual.hightech %s for %s (today %s); tags %r",
+                  "missing" if want else "present", what, today, d["tags"])
+            if has:
+                eq(d["tag_sources"]["qual.hightech"], {"source": "rule", "rule": "qualifications"},
+                   "qualification source")
+            eq(len(d["qualifications"]), len(quals), "qualifications echoed")
+        # The certificate ending today is re-derived tomorrow.
+        d = new_ent(c, rng, qualifications=[{"code": "qual.hightech", "issued": iso(issued_today)}])
+        eq(d.get("retag_on"), iso(today + day), "retag_on when a certificate ends today")
+        # One-year tech SME certificate.
+        one = add_years(today, -1)
+        d = new_ent(c, rng, qualifications=[{"code": "qual.tech_sme", "issued": iso(one)}])
+        check("qual.tech_sme" not in d["tags"], "1-year certificate issued %s still valid", one)
+        d = new_ent(c, rng, qualifications=[{"code": "qual.tech_sme",
+                                             "issued": iso(one + day)}])
+        check("qual.tech_sme" in d["tags"], "1-year certificate issued %s not valid", one + day)
+
+
+def test_explicit_tags_and_overrides(o):
+    rng = random.Random(26)
+    with Env(o) as env:
+        c = env.c
+        d = new_ent(c, rng, region="320214", industry="C3973", employees=10, revenue_10k=100,
+                    tags=["trade.import_export", "qual.listed"])
+        tags = tags_of(d)
+        check({"size.micro", "trade.import_export", "qual.listed"} <= tags,
+              "base tags %s", sorted(tags))
+        eq(d["tag_sources"]["trade.import_export"], {"source": "explicit"}, "explicit source")
+        eq(d["explicit_tags"], ["qual.listed", "trade.import_export"],
+           "explicit_tags in taxonomy order")
+        u = d["uscc"]
+        # Override false removes a derived tag; true adds one, with who and why.
+        r = c.patch("/v1/enterprises/" + u, {"overrides": [
+            {"tag": "size.micro", "value": False, "by": "auditor", "reason": "group member"},
+            {"tag": "qual.hightech", "value": True, "by": "kjj", "reason": "paper certificate"},
+            {"tag": "trade.import_export", "value": False, "by": "auditor"},
+            {"tag": "region.320214", "value": True, "by": "x"},
+        ]})
+        eq(r.status, 200, "PATCH overrides (%r)" % r)
+        d2 = r.json
+        t2 = tags_of(d2)
+        check("size.micro" not in t2, "override false left size.micro: %r", d2["tags"])
+        check("trade.import_export" not in t2, "override false left an explicit tag")
+        for gone in ("size.micro", "trade.import_export"):
+            src = d2["tag_sources"].get(gone)
+            check(src is None or src.get("source") == "override",
+                  "tag_sources of the removed %s is %r", gone, src)
+        check("qual.hightech" in t2, "override true did not add qual.hightech")
+        eq(d2["tag_sources"]["qual.hightech"],
+           {"source": "override", "by": "kjj", "reason": "paper certificate"},
+           "override source with who and why")
+        eq(d2["tag_sources"]["region.320214"], {"source": "override", "by": "x"},
+           "an override of a derived tag takes over its source")
+        check("qual.listed" in t2 and "size.sme" in t2,
+              "other tags must stay: %r", d2["tags"])
+        eq(d2["overrides"][0], {"tag": "size.micro", "value": False, "by": "auditor",
+                                "reason": "group member"}, "overrides echoed")
+        # Matching follows the overridden profile.
+        r = c.post("/v1/audience", {"rule": {"all": ["size.micro"]}})
+        eq(r.json["count"], 0, "audience of size.micro after override false")
+        r = c.post("/v1/audience", {"rule": {"all": ["qual.hightech", "qual.listed"]}})
+        eq(r.json["count"], 1, "audience of the override-true tag")
+        # Dropping the overrides restores the derived profile.
+        r = c.patch("/v1/enterprises/" + u, {"overrides": None})
+        eq(r.status, 200, "PATCH overrides:null")
+        eq(tags_of(r.json), tags, "profile after removing overrides")
+        eq(r.json["tag_sources"], d["tag_sources"], "sources after removing overrides")
+
+
+# --------------------------------------------------------------------------
+# Policies
+# --------------------------------------------------------------------------
+
+POLICY = {
+    "title": "2026年度高新技术企业认定奖励",
+    "issuer": "无锡市科学技术局",
+    "level": "city",
+    "tags": ["tax.hightech_rate", "fin.reward", "fin.reward"],
+    "rule": {"all": ["qual.hightech"], "any": ["region.320214", "region.320211", "region.320211"],
+             "none": ["neg.dishonest"]},
+    "opens": "2026-01-01",
+    "closes": "2026-12-31",
+    "mode": "apply",
+    "url": "https://kjj.wuxi.gov.cn/doc/2026/hightech.html",
+    "summary": "对首次认定的高新技术企业给予奖励。\n申报材料见附件。",
+}
+
+
+def test_policy_crud_and_errors(o):
+    with Env(o) as env:
+        c = env.c
+        tax = Taxonomy(c)
+        r = c.post("/v1/policies", POLICY)
+        eq(r.status, 201, "POST policy (%r)" % r)
+        p = r.json
+        check(isinstance(p["id"], int) and p["id"] > 0, "policy id %r", p.get("id"))
+        eq(r.header("location"), "/v1/policies/%d" % p["id"], "Location")
+        eq(p["status"], "draft", "a new policy is a draft")
+        eq(p["version"], 1, "version")
+        eq(p["published_at"], None, "published_at of a draft")
+        for k in ("title", "issuer", "level", "opens", "closes", "mode", "url", "summary"):
+            eq(p[k], POLICY[k], "policy " + k)
+        eq(p["tags"], tax.pol_sorted(POLICY["tags"]), "policy tags sorted and unique")
+        eq(p["rule"], {"all": ["qual.hightech"],
+                       "any": tax.ent_sorted(["region.320214", "region.320211"]),
+                       "none": ["neg.dishonest"]}, "rule normalised")
+        check("created_at" in p and "updated_at" in p, "times missing: %r", sorted(p))
+        pid = p["id"]
+        g = get_ok(c, "/v1/policies/%d" % pid)
+        eq(g.header("etag"), '"1"', "policy ETag")
+        eq(g.json, p, "GET policy")
+
+        # Minimal policy: defaults.
+        m = post_ok(c, "/v1/policies", {"title": "最简政策"})
+        eq(m["mode"], "apply", "default mode")
+        eq(m["rule"], {"all": [], "any": [], "none": []}, "default rule")
+        eq(m["tags"], [], "default tags")
+        check(m["id"] > pid, "ids increase: %d then %d", pid, m["id"])
+
+        # PUT replaces the whole policy, keeps status and creation time.
+        rep = {"title": "改版后的政策", "level": "district", "mode": "auto",
+               "tags": ["fin.loan_discount"], "rule": {"any": ["size.small", "size.micro"]}}
+        r = c.put("/v1/policies/%d" % pid, rep)
+        eq(r.status, 200, "PUT policy (%r)" % r)
+        q = r.json
+        eq(q["version"], 2, "version after PUT")
+        eq(q["status"], "draft", "status after PUT")
+        eq(q["created_at"], p["created_at"], "created_at after PUT")
+        for gone in ("issuer", "summary", "url", "opens", "closes"):
+            check(gone not in q, "PUT kept %s", gone)
+        eq(q["mode"], "auto", "mode after PUT")
+        eq(q["rule"]["any"], tax.ent_sorted(["size.small", "size.micro"]), "rule after PUT")
+        snapshot = get_ok(c, "/v1/policies/%d" % pid).raw
+
+        bad = [
+            ("missing title", {"level": "city"}, 400, "missing_field", "title", None),
+            ("title not a string", {"title": 1}, 400, "invalid_type", "title", None),
+            ("unknown policy tag", {"title": "t", "tags": ["fin.nope"]}, 400, "unknown_tag",
+             "tags[0]", "fin.nope"),
+            ("enterprise tag as policy tag", {"title": "t", "tags": ["ind.c"]}, 400,
+             "unknown_tag", "tags[0]", "ind.c"),
+            ("unknown tag in rule", {"title": "t", "rule": {"any": ["ind.c", "ind.zz"]}}, 400,
+             "unknown_tag", "rule.any[1]", "ind.zz"),
+            ("policy tag in rule", {"title": "t", "rule": {"all": ["fin.reward"]}}, 400,
+             "unknown_tag", "rule.all[0]", "fin.reward"),
+            ("unknown rule part", {"title": "t", "rule": {"some": ["ind.c"]}}, 400,
+             "unknown_field", "rule.some", None),
+            ("rule not an object", {"title": "t", "rule": ["ind.c"]}, 400, "invalid_type",
+             "rule", None),
+            ("closes before opens", {"title": "t", "opens": "2026-05-02", "closes": "2026-05-01"},
+             400, "invalid_date", "closes", None),
+            ("bad date", {"title": "t", "opens": "2026/05/01"}, 400, "invalid_date", "opens",
+             None),
+            ("bad level", {"title": "t", "level": "county"}, 400, "invalid_value", "level",
+             None),
+            ("bad mode", {"title": "t", "mode": "push"}, 400, "invalid_value", "mode", None),
+            ("bad url", {"title": "t", "url": "javascript:alert(1)"}, 400, "invalid_url", "url",
+             None),
+            ("unknown field", {"title": "t", "budget": 5}, 400, "unknown_field", "budget", None),
+        ]
+        for what, body, status, code, field, msg in bad:
+            expect_error(c.post("/v1/policies", body), status, code, field, msg,
+                         what="POST policy " + what)
+            expect_error(c.put("/v1/policies/%d" % pid, body), status, code, field, msg,
+                         what="PUT policy " + what)
+            eq(get_ok(c, "/v1/policies/%d" % pid).raw, snapshot,
+               "policy after a refused PUT (%s)" % what)
+        expect_error(c.request("POST", "/v1/policies", body="{x", content_type="application/json"),
+                     400, "invalid_json", what="POST malformed policy")
+        expect_error(c.request("PUT", "/v1/policies/%d" % pid, body=json.dumps(rep),
+                               content_type="text/plain"), 415, "unsupported_media_type",
+                     what="PUT policy text/plain")
+        expect_error(c.put("/v1/policies/%d" % pid, rep, headers={"If-Match": '"1"'}), 412,
+                     "version_mismatch", what="PUT policy with a stale If-Match")
+        eq(get_ok(c, "/v1/policies/%d" % pid).raw, snapshot, "policy after refused PUTs")
+        r = c.put("/v1/policies/%d" % pid, rep, headers={"If-Match": '"2"'})
+        eq(r.status, 200, "PUT policy with the current If-Match (%r)" % r)
+        eq(r.json["version"], 3, "version after conditional PUT")
+        # Only the two policies exist (refused POSTs created nothing).
+        lst = get_ok(c, "/v1/policies").json
+        eq([x["id"] for x in lst["items"]], [pid, m["id"]], "policies after refused POSTs")
+
+        # Missing and malformed ids.
+        for path in ("/v1/policies/999999", "/v1/policies/abc", "/v1/policies/0",
+                     "/v1/policies/-1"):
+            expect_error(c.get(path), 404, "not_found", what="GET " + path)
+        expect_error(c.put("/v1/policies/999999", rep), 404, "not_found", what="PUT missing")
+        expect_error(c.delete("/v1/policies/999999"), 404, "not_found", what="DELETE missing")
+        # DELETE
+        r = c.delete("/v1/policies/%d" % m["id"])
+        eq(r.status, 204, "DELETE policy (%r)" % r)
+        expect_error(c.get("/v1/policies/%d" % m["id"]), 404, "not_found", what="GET deleted")
+        expect_error(c.delete("/v1/policies/%d" % m["id"]), 404, "not_found",
+                     what="DELETE deleted")
+        expect_error(c.post("/v1/policies/%d/publish" % m["id"]), 404, "not_found",
+                     what="publish deleted")
+        # Ids are not reused.
+        n = post_ok(c, "/v1/policies", {"title": "再来一个"})
+        check(n["id"] > m["id"], "policy id %d reused after delete of %d", n["id"], m["id"])
+
+
+def test_policy_states(o):
+    with Env(o) as env:
+        c = env.c
+        p = post_ok(c, "/v1/policies", dict(POLICY))
+        pid = p["id"]
+        base = "/v1/policies/%d" % pid
+        expect_error(c.post(base + "/withdraw"), 409, "invalid_state", "status",
+                     what="withdraw a draft")
+        eq(get_ok(c, base).json, p, "refused withdraw changed the policy")
+        r = c.post(base + "/publish")
+        eq(r.status, 200, "publish (%r)" % r)
+        pub = r.json
+        eq(pub["status"], "published", "status after publish")
+        eq(pub["version"], 2, "version after publish")
+        check(isinstance(pub["published_at"], str), "published_at %r", pub["published_at"])
+        r = c.post(base + "/publish")
+        eq(r.status, 200, "publish again (%r)" % r)
+        eq(r.json, pub, "publishing a published policy changes nothing")
+        r = c.post(base + "/withdraw")
+        eq(r.status, 200, "withdraw (%r)" % r)
+        wd = r.json
+        eq(wd["status"], "withdrawn", "status after withdraw")
+        eq(wd["version"], 3, "version after withdraw")
+        eq(wd["published_at"], pub["published_at"], "published_at kept after withdraw")
+        r = c.post(base + "/withdraw")
+        eq(r.status, 200, "withdraw again (%r)" % r)
+        eq(r.json, wd, "withdrawing a withdrawn policy changes nothing")
+        r = c.post(base + "/publish")
+        eq(r.status, 200, "republish (%r)" % r)
+        eq(r.json["status"], "published", "republished")
+        eq(r.json["version"], 4, "version after republish")
+        # PUT keeps the status; a status in the body is ignored.
+        r = c.put(base, dict(POLICY, title="修订", status="draft"))
+        eq(r.status, 200, "PUT published policy (%r)" % r)
+        eq(r.json["status"], "published", "status after PUT")
+        eq(get_ok(c, base).json["status"], "published", "GET status after PUT")
+        for action in ("publish", "withdraw"):
+            expect_error(c.post("/v1/policies/987654/%s" % action), 404, "not_found",
+                         what=action + " missing")
+        r = c.get(base + "/publish")
+        eq(r.status, 405, "GET on publish")
+
+
+def test_policy_list_filters_and_paging(o):
+    with Env(o) as env:
+        c = env.c
+        levels = ["national", "provincial", "city", "district"]
+        pols = []
+        for i in range(13):
+            body = {"title": "政策 %d" % i, "level": levels[i % 4],
+                    "tags": ["fin.reward"] if i % 2 == 0 else ["tax.small_profit"]}
+            p = post_ok(c, "/v1/policies", body)
+            if i % 3 >= 1:
+                eq(c.post("/v1/policies/%d/publish" % p["id"]).status, 200, "publish")
+            if i % 3 == 2:
+                eq(c.post("/v1/policies/%d/withdraw" % p["id"]).status, 200, "withdraw")
+            p = get_ok(c, "/v1/policies/%d" % p["id"]).json
+            pols.append(p)
+
+        def walk(query, limit):
+            out, cursor, pages = [], None, 0
+            while True:
+                r = get_ok(c, "/v1/policies?limit=%d%s%s" % (
+                    limit, query, "&cursor=" + cursor if cursor else "")).json
+                check(len(r["items"]) <= limit, "page larger than limit")
+                out += r["items"]
+                pages += 1
+                check(pages < 50, "paging does not end")
+                if r["next"] is None:
+                    return out
+                cursor = r["next"]
+
+        allp = get_ok(c, "/v1/policies").json
+        eq([p["id"] for p in allp["items"]], [p["id"] for p in pols], "default list in id order")
+        eq(allp["next"], None, "no next page")
+        eq(allp["items"], pols, "list items are the full policies")
+        checks = [
+            ("&status=draft", lambda p: p["status"] == "draft"),
+            ("&status=published", lambda p: p["status"] == "published"),
+            ("&status=withdrawn", lambda p: p["status"] == "withdrawn"),
+            ("&tag=fin.reward", lambda p: "fin.reward" in p["tags"]),
+            ("&level=city", lambda p: p["level"] == "city"),
+            ("&status=published&tag=fin.reward",
+             lambda p: p["status"] == "published" and "fin.reward" in p["tags"]),
+            ("&level=national&tag=tax.small_profit",
+             lambda p: p["level"] == "national" and "tax.small_profit" in p["tags"]),
+            ("&level=county", lambda p: False),
+        ]
+        for q, pred in checks:
+            want = [p["id"] for p in pols if pred(p)]
+            for limit in (500, 2):
+                got = [p["id"] for p in walk(q, limit)]
+                eq(got, want, "policies%s limit %d" % (q, limit))
+        got = walk("", 5)
+        eq([p["id"] for p in got], [p["id"] for p in pols], "all policies, 5 per page")
+        r = get_ok(c, "/v1/policies?limit=5").json
+        eq(r["next"], str(pols[4]["id"]), "next cursor is the last id of the page")
+        expect_error(c.get("/v1/policies?status=live"), 400, "invalid_parameter", "status",
+                     what="bad status")
+        expect_error(c.get("/v1/policies?tag=fin.nope"), 400, "unknown_tag", "tag",
+                     what="unknown tag")
+        expect_error(c.get("/v1/policies?limit=0"), 400, "invalid_parameter", "limit",
+                     what="limit 0")
+        expect_error(c.get("/v1/policies?limit=501"), 400, "invalid_parameter", "limit",
+                     what="limit 501")
+        expect_error(c.get("/v1/policies?cursor=-4"), 400, "invalid_parameter", "cursor",
+                     what="negative cursor")
