@@ -10,6 +10,7 @@
 
 #include "api/log.h"
 #include "api/pol_input.h"
+#include "api/retag.h"
 #include "common/xalloc.h"
 #include "tags/date.h"
 
@@ -27,6 +28,8 @@ static const route_t app_routes[] = {
     {HTTPD_POST, "/v1/enterprises", h_ent_create, ROUTE_BODY, "enterprises.create", NULL},
     {HTTPD_POST, "/v1/enterprises:import", h_ent_import, 0, "enterprises.import",
      h_ent_import_body},
+    {HTTPD_POST, "/v1/enterprises:retag", h_retag_start, 0, "enterprises.retag", NULL},
+    {HTTPD_GET, "/v1/enterprises:retag", h_retag_status, 0, "enterprises.retag_status", NULL},
     {HTTPD_GET, "/v1/enterprises", h_ent_list, 0, "enterprises.list", NULL},
     {HTTPD_GET, "/v1/enterprises/:uscc", h_ent_get, 0, "enterprises.get", NULL},
     {HTTPD_PUT, "/v1/enterprises/:uscc", h_ent_put, ROUTE_BODY, "enterprises.put", NULL},
@@ -53,6 +56,9 @@ typedef struct route_miss {
 } route_miss_t;
 
 int32_t app_today(const app_t *app) {
+    if (app->cfg->today != DATE_NONE) {
+        return app->cfg->today;
+    }
     return date_at(time(NULL), app->cfg->utc_offset_min);
 }
 
@@ -307,6 +313,7 @@ int app_start(app_t *app, uv_loop_t *loop, const config_t *cfg) {
         app->store = NULL;
         return -1;
     }
+    app->retag = retag_new(app);
     uv_signal_init(loop, &app->sig_term);
     uv_signal_init(loop, &app->sig_int);
     app->sig_term.data = app->sig_int.data = app;
@@ -333,6 +340,9 @@ void app_stop(app_t *app) {
     app->stopping = 1;
     if (app->srv) {
         server_stop(app->srv, NULL, NULL);
+    }
+    if (app->retag) {
+        retag_close(app->retag);
     }
     if (app->store) {
         store_close(app->store, NULL, NULL);

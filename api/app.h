@@ -30,6 +30,7 @@ typedef struct app {
     int fatal;
     uint64_t requests;
     struct pol_cache *pcache; /* policy views, see pol_input.h */
+    struct retag *retag;      /* the re-tag worker, see retag.h */
     /* Audience keys per matcher group: [0] "unknown", then one per region tag. */
     char **group_keys;
     unsigned ngroups;
@@ -90,6 +91,8 @@ void h_ent_package(app_t *app, api_req_t *req);
 void h_ent_import(app_t *app, api_req_t *req);
 int h_ent_import_body(app_t *app, api_req_t *req, const char *p, size_t n);
 void h_ent_import_abort(app_t *app, api_req_t *req);
+void h_retag_start(app_t *app, api_req_t *req);
+void h_retag_status(app_t *app, api_req_t *req);
 void h_pol_create(app_t *app, api_req_t *req);
 void h_pol_list(app_t *app, api_req_t *req);
 void h_pol_get(app_t *app, api_req_t *req);

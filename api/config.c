@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "api/log.h"
+#include "tags/date.h"
 
 #define HUIQI_VERSION "0.1.0"
 
@@ -34,6 +35,8 @@ static const opt_t config_opts[] = {
     {"--redis-max-inflight", "HUIQI_REDIS_MAX_INFLIGHT", "N",
      "Redis commands in flight before requests get 503 (default 10000)"},
     {"--utc-offset", "HUIQI_UTC_OFFSET", "+HH:MM", "zone for 'today' (default +08:00, China)"},
+    {"--today", "HUIQI_TODAY", "YYYY-MM-DD",
+     "pretend today is this date (what-if runs and tests; default: the real date)"},
     {"--log-level", "HUIQI_LOG_LEVEL", "LEVEL", "debug, info, warn, error or off (default info)"},
     {"--access-log", "HUIQI_ACCESS_LOG", "on|off", "one log line per request (default on)"},
 };
@@ -187,6 +190,9 @@ static int config_apply(config_t *c, size_t i, const char *v) {
     if (strcmp(flag, "--utc-offset") == 0) {
         return config_offset(v, &c->utc_offset_min);
     }
+    if (strcmp(flag, "--today") == 0) {
+        return date_parse(v, strlen(v), &c->today);
+    }
     if (strcmp(flag, "--log-level") == 0) {
         c->log_level = v;
         return log_set_level_name(v);
@@ -217,6 +223,7 @@ int config_load(config_t *c, int argc, char **argv) {
     c->redis_timeout_ms = 3000;
     c->redis_max_inflight = 10000;
     c->utc_offset_min = 8 * 60;
+    c->today = DATE_NONE;
     c->log_level = "info";
     c->access_log = 1;
     for (size_t i = 0; i < NOPTS; i++) {

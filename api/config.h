@@ -5,6 +5,7 @@
 #define HUIQI_API_CONFIG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct config {
     char listen_host[64];
@@ -21,6 +22,7 @@ typedef struct config {
     unsigned redis_timeout_ms;
     unsigned redis_max_inflight;
     int utc_offset_min; /* for "today" (policy windows, ages) */
+    int32_t today;      /* a fixed "today" (days since 1970), or DATE_NONE */
     const char *log_level;
     int access_log;
 } config_t;

@@ -124,6 +124,7 @@ static void ent_write(ent_ctx_t *c, json_t *body, const char *path_uscc, int64_t
         .ninterests = in.ninterests,
         .mode = c->mode,
         .expect_ver = expect_ver,
+        .retag_on = out->next_change,
     };
     int rc = store_ent_put(app->store, &w, ent_on_written, c);
     free(text);

@@ -177,6 +177,7 @@ static void import_line(import_t *im, const char *p, size_t n) {
         .ninterests = in.ninterests,
         .mode = STORE_UPSERT,
         .expect_ver = -1,
+        .retag_on = out->next_change,
     };
     int rc = store_ent_put(app->store, &w, import_on_written, op);
     free(text);

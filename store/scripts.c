@@ -7,7 +7,9 @@
 
 const char *const store__script_text[STORE_NSCRIPTS] = {
     /* ENT_PUT: ARGV uscc, mode (create|upsert|update), expected version or '', doc,
-     * index record, now_ms. Returns ok, ord, ver, created (0/1), created_ms. */
+     * index record, now_ms, retag day or ''. Returns ok, ord, ver, created (0/1),
+     * created_ms. hq:retag holds every enterprise whose tags will change with time,
+     * scored by the day they do. */
     "local k = 'hq:ent:' .. ARGV[1]\n"
     "local cur = redis.call('HMGET', k, 'ver', 'ord', 'created')\n"
     "local ver, ord, created, cms\n"
@@ -28,6 +30,8 @@ const char *const store__script_text[STORE_NSCRIPTS] = {
     "end\n"
     "redis.call('HSET', k, 'doc', ARGV[4], 'ver', ver, 'ord', ord, 'created', cms)\n"
     "redis.call('HSET', 'hq:idx:' .. math.floor(ord / 128), ord, ARGV[5])\n"
+    "if ARGV[7] ~= '' then redis.call('ZADD', 'hq:retag', ARGV[7], ARGV[1])\n"
+    "else redis.call('ZREM', 'hq:retag', ARGV[1]) end\n"
     "return {'ok', ord, ver, created, cms}\n",
 
     /* ENT_DEL: ARGV uscc. Freed ordinals queue at the tail, reused from the head. */
@@ -37,6 +41,7 @@ const char *const store__script_text[STORE_NSCRIPTS] = {
     "redis.call('DEL', k)\n"
     "redis.call('HDEL', 'hq:idx:' .. math.floor(tonumber(ord) / 128), ord)\n"
     "redis.call('RPUSH', 'hq:ord:free', ord)\n"
+    "redis.call('ZREM', 'hq:retag', ARGV[1])\n"
     "return {'ok', tonumber(ord)}\n",
 
     /* POL_CREATE: ARGV doc, meta, now_ms. */

@@ -560,9 +560,14 @@ int store_ent_put(store_t *s, const store_ent_in_t *in, store_ent_cb cb, void *a
     }
     char now[24];
     snprintf(now, sizeof now, "%lld", (long long)store_now_ms(s));
-    const char *args[6] = {in->uscc, modes[in->mode], ver, in->doc, rec, now};
-    size_t lens[6] = {18, strlen(modes[in->mode]), strlen(ver), in->doc_len, reclen, strlen(now)};
-    rc = store__eval(s, STORE_SCRIPT_ENT_PUT, 6, args, lens, ent_on_reply, op);
+    char retag[16] = "";
+    if (in->retag_on != DATE_NONE) {
+        snprintf(retag, sizeof retag, "%ld", (long)in->retag_on);
+    }
+    const char *args[7] = {in->uscc, modes[in->mode], ver, in->doc, rec, now, retag};
+    size_t lens[7] = {18, strlen(modes[in->mode]), strlen(ver), in->doc_len, reclen, strlen(now),
+                      strlen(retag)};
+    rc = store__eval(s, STORE_SCRIPT_ENT_PUT, 7, args, lens, ent_on_reply, op);
     free(rec);
     if (rc) {
         free(op);
@@ -628,6 +633,55 @@ int store_ent_get(store_t *s, const char *uscc, store_doc_cb cb, void *arg) {
     const char *argv[5] = {"HMGET", key, "doc", "ver", "created"};
     size_t lens[5] = {5, (size_t)n, 3, 3, 7};
     int rc = store__link_command(s->link, doc_on_reply, op, 5, argv, lens);
+    if (rc) {
+        free(op);
+    }
+    return rc;
+}
+
+typedef struct due_op {
+    store_due_cb cb;
+    void *arg;
+} due_op_t;
+
+static void due_on_reply(void *arg, redisReply *r) {
+    due_op_t *op = arg;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        op->cb(op->arg, r == NULL ? -EIO : -EPROTO, NULL, 0);
+        free(op);
+        return;
+    }
+    char *codes = xmalloc(r->elements * 18 + 1);
+    size_t n = 0;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type == REDIS_REPLY_STRING && e->len == 18) {
+            memcpy(codes + n * 18, e->str, 18);
+            n++;
+        }
+    }
+    op->cb(op->arg, 0, codes, n);
+    free(codes);
+    free(op);
+}
+
+int store_retag_due(store_t *s, int32_t today, unsigned max, store_due_cb cb, void *arg) {
+    int rc = store_writable(s);
+    if (rc) {
+        return rc;
+    }
+    char day[16], lim[16];
+    snprintf(day, sizeof day, "%ld", (long)today);
+    snprintf(lim, sizeof lim, "%u", max);
+    const char *argv[7] = {"ZRANGEBYSCORE", "hq:retag", "-inf", day, "LIMIT", "0", lim};
+    size_t lens[7];
+    for (int i = 0; i < 7; i++) {
+        lens[i] = strlen(argv[i]);
+    }
+    due_op_t *op = xmalloc(sizeof *op);
+    op->cb = cb;
+    op->arg = arg;
+    rc = store__link_command(s->link, due_on_reply, op, 7, argv, lens);
     if (rc) {
         free(op);
     }

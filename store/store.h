@@ -80,6 +80,7 @@ typedef struct store_ent_in {
     unsigned ninterests;        /* at most STORE_MAX_INTERESTS */
     int mode;                   /* STORE_CREATE / UPSERT / UPDATE */
     int64_t expect_ver;         /* -1: any version */
+    int32_t retag_on;           /* day its tags change with time, or DATE_NONE */
 } store_ent_in_t;
 
 #define STORE_MAX_INTERESTS 64
@@ -108,6 +109,11 @@ int store_ent_put(store_t *s, const store_ent_in_t *in, store_ent_cb cb, void *a
 int store_ent_del(store_t *s, const char *uscc, store_ent_cb cb, void *arg);
 /* Reads the stored document ('doc' is borrowed for the callback). */
 int store_ent_get(store_t *s, const char *uscc, store_doc_cb cb, void *arg);
+
+/* Credit codes of enterprises whose tags are due to change by 'today' (at most
+ * 'max'). 'usccs' is an array of n 18-byte codes, borrowed for the callback. */
+typedef void (*store_due_cb)(void *arg, int rc, const char *usccs, size_t n);
+int store_retag_due(store_t *s, int32_t today, unsigned max, store_due_cb cb, void *arg);
 
 /* Read-only views of the mirror, valid until the next write or reload. */
 const matcher_t *store_matcher(const store_t *s);

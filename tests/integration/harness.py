@@ -190,7 +190,8 @@ class Client:
 
 def raw_exchange(port, data, timeout=5.0, chunks=None):
     """Sends raw bytes (or a list of chunks) on a fresh connection and reads until the
-    server closes or 'timeout' passes without news. Returns (bytes, closed)."""
+    server closes or 'timeout' passes. Returns (bytes, closed) where closed is "eof"
+    (recv returned b''), "reset" or False (still open at the deadline)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
         for piece in (chunks if chunks is not None else [data]):
@@ -205,15 +206,36 @@ def raw_exchange(port, data, timeout=5.0, chunks=None):
             except socket.timeout:
                 break
             except ConnectionResetError:
-                closed = True
+                closed = "reset"
                 break
             if not got:
-                closed = True
+                closed = "eof"
                 break
             buf += got
         return buf, closed
     finally:
         s.close()
+
+
+def read_until_closed(s, timeout):
+    """Reads from socket 's' until EOF (returns (data, True)) or until 'timeout'
+    passes (returns (data, False)). A reset counts as closed."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return data, False
+        s.settimeout(left)
+        try:
+            got = s.recv(65536)
+        except socket.timeout:
+            return data, False
+        except (ConnectionResetError, BrokenPipeError):
+            return data, True
+        if not got:
+            return data, True
+        data += got
 
 
 def parse_responses(buf):

@@ -1,0 +1,325 @@
+/* The re-tag worker; see retag.h. */
+#include "api/retag.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/app.h"
+#include "api/ent_input.h"
+#include "api/log.h"
+#include "common/xalloc.h"
+#include "tags/date.h"
+
+#define RETAG_WINDOW 64    /* enterprises in flight */
+#define RETAG_BATCH  256   /* due enterprises fetched at a time */
+#define RETAG_TICK   30000 /* ms between checks for due enterprises */
+
+struct retag {
+    app_t *app;
+    uv_timer_t timer;
+    int closing;
+    unsigned inflight;
+    /* daily pass */
+    int due_running;
+    char *due;       /* a batch of 18-byte codes */
+    size_t ndue, due_next;
+    uint64_t due_progress; /* writes in the current batch */
+    uint64_t daily_done, daily_changed;
+    int32_t daily_day;
+    /* full pass */
+    int full_running;
+    uint32_t cursor;
+    uint64_t total, done, changed, unchanged, failed;
+    int64_t started_ms, finished_ms;
+};
+
+typedef struct retag_op {
+    retag_t *r;
+    char uscc[19];
+    int full; /* part of the full pass (else the daily pass) */
+    uint64_t ver;
+    json_t *doc;
+} retag_op_t;
+
+static void retag_pump(retag_t *r);
+
+static int64_t retag_now_ms(void) {
+    uv_timeval64_t tv;
+    uv_gettimeofday(&tv);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static void retag_op_done(retag_op_t *op, int changed, int failed) {
+    retag_t *r = op->r;
+    r->inflight--;
+    if (op->full) {
+        r->done++;
+        r->changed += changed != 0;
+        r->unchanged += !changed && !failed;
+        r->failed += failed != 0;
+    } else {
+        r->daily_done++;
+        r->daily_changed += changed != 0;
+        r->due_progress += changed != 0;
+    }
+    json_decref(op->doc);
+    free(op);
+    retag_pump(r);
+}
+
+static void retag_on_written(void *arg, int rc, const store_ent_out_t *out) {
+    (void)out;
+    retag_op_t *op = arg;
+    /* A concurrent change (or delete) already used the current rules. */
+    int ok = rc == 0 || rc == -ESTALE || rc == -ENOENT;
+    retag_op_done(op, rc == 0, !ok);
+}
+
+/* Whether re-deriving changed anything a reader sees. */
+static int retag_same(json_t *a, json_t *b) {
+    static const char *const keys[] = {"tags", "tag_sources", "retag_on", "entity"};
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        json_t *x = json_object_get(a, keys[i]);
+        json_t *y = json_object_get(b, keys[i]);
+        if ((x == NULL) != (y == NULL) || (x && !json_equal(x, y))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void retag_on_read(void *arg, int rc, const store_doc_t *d) {
+    retag_op_t *op = arg;
+    app_t *app = op->r->app;
+    if (rc) {
+        retag_op_done(op, 0, rc != -ENOENT);
+        return;
+    }
+    json_t *old = json_loadb(d->doc, d->len, 0, NULL);
+    if (!json_is_object(old)) {
+        json_decref(old);
+        retag_op_done(op, 0, 1);
+        return;
+    }
+    json_t *body = ent_doc_to_input(old);
+    ent_input_t in;
+    ent_err_t e;
+    if (ent_input_parse(app, body, op->uscc, &in, &e)) {
+        /* Stored data the current taxonomy no longer accepts: leave it, report it. */
+        LOG_WARN("retag skipped", "\"uscc\":\"%s\",\"reason\":\"%s\"", op->uscc, e.code);
+        ent_input_free(&in);
+        json_decref(body);
+        json_decref(old);
+        retag_op_done(op, 0, 1);
+        return;
+    }
+    json_decref(body);
+    rules_out_t *out = xmalloc(sizeof *out);
+    rules_derive(app->rules, &in.rin, app_today(app), out);
+    json_t *doc = ent_build_doc(app, &in, out, retag_now_ms());
+    int same = retag_same(old, doc);
+    json_decref(old);
+    if (same && op->full) {
+        free(out);
+        ent_input_free(&in);
+        json_decref(doc);
+        retag_op_done(op, 0, 0);
+        return;
+    }
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    store_ent_in_t w = {
+        .uscc = in.uscc,
+        .doc = text,
+        .doc_len = strlen(text),
+        .row = out->row,
+        .interests = in.interests,
+        .ninterests = in.ninterests,
+        .mode = STORE_UPDATE,
+        .expect_ver = (int64_t)d->ver,
+        .retag_on = out->next_change,
+    };
+    rc = store_ent_put(app->store, &w, retag_on_written, op);
+    free(text);
+    free(out);
+    ent_input_free(&in);
+    if (rc) {
+        retag_op_done(op, 0, 1);
+    }
+}
+
+static int retag_one(retag_t *r, const char *uscc, int full) {
+    retag_op_t *op = xcalloc(1, sizeof *op);
+    op->r = r;
+    op->full = full;
+    memcpy(op->uscc, uscc, 18);
+    int rc = store_ent_get(r->app->store, op->uscc, retag_on_read, op);
+    if (rc) {
+        free(op);
+        return rc;
+    }
+    r->inflight++;
+    return 0;
+}
+
+static void retag_on_due(void *arg, int rc, const char *codes, size_t n) {
+    retag_t *r = arg;
+    r->inflight--;
+    free(r->due);
+    r->due = NULL;
+    r->ndue = r->due_next = 0;
+    r->due_progress = 0;
+    if (rc || n == 0 || r->closing) {
+        r->due_running = 0;
+        if (rc == 0 && n == 0) {
+            r->daily_day = app_today(r->app);
+        }
+        retag_pump(r);
+        return;
+    }
+    r->due = xmemdup(codes, n * 18);
+    r->ndue = n;
+    retag_pump(r);
+}
+
+/* Starts as much work as the window allows. */
+static void retag_pump(retag_t *r) {
+    if (r->closing) {
+        return;
+    }
+    store_t *st = r->app->store;
+    if (!store_ready(st)) {
+        return; /* the timer tries again */
+    }
+    /* The daily pass first: its enterprises are wrong until re-tagged. */
+    while (r->due_running && r->due && r->due_next < r->ndue && r->inflight < RETAG_WINDOW) {
+        if (retag_one(r, r->due + r->due_next * 18, 0) != 0) {
+            return;
+        }
+        r->due_next++;
+    }
+    if (r->due_running && r->due && r->due_next == r->ndue && r->inflight == 0) {
+        /* A batch is finished; fetch the next one unless this one made no progress
+         * (enterprises whose data no longer validates stay due until fixed). */
+        int progress = r->due_progress > 0;
+        free(r->due);
+        r->due = NULL;
+        if (!progress) {
+            r->due_running = 0;
+        } else if (store_retag_due(st, app_today(r->app), RETAG_BATCH, retag_on_due, r) == 0) {
+            r->inflight++;
+            return;
+        } else {
+            r->due_running = 0;
+        }
+    }
+    if (r->full_running) {
+        const matcher_t *m = store_matcher(st);
+        uint32_t span = matcher_span(m);
+        while (r->cursor < span && r->inflight < RETAG_WINDOW) {
+            const char *key = matcher_key(m, r->cursor);
+            if (key && retag_one(r, key, 1) != 0) {
+                return;
+            }
+            r->cursor++;
+        }
+        if (r->cursor >= span && r->inflight == 0) {
+            r->full_running = 0;
+            r->finished_ms = retag_now_ms();
+            LOG_INFO("retag finished", "\"enterprises\":%llu,\"changed\":%llu,\"failed\":%llu",
+                     (unsigned long long)r->done, (unsigned long long)r->changed,
+                     (unsigned long long)r->failed);
+        }
+    }
+}
+
+static void retag_on_timer(uv_timer_t *t) {
+    retag_t *r = t->data;
+    if (r->closing || !store_ready(r->app->store)) {
+        return;
+    }
+    if (!r->due_running && r->inflight == 0 && !r->full_running) {
+        if (store_retag_due(r->app->store, app_today(r->app), RETAG_BATCH, retag_on_due, r) == 0) {
+            r->due_running = 1;
+            r->inflight++;
+        }
+        return;
+    }
+    retag_pump(r);
+}
+
+retag_t *retag_new(app_t *app) {
+    retag_t *r = xcalloc(1, sizeof *r);
+    r->app = app;
+    uv_timer_init(app->loop, &r->timer);
+    r->timer.data = r;
+    /* First check soon after start (the service may have been down on the day),
+     * then every RETAG_TICK. */
+    uv_timer_start(&r->timer, retag_on_timer, 2000, RETAG_TICK);
+    return r;
+}
+
+static void retag_on_close(uv_handle_t *h) {
+    retag_t *r = h->data;
+    free(r->due);
+    free(r);
+}
+
+void retag_close(retag_t *r) {
+    r->closing = 1;
+    uv_timer_stop(&r->timer);
+    /* Operations in flight hold 'r'; the store fails them when it closes, before
+     * the loop runs this close callback, so 'r' outlives them. */
+    uv_close((uv_handle_t *)&r->timer, retag_on_close);
+}
+
+int retag_start_full(retag_t *r) {
+    if (r->full_running) {
+        return -EBUSY;
+    }
+    r->full_running = 1;
+    r->cursor = 0;
+    r->total = matcher_live(store_matcher(r->app->store));
+    r->done = r->changed = r->unchanged = r->failed = 0;
+    r->started_ms = retag_now_ms();
+    r->finished_ms = 0;
+    retag_pump(r);
+    return 0;
+}
+
+json_t *retag_status(const retag_t *r) {
+    json_t *o = json_object();
+    json_object_set_new(o, "state", json_string(r->full_running ? "running"
+                                                : r->started_ms  ? "done"
+                                                                 : "idle"));
+    json_object_set_new(o, "total", json_integer((json_int_t)r->total));
+    json_object_set_new(o, "done", json_integer((json_int_t)r->done));
+    json_object_set_new(o, "changed", json_integer((json_int_t)r->changed));
+    json_object_set_new(o, "unchanged", json_integer((json_int_t)r->unchanged));
+    json_object_set_new(o, "failed", json_integer((json_int_t)r->failed));
+    json_object_set_new(o, "percent",
+                        json_real(r->total ? 100.0 * (double)r->done / (double)r->total
+                                           : (r->started_ms ? 100.0 : 0.0)));
+    char ts[40];
+    if (r->started_ms) {
+        ent_time_format(r->started_ms, ts, sizeof ts);
+        json_object_set_new(o, "started_at", json_string(ts));
+    }
+    if (r->finished_ms) {
+        ent_time_format(r->finished_ms, ts, sizeof ts);
+        json_object_set_new(o, "finished_at", json_string(ts));
+    }
+    json_t *daily = json_object();
+    json_object_set_new(daily, "running", json_boolean(r->due_running));
+    json_object_set_new(daily, "retagged", json_integer((json_int_t)r->daily_done));
+    json_object_set_new(daily, "changed", json_integer((json_int_t)r->daily_changed));
+    if (r->daily_day) {
+        char d[11];
+        date_format(r->daily_day, d);
+        json_object_set_new(daily, "last_completed", json_string(d));
+    }
+    json_object_set_new(o, "daily", daily);
+    return o;
+}

@@ -1,0 +1,394 @@
+"""HTTP/1.1 robustness: request-smuggling shapes, pipelining, keep-alive, partial
+requests, size limits, HEAD/404/405, header timeout, chunked bodies."""
+
+import json
+import random
+import socket
+import time
+
+from harness import (Client, Env, TestFailure, check, eq, make_uscc, parse_responses,
+                     raw_exchange, read_until_closed)
+from tests_api import expect_error, get_ok
+
+H = b"Host: huiqi.test\r\n"
+JSON_CT = b"Content-Type: application/json\r\n"
+
+
+def one_error(buf, status, what, code=None):
+    resps = parse_responses(buf)
+    check(len(resps) == 1, "%s: expected exactly one response, got %d: %r", what, len(resps),
+          buf[:600])
+    st, headers, body = resps[0]
+    eq(st, status, what + ": status")
+    eq(headers.get("connection", "").lower(), "close", what + ": Connection header")
+    try:
+        err = json.loads(body)["error"]
+    except (ValueError, KeyError, TypeError):
+        raise TestFailure("%s: body is not a JSON error: %r" % (what, body))
+    if code:
+        eq(err["code"], code, what + ": error code")
+    return err
+
+
+def still_serving(port, what):
+    buf, _ = raw_exchange(port, b"GET /healthz HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n",
+                          timeout=5)
+    resps = parse_responses(buf)
+    check(resps and resps[0][0] == 200, "%s: the server no longer serves: %r", what, buf[:200])
+
+
+def test_smuggling_shapes(o):
+    smuggled = b"GET /healthz HTTP/1.1\r\n" + H + b"\r\n"   # must never be answered
+    audience = b'{"rule":{}}'
+    shapes = [
+        ("bare CR inside a header",
+         b"GET /healthz HTTP/1.1\r\n" + H + b"X-A: a\rX-B: b\r\n\r\n"),
+        ("bare CR in the request line",
+         b"GET /healthz\r HTTP/1.1\r\n" + H + b"\r\n"),
+        ("bare LF line endings",
+         b"GET /healthz HTTP/1.1\n" + b"Host: x\n\n"),
+        ("bare LF after one CRLF line",
+         b"GET /healthz HTTP/1.1\r\nHost: x\nX-A: b\r\n\r\n"),
+        ("obs-fold with a space",
+         b"GET /healthz HTTP/1.1\r\n" + H + b"X-Long: a\r\n b\r\n\r\n"),
+        ("obs-fold with a tab",
+         b"GET /healthz HTTP/1.1\r\n" + H + b"X-Long: a\r\n\tb\r\n\r\n"),
+        ("space before the colon of Transfer-Encoding",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT +
+         b"Transfer-Encoding : chunked\r\n\r\nb\r\n" + audience + b"\r\n0\r\n\r\n" + smuggled),
+        ("Content-Length together with Transfer-Encoding",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"Content-Length: 11\r\n"
+         b"Transfer-Encoding: chunked\r\n\r\nb\r\n" + audience + b"\r\n0\r\n\r\n" + smuggled),
+        ("Transfer-Encoding together with Content-Length",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"Transfer-Encoding: chunked\r\n"
+         b"Content-Length: 11\r\n\r\nb\r\n" + audience + b"\r\n0\r\n\r\n" + smuggled),
+        ("duplicate Content-Length (same value)",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"Content-Length: 11\r\n"
+         b"Content-Length: 11\r\n\r\n" + audience + smuggled),
+        ("duplicate Content-Length (different values)",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"Content-Length: 11\r\n"
+         b"Content-Length: 0\r\n\r\n" + audience + smuggled),
+        ("Transfer-Encoding: gzip, chunked",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"Transfer-Encoding: gzip, chunked\r\n"
+         b"\r\nb\r\n" + audience + b"\r\n0\r\n\r\n"),
+        ("Transfer-Encoding: identity",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"Transfer-Encoding: identity\r\n"
+         b"\r\n" + audience),
+        ("Transfer-Encoding: xchunked",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"Transfer-Encoding: xchunked\r\n"
+         b"\r\nb\r\n" + audience + b"\r\n0\r\n\r\n"),
+        ("Transfer-Encoding twice",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"Transfer-Encoding: chunked\r\n"
+         b"Transfer-Encoding: chunked\r\n\r\nb\r\n" + audience + b"\r\n0\r\n\r\n"),
+        ("NUL byte in a header",
+         b"GET /healthz HTTP/1.1\r\n" + H + b"X-A: a\x00b\r\n\r\n"),
+    ]
+    with Env(o) as env:
+        port = env.huiqid_port
+        for what, raw in shapes:
+            buf, closed = raw_exchange(port, raw, timeout=5 * o.slow)
+            one_error(buf, 400, what)
+            eq(closed, "eof", what + ": the connection must be closed after the 400 "
+                              "(recv returns b'')")
+        # After a refused request on a connection, later bytes are never answered.
+        buf, closed = raw_exchange(port, b"GET /healthz HTTP/1.1\r\n" + H + b"X: a\r\n b\r\n\r\n"
+                                   + smuggled + smuggled, timeout=3 * o.slow)
+        one_error(buf, 400, "obs-fold followed by pipelined requests")
+        still_serving(port, "after the smuggling attempts")
+        # The well-formed versions of the same requests are fine.
+        ok = [
+            b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT +
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nb\r\n" + audience +
+            b"\r\n0\r\n\r\n",
+            b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT +
+            b"Content-Length: 11\r\nConnection: close\r\n\r\n" + audience,
+            b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT +
+            b"transfer-encoding:   CHUNKED  \r\nConnection: close\r\n\r\nb\r\n" + audience +
+            b"\r\n0\r\n\r\n",
+        ]
+        for raw in ok:
+            buf, closed = raw_exchange(port, raw, timeout=5 * o.slow)
+            resps = parse_responses(buf)
+            check(len(resps) == 1 and resps[0][0] == 200, "well-formed request refused: %r",
+                  buf[:400])
+
+
+def test_pipelining(o):
+    rng = random.Random(51)
+    with Env(o) as env:
+        port = env.huiqid_port
+        reqs = (b"GET /healthz HTTP/1.1\r\n" + H + b"X-Request-Id: first\r\n\r\n" +
+                b"GET /v1/tags?vocab=policy HTTP/1.1\r\n" + H + b"X-Request-Id: second\r\n\r\n" +
+                b"GET /readyz HTTP/1.1\r\n" + H + b"X-Request-Id: third\r\nConnection: close"
+                b"\r\n\r\n")
+        buf, closed = raw_exchange(port, reqs, timeout=5 * o.slow)
+        resps = parse_responses(buf)
+        eq([r[1].get("x-request-id") for r in resps], ["first", "second", "third"],
+           "pipelined responses in order")
+        eq([r[0] for r in resps], [200, 200, 200], "pipelined statuses")
+        eq(json.loads(resps[0][2]), {"status": "ok"}, "first body")
+        eq(json.loads(resps[1][2])["vocab"], "policy", "second body")
+        eq(json.loads(resps[2][2]), {"status": "ready"}, "third body")
+        eq(closed, "eof", "closed after Connection: close")
+        # Writes and reads that go through Redis keep their order too.
+        u = make_uscc("320214", rng=rng)
+        body = json.dumps({"uscc": u, "name": "流水线", "tags": ["zone.wnd"]}).encode()
+        reqs = (b"POST /v1/enterprises HTTP/1.1\r\n" + H + JSON_CT +
+                b"Content-Length: %d\r\n\r\n" % len(body) + body +
+                b"GET /v1/enterprises/" + u.encode() + b" HTTP/1.1\r\n" + H + b"\r\n" +
+                b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT +
+                b"Content-Length: 29\r\n\r\n" + b'{"rule":{"all":["zone.wnd"]}}' +
+                b"DELETE /v1/enterprises/" + u.encode() + b" HTTP/1.1\r\n" + H + b"\r\n" +
+                b"GET /v1/enterprises/" + u.encode() + b" HTTP/1.1\r\n" + H +
+                b"Connection: close\r\n\r\n")
+        buf, closed = raw_exchange(port, reqs, timeout=5 * o.slow)
+        resps = parse_responses(buf)
+        eq([r[0] for r in resps], [201, 200, 200, 204, 404], "pipelined write/read statuses")
+        eq(json.loads(resps[2][2])["count"], 1, "audience between the write and the delete")
+
+
+def test_keepalive_sequential(o):
+    """A client sends its next request only after reading the previous response (what
+    every HTTP client library does). Each must be answered on the same connection."""
+    rng = random.Random(52)
+    with Env(o) as env:
+        port = env.huiqid_port
+        s = socket.create_connection(("127.0.0.1", port))
+        try:
+            for i in range(3):
+                s.sendall(b"GET /healthz HTTP/1.1\r\n" + H + b"X-Request-Id: seq-%d\r\n\r\n" % i)
+                buf = b""
+                deadline = time.monotonic() + 3 * o.slow
+                while b'{"status":"ok"}' not in buf and time.monotonic() < deadline:
+                    s.settimeout(max(0.01, deadline - time.monotonic()))
+                    try:
+                        got = s.recv(4096)
+                    except socket.timeout:
+                        break
+                    if not got:
+                        break
+                    buf += got
+                if b'{"status":"ok"}' not in buf:
+                    raise TestFailure(
+                        "request %d on a kept-alive connection (sent after reading response "
+                        "%d) got no answer within %.0fs (got %r); the server stops reading "
+                        "after the first response" % (i + 1, i, 3 * o.slow, buf[:200]))
+                check(b"X-Request-Id: seq-%d" % i in buf, "answer %d has the wrong id", i)
+        finally:
+            s.close()
+        # A keep-alive client library session mixing writes and reads.
+        c = Client("127.0.0.1", port, timeout=3 * o.slow, keepalive=True)
+        try:
+            for i in range(10):
+                u = make_uscc("320211", rng=rng)
+                r = c.post("/v1/enterprises", {"uscc": u, "name": "ka %d" % i})
+                eq(r.status, 201, "keep-alive POST %d" % i)
+                eq(c.get("/v1/enterprises/" + u).status, 200, "keep-alive GET %d" % i)
+        except socket.timeout:
+            raise TestFailure("keep-alive session: request %d timed out" % i)
+        finally:
+            c.close()
+
+
+def test_half_request_then_close(o):
+    rng = random.Random(53)
+    with Env(o) as env:
+        port = env.huiqid_port
+        u = make_uscc("320214", rng=rng)
+        body = json.dumps({"uscc": u, "name": "半截"}).encode()
+        partials = [
+            b"GET /heal",
+            b"GET /healthz HTTP/1.1\r\n" + H,
+            b"POST /v1/enterprises HTTP/1.1\r\n" + H + JSON_CT +
+            b"Content-Length: %d\r\n\r\n" % len(body) + body[:10],
+            b"POST /v1/enterprises HTTP/1.1\r\n" + H + JSON_CT +
+            b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % len(body) + body + b"\r\n",
+        ]
+        for p in partials:
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(p)
+            s.close()
+            still_serving(port, "after a client sent %r and left" % p[:40])
+        # A complete request, half of the next one, then gone mid-flight.
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /v1/tags?vocab=enterprise HTTP/1.1\r\n" + H + b"\r\nGET /v1/ta")
+        s.close()
+        still_serving(port, "after a client left mid-response")
+        eq(env.c.get("/v1/enterprises/" + u).status, 404,
+           "an incomplete POST created the enterprise")
+        eq(env.huiqid_proc.poll(), None, "huiqid is still running")
+
+
+def test_limits(o):
+    with Env(o) as env:
+        port = env.huiqid_port
+        pad = b"".join(b"X-Pad-%02d: %s\r\n" % (i, b"a" * 1000) for i in range(17))
+        buf, closed = raw_exchange(port, b"GET /healthz HTTP/1.1\r\n" + H + pad + b"\r\n",
+                                   timeout=5 * o.slow)
+        one_error(buf, 431, "header section over 16 KiB", "headers_too_large")
+        eq(closed, "eof", "closed after 431")
+        many = b"".join(b"X-N-%d: 1\r\n" % i for i in range(120))
+        buf, closed = raw_exchange(port, b"GET /healthz HTTP/1.1\r\n" + H + many + b"\r\n",
+                                   timeout=5 * o.slow)
+        one_error(buf, 431, "120 header lines", "headers_too_large")
+        buf, closed = raw_exchange(port, b"GET /healthz?q=" + b"a" * 9000 + b" HTTP/1.1\r\n" +
+                                   H + b"\r\n", timeout=5 * o.slow)
+        one_error(buf, 414, "URL over 8 KiB", "uri_too_long")
+        eq(closed, "eof", "closed after 414")
+        # Under the limits is fine.
+        buf, _ = raw_exchange(port, b"GET /healthz?q=" + b"a" * 8000 + b" HTTP/1.1\r\n" + H +
+                              b"X-Pad: " + b"b" * 7000 + b"\r\nConnection: close\r\n\r\n",
+                              timeout=5 * o.slow)
+        resps = parse_responses(buf)
+        check(resps and resps[0][0] == 200, "8000-byte URL and 7000-byte header: %r", buf[:300])
+        buf, closed = raw_exchange(port, b"GET /healthz HTTP/2.0\r\n" + H + b"\r\n",
+                                   timeout=5 * o.slow)
+        one_error(buf, 505, "HTTP/2.0 request line", "http_version_not_supported")
+        still_serving(port, "after the limit tests")
+
+
+def test_head_404_405(o):
+    with Env(o) as env:
+        port = env.huiqid_port
+        c = env.c
+        # HEAD: same headers as GET, no body. A GET right behind it on the same
+        # connection shows that no body bytes were sent.
+        buf, closed = raw_exchange(port, b"HEAD /v1/tags?vocab=policy HTTP/1.1\r\n" + H + b"\r\n"
+                                   b"GET /healthz HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n",
+                                   timeout=5 * o.slow)
+        head_end = buf.find(b"\r\n\r\n")
+        check(head_end > 0, "no HEAD response: %r", buf[:200])
+        head = buf[:head_end].decode("latin-1")
+        check(head.startswith("HTTP/1.1 200"), "HEAD status: %r", head[:40])
+        lens = [ln for ln in head.split("\r\n") if ln.lower().startswith("content-length:")]
+        check(lens and int(lens[0].split(":")[1]) > 1000, "HEAD Content-Length: %r", lens)
+        check(buf[head_end + 4:].startswith(b"HTTP/1.1 200"),
+              "bytes after the HEAD response are not the next response: %r",
+              buf[head_end + 4:head_end + 60])
+        r = c.request("HEAD", "/healthz")
+        eq((r.status, r.raw), (200, b""), "HEAD /healthz")
+        eq(r.header("content-length"), "15", "HEAD /healthz Content-Length")
+        # Unknown paths: 404 JSON.
+        for path in ("/nope", "/v1", "/v1/enterprise", "/v1/policies/1/2/3", "/healthz/x/y"):
+            r = c.get(path)
+            expect_error(r, 404, "not_found", what="GET " + path)
+            check("application/json" in (r.header("content-type") or ""),
+                  "404 content type %r", r.header("content-type"))
+        # Known paths, wrong method: 405 with Allow.
+        cases = [
+            ("DELETE", "/v1/tags", {"GET"}),
+            ("POST", "/healthz", {"GET"}),
+            ("PATCH", "/v1/policies", {"GET", "POST"}),
+            ("PUT", "/v1/enterprises", {"GET", "POST"}),
+            ("POST", "/v1/enterprises/91350100M000100Y43", {"GET", "PUT", "PATCH", "DELETE"}),
+            ("DELETE", "/v1/audience", {"POST"}),
+            ("GET", "/v1/policies/1/publish", {"POST"}),
+        ]
+        for method, path, allow in cases:
+            r = c.request(method, path, body=b"{}" if method in ("POST", "PUT", "PATCH") else None)
+            expect_error(r, 405, "method_not_allowed", what="%s %s" % (method, path))
+            got = {m.strip() for m in (r.header("allow") or "").split(",") if m.strip()}
+            eq(got, allow, "Allow header of %s %s" % (method, path))
+        # A bad percent-escape in a path parameter.
+        expect_error(c.get("/v1/enterprises/%zz"), 400, "bad_path", what="bad escape")
+        still_serving(port, "after the 404/405 tests")
+
+
+def test_header_timeout(o):
+    with Env(o, huiqid_args=["--header-timeout", "500"]) as env:
+        port = env.huiqid_port
+        # Headers that stop half-way: 408 then close, about half a second later.
+        s = socket.create_connection(("127.0.0.1", port))
+        t0 = time.monotonic()
+        s.sendall(b"GET /healthz HTTP/1.1\r\n" + H)
+        data, closed = read_until_closed(s, 5 * o.slow)
+        dt = time.monotonic() - t0
+        s.close()
+        one_error(data, 408, "unfinished headers", "request_timeout")
+        check(closed, "connection still open after the 408")
+        check(0.3 <= dt <= 3 * o.slow, "408 came after %.2fs with --header-timeout 500", dt)
+        # Dribbling bytes does not extend the deadline.
+        s = socket.create_connection(("127.0.0.1", port))
+        t0 = time.monotonic()
+        req = b"GET /healthz HTTP/1.1\r\n" + b"X-Slow: " + b"z" * 200
+        got = b""
+        s.settimeout(0.1)
+        for i in range(len(req)):
+            if time.monotonic() - t0 > 5 * o.slow:
+                break
+            try:
+                s.sendall(req[i:i + 1])
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            try:
+                more = s.recv(4096)
+                if not more:
+                    break
+                got += more
+                if got.endswith(b"}}"):
+                    break
+            except socket.timeout:
+                pass
+        dt = time.monotonic() - t0
+        s.close()
+        one_error(got, 408, "dribbled headers", "request_timeout")
+        check(dt <= 3 * o.slow, "dribbled headers were answered only after %.2fs", dt)
+        # A request whose headers arrive in pieces within the time is served.
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /healthz HTTP/1.1\r\n")
+        s.sendall(H)
+        s.sendall(b"Connection: close\r\n\r\n")
+        data, closed = read_until_closed(s, 5 * o.slow)
+        s.close()
+        resps = parse_responses(data)
+        check(resps and resps[0][0] == 200, "request in pieces: %r", data[:200])
+        # A connected client that has not started a request is not a slow one.
+        s = socket.create_connection(("127.0.0.1", port))
+        data, closed = read_until_closed(s, 1.0)
+        s.close()
+        check(not data.startswith(b"HTTP/1.1 408"), "408 sent to an idle connection: %r",
+              data[:100])
+        still_serving(port, "after the timeouts")
+
+
+def test_chunked_body(o):
+    rng = random.Random(54)
+    with Env(o) as env:
+        port = env.huiqid_port
+        u = make_uscc("320281", rng=rng)
+        body = json.dumps({"uscc": u, "name": "江阴分块企业", "tags": ["zone.jiangyin_hitech"]},
+                          ensure_ascii=False).encode()
+        pieces = [body[:7], body[7:30], body[30:]]
+        chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
+        req = (b"POST /v1/enterprises HTTP/1.1\r\n" + H + JSON_CT +
+               b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked)
+        # Sent in several writes, splitting chunk headers.
+        buf, closed = raw_exchange(port, None, timeout=5 * o.slow,
+                                   chunks=[req[:60], req[60:75], req[75:]])
+        resps = parse_responses(buf)
+        check(resps and resps[0][0] == 201, "chunked POST: %r", buf[:400])
+        d = get_ok(env.c, "/v1/enterprises/" + u).json
+        eq(d["name"], "江阴分块企业", "name from the chunked body")
+        check("zone.jiangyin_hitech" in d["tags"], "tags from the chunked body")
+        # Chunked PUT with a trailer section.
+        body = json.dumps({"name": "改名"}, ensure_ascii=False).encode()
+        req = (b"PUT /v1/enterprises/" + u.encode() + b" HTTP/1.1\r\n" + H + JSON_CT +
+               b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" +
+               b"%x\r\n%s\r\n0\r\nX-Trailer: 1\r\n\r\n" % (len(body), body))
+        buf, closed = raw_exchange(port, req, timeout=5 * o.slow)
+        resps = parse_responses(buf)
+        check(resps and resps[0][0] == 200, "chunked PUT: %r", buf[:400])
+        eq(get_ok(env.c, "/v1/enterprises/" + u).json["name"], "改名", "name after chunked PUT")
+        # A malformed chunk size is a 400.
+        req = (b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT +
+               b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n")
+        buf, closed = raw_exchange(port, req, timeout=5 * o.slow)
+        one_error(buf, 400, "bad chunk size")
+        # Expect: 100-continue gets an interim response, then the real one.
+        body = b'{"rule":{}}'
+        req = (b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"Expect: 100-continue\r\n"
+               b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        buf, closed = raw_exchange(port, req, timeout=5 * o.slow)
+        check(buf.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), "no 100 Continue: %r", buf[:100])
+        resps = parse_responses(buf[len(b"HTTP/1.1 100 Continue\r\n\r\n"):])
+        check(resps and resps[0][0] == 200, "request after 100 Continue: %r", buf[:300])
