@@ -505,9 +505,10 @@ void ent_input_free(ent_input_t *in) {
     in->attrs = NULL;
 }
 
-json_t *ent_build_doc(const app_t *app, const ent_input_t *in, const rules_out_t *out,
+json_t *ent_build_doc(const app_t *app, ent_input_t *in, const rules_out_t *out,
                       int64_t now_ms) {
-    json_t *doc = json_deep_copy(in->attrs);
+    /* The document is the attribute object itself, extended: no copy. */
+    json_t *doc = json_incref(in->attrs);
     json_t *tags = json_array();
     json_t *src = json_object();
     for (unsigned i = 0; i < out->nsrc; i++) {

@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "api/app.h"
+#include "api/json_out.h"
 #include "api/ent_input.h"
 #include "api/log.h"
 #include "common/xalloc.h"
@@ -114,11 +115,12 @@ static void ent_write(ent_ctx_t *c, json_t *body, const char *path_uscc, int64_t
     uv_timeval64_t tv;
     uv_gettimeofday(&tv);
     c->doc = ent_build_doc(app, &in, out, (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000);
-    char *text = json_dumps(c->doc, JSON_COMPACT);
+    size_t text_len;
+    char *text = json_out_str(c->doc, &text_len);
     store_ent_in_t w = {
         .uscc = in.uscc,
         .doc = text,
-        .doc_len = strlen(text),
+        .doc_len = text_len,
         .row = out->row,
         .interests = in.interests,
         .ninterests = in.ninterests,

@@ -10,11 +10,12 @@
 #include <strings.h>
 
 #include "api/app.h"
+#include "api/json_out.h"
 #include "api/ent_input.h"
 #include "common/sbuf.h"
 #include "common/xalloc.h"
 
-#define IMPORT_WINDOW     256        /* writes in flight */
+#define IMPORT_WINDOW     2048       /* writes in flight */
 #define IMPORT_MAX_LINE   (1 << 20)  /* longer lines are rejected */
 #define IMPORT_MAX_ERRORS 10000      /* error details kept; the rest are counted */
 
@@ -162,7 +163,8 @@ static void import_line(import_t *im, const char *p, size_t n) {
     uv_timeval64_t tv;
     uv_gettimeofday(&tv);
     json_t *doc = ent_build_doc(app, &in, out, (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000);
-    char *text = json_dumps(doc, JSON_COMPACT);
+    size_t text_len;
+    char *text = json_out_str(doc, &text_len);
     json_decref(doc);
     import_op_t *op = xmalloc(sizeof *op);
     op->im = im;
@@ -171,7 +173,7 @@ static void import_line(import_t *im, const char *p, size_t n) {
     store_ent_in_t w = {
         .uscc = in.uscc,
         .doc = text,
-        .doc_len = strlen(text),
+        .doc_len = text_len,
         .row = out->row,
         .interests = in.interests,
         .ninterests = in.ninterests,

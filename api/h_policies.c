@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "api/app.h"
+#include "api/json_out.h"
 #include "api/pol_input.h"
 #include "common/xalloc.h"
 
@@ -79,7 +80,8 @@ static void pol_write(app_t *app, api_req_t *req, uint32_t id) {
         api_error(req, e.status, e.code, e.field[0] ? e.field : NULL, "%s", e.msg);
         return;
     }
-    char *text = json_dumps(in.doc, JSON_COMPACT);
+    size_t text_len;
+    char *text = json_out_str(in.doc, &text_len);
     int64_t ver = -1;
     const char *m = req->http->if_match;
     if (m[0] && strcmp(m, "*") != 0) {
@@ -94,7 +96,7 @@ static void pol_write(app_t *app, api_req_t *req, uint32_t id) {
     }
     store_pol_in_t w = {
         .doc = text,
-        .doc_len = strlen(text),
+        .doc_len = text_len,
         .rule = &in.rule,
         .opens = in.opens,
         .closes = in.closes,

@@ -7,16 +7,17 @@
 #include <strings.h>
 
 #include "api/app.h"
+#include "api/json_out.h"
 #include "api/log.h"
 #include "common/xalloc.h"
 
 void api_reply_json(api_req_t *req, int status, json_t *body, const char *headers) {
-    size_t need = json_dumpb(body, NULL, 0, JSON_COMPACT);
-    char *buf = xmalloc(need ? need : 1);
-    size_t n = json_dumpb(body, buf, need, JSON_COMPACT);
+    sbuf_t s;
+    sbuf_init(&s, 1024);
+    json_out(&s, body);
     json_decref(body);
-    server_respond(req, status, "application/json", headers, buf, n);
-    free(buf);
+    server_respond(req, status, "application/json", headers, s.p, s.len);
+    sbuf_free(&s);
 }
 
 void api_error(api_req_t *req, int status, const char *code, const char *field, const char *fmt,

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api/app.h"
+#include "api/json_out.h"
 #include "api/ent_input.h"
 #include "api/log.h"
 #include "common/xalloc.h"
@@ -128,12 +129,13 @@ static void retag_on_read(void *arg, int rc, const store_doc_t *d) {
         retag_op_done(op, 0, 0);
         return;
     }
-    char *text = json_dumps(doc, JSON_COMPACT);
+    size_t text_len;
+    char *text = json_out_str(doc, &text_len);
     json_decref(doc);
     store_ent_in_t w = {
         .uscc = in.uscc,
         .doc = text,
-        .doc_len = strlen(text),
+        .doc_len = text_len,
         .row = out->row,
         .interests = in.interests,
         .ninterests = in.ninterests,

@@ -161,7 +161,43 @@ static double count_all_parallel(const matcher_t *m, const rule_t *rules, uint32
 
 static void usage(void) {
     fprintf(stderr, "usage: bench [--n N] [--policies P] [--seed S] [--data DIR] [--ndjson FILE]\n"
-                    "             [--today YYYY-MM-DD]\n");
+                    "             [--policies-json FILE] [--today YYYY-MM-DD] [--only-data]\n");
+}
+
+/* Writes the policies as a JSON array of POST /v1/policies bodies. */
+static int write_policies_json(const taxonomy_t *tax, const gen_t *g, uint32_t np,
+                               const char *path) {
+    FILE *f = fopen(path, "w");
+    if (f == NULL) {
+        fprintf(stderr, "bench: cannot write %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    fputs("[\n", f);
+    for (uint32_t p = 0; p < np; p++) {
+        rule_t r;
+        uint16_t pt[4];
+        unsigned nt;
+        gen_policy(g, p, &r, pt, &nt);
+        fprintf(f, "{\"title\":\"bench policy %u\",\"level\":\"city\",\"tags\":[", p + 1);
+        for (unsigned k = 0; k < nt; k++) {
+            fprintf(f, "%s\"%s\"", k ? "," : "", taxonomy_tag(tax, TAX_POLICY, pt[k])->code);
+        }
+        fputs("],\"rule\":{", f);
+        const uint16_t *parts[3] = {r.all, r.any, r.none};
+        const uint16_t lens[3] = {r.nall, r.nany, r.nnone};
+        static const char *const names[3] = {"all", "any", "none"};
+        for (int k = 0; k < 3; k++) {
+            fprintf(f, "%s\"%s\":[", k ? "," : "", names[k]);
+            for (uint16_t i = 0; i < lens[k]; i++) {
+                fprintf(f, "%s\"%s\"", i ? "," : "",
+                        taxonomy_tag(tax, TAX_ENTERPRISE, parts[k][i])->code);
+            }
+            fputs("]", f);
+        }
+        fprintf(f, "}}%s\n", p + 1 < np ? "," : "");
+    }
+    fputs("]\n", f);
+    return fclose(f);
 }
 
 int main(int argc, char **argv) {
@@ -170,6 +206,8 @@ int main(int argc, char **argv) {
     uint64_t seed = 20230610; /* the day the Wuxi platform launched */
     const char *dir = "var/bench";
     const char *ndjson = NULL;
+    const char *pjson = NULL;
+    int only_data = 0;
     int32_t today = date_from_ymd(2026, 11, 22);
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "--n") == 0 && a + 1 < argc) {
@@ -182,6 +220,10 @@ int main(int argc, char **argv) {
             dir = argv[++a];
         } else if (strcmp(argv[a], "--ndjson") == 0 && a + 1 < argc) {
             ndjson = argv[++a];
+        } else if (strcmp(argv[a], "--policies-json") == 0 && a + 1 < argc) {
+            pjson = argv[++a];
+        } else if (strcmp(argv[a], "--only-data") == 0) {
+            only_data = 1;
         } else if (strcmp(argv[a], "--today") == 0 && a + 1 < argc) {
             if (date_parse(argv[a + 1], strlen(argv[a + 1]), &today)) {
                 usage();
@@ -226,6 +268,9 @@ int main(int argc, char **argv) {
     printf("data_enterprises %u\ndata_policies %u\ndata_seed %llu\ndata_generate_s %.2f%s\n", n,
            np, (unsigned long long)seed, t_gen, cached ? " (cached)" : "");
     if (ndjson && write_ndjson(g, n, ndjson) != 0) {
+        return 1;
+    }
+    if (pjson && write_policies_json(tax, g, np, pjson) != 0) {
         return 1;
     }
 
@@ -273,6 +318,14 @@ int main(int argc, char **argv) {
     }
     double t_scan = now_s() - t0;
     printf("rowscan_all_policies_s %.3f\n", t_scan);
+    if (only_data) {
+        if (!cached && bench_data_save(dir, &d, truth) != 0) {
+            fprintf(stderr, "bench: could not save the data set under %s\n", dir);
+            return 1;
+        }
+        printf("data_file %s\n", bench_data_path(dir, seed, n, np));
+        return 0;
+    }
 
     /* One policy at a time. */
     matcher_scratch_t *s = matcher_scratch_new();

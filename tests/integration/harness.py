@@ -463,6 +463,20 @@ class Env:
 
         wait_until(ready, timeout * self.opts.slow, "huiqid /readyz to answer 200")
 
+    def assert_alive(self, what):
+        """Raises when huiqid has exited (naming the signal that killed it)."""
+        p = self.huiqid_proc
+        if p is None or p.poll() is None:
+            return
+        rc = p.returncode
+        how = "exit code %d" % rc
+        if rc < 0:
+            try:
+                how = "signal %s" % signal.Signals(-rc).name
+            except ValueError:
+                how = "signal %d" % -rc
+        raise TestFailure("huiqid died (%s) %s" % (how, what))
+
     def readyz_status(self):
         c = Client("127.0.0.1", self.huiqid_port, timeout=5 * self.opts.slow)
         try:

@@ -50,6 +50,7 @@ TESTS = [
     ("randomized_oracle", tests_oracle.test_randomized_oracle),
     ("restart_keeps_everything", tests_ops.test_restart_keeps_everything),
     ("redis_down_and_back", tests_ops.test_redis_down_and_back),
+    ("redis_not_up_at_start", tests_ops.test_redis_not_up_at_start),
     ("taxonomy_remap_refused_append_accepted", tests_ops.test_taxonomy_remap),
     ("clean_shutdown_with_open_connections", tests_ops.test_clean_shutdown),
     ("http_smuggling_shapes_rejected", tests_http.test_smuggling_shapes),

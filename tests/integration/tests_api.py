@@ -56,8 +56,9 @@ def put_ok(c, path, body, status=(200, 201)):
     return r.json
 
 
-def new_ent(c, rng, region="320214", kind="91", **fields):
-    u = make_uscc(region, kind=kind, rng=rng)
+def new_ent(c, rng, code_region="320214", kind="91", **fields):
+    """Creates an enterprise whose code carries 'code_region' (positions 3-8)."""
+    u = make_uscc(code_region, kind=kind, rng=rng)
     body = {"uscc": u, "name": fields.pop("name", "测试企业 %s" % u[-6:])}
     body.update(fields)
     return post_ok(c, "/v1/enterprises", body)
@@ -512,17 +513,17 @@ def test_enterprise_body_too_large(o):
         c = env.c
         u = make_uscc("320214", rng=rng)
         # Just under the limit is fine.
-        body = {"uscc": u, "name": "x" * 150,
-                "overrides": [{"tag": "zone.wnd", "value": True, "reason": "r" * 450},
-                              {"tag": "zone.bonded", "value": True, "reason": "s" * 450},
-                              {"tag": "zone.taihu_bay", "value": True, "reason": "t" * 450}]}
+        body = {"uscc": u, "name": "x" * 200,
+                "overrides": [{"tag": "zone.wnd", "value": True, "reason": "r" * 500},
+                              {"tag": "zone.bonded", "value": True, "reason": "s" * 500},
+                              {"tag": "zone.taihu_bay", "value": True, "reason": "t" * 500}],
+                "contact": {"person": "p" * 100}}
         raw = json.dumps(body).encode()
         check(1900 < len(raw) <= 2048, "test body is %d bytes", len(raw))
         r = c.post("/v1/enterprises", raw)
         eq(r.status, 201, "POST of %d bytes under --max-body 2048 (%r)" % (len(raw), r))
         snapshot = get_ok(c, "/v1/enterprises/" + u).raw
-        big = dict(body, summary_pad=None)
-        big.pop("summary_pad")
+        big = dict(body)
         big["overrides"] = big["overrides"] + [{"tag": "zone.wxeda", "value": True,
                                                 "reason": "u" * 400}]
         raw_big = json.dumps(big).encode()
@@ -558,7 +559,7 @@ def test_enterprise_list_paging(o):
                 tags.append("inno.tech_project")
             if i % 3 == 0:
                 tags.append("ip.trademark")
-            d = new_ent(c, rng, region=("320205", "320211", "320282")[i % 3], tags=tags)
+            d = new_ent(c, rng, code_region=("320205", "320211", "320282")[i % 3], tags=tags)
             codes.append(d["uscc"])
 
         def walk(query, limit):
@@ -595,7 +596,7 @@ def test_enterprise_list_paging(o):
         for i in range(0, 30, 5):
             eq(c.delete("/v1/enterprises/" + codes[i]).status, 204, "DELETE")
         for i in range(3):
-            codes.append(new_ent(c, rng, region="320205", tags=["inno.tech_project"])["uscc"])
+            codes.append(new_ent(c, rng, code_region="320205", tags=["inno.tech_project"])["uscc"])
         alive = [codes[i] for i in range(len(codes)) if not (i < 30 and i % 5 == 0)]
         eq(sorted(walk("", 5)), sorted(alive), "after deletes and creates")
         eq(sorted(walk("&tag=inno.tech_project", 2)),
@@ -643,7 +644,7 @@ def test_derived_region_and_entity(o):
         ]
         for code_region, kind, region, want in cases:
             extra = {"region": region} if region else {}
-            d = new_ent(c, rng, region=code_region, kind=kind, **extra)
+            d = new_ent(c, rng, code_region=code_region, kind=kind, **extra)
             eq(regions_in(d), want, "region tags for code region %s, field %s" %
                (code_region, region))
             src = d["tag_sources"][want[0]]
@@ -657,7 +658,7 @@ def test_derived_region_and_entity(o):
         d = post_ok(c, "/v1/enterprises", {"uscc": make_uscc("A1B2C3", rng=rng), "name": "x"})
         eq(regions_in(d), [], "region tags without any district")
         # Authority 5 (civil affairs): entity "other", no entity tag.
-        d = new_ent(c, rng, region="320214", kind="51")
+        d = new_ent(c, rng, code_region="320214", kind="51")
         eq(d["entity"], "other", "entity of a 51 code")
         check(not any(t.startswith("entity.") for t in d["tags"]), "entity tag for 51: %r",
               d["tags"])
@@ -679,7 +680,8 @@ def test_derived_industry(o):
             ("C27", "C27", {"ind.c", "ind.c27", "sig.biomed"}),
             ("M7340", "M7340", {"ind.m", "ind.m73", "sig.biomed"}),
             ("F", "F", {"ind.f"}),
-            ("G5437", "G5437", {"ind.g", "sig.logistics"}),
+            ("G5437", "G5437", {"ind.g", "ind.g54", "sig.logistics"}),
+            ("K7010", "K7010", {"ind.k", "ind.k70"}),
         ]
         for given, norm, want in cases:
             d = new_ent(c, rng, industry=given)
@@ -713,7 +715,8 @@ def test_derived_size_boundaries(o):
             ("I65", 100, 1000, {"size.medium", "size.sme"}),
             ("F5123", 5, 1000, {"size.small", "size.sme"}),
             ("F5123", 4, 1000, {"size.micro", "size.sme"}),
-            ("F5211", 10, 100, {"size.small", "size.sme", "size.above_quota"}),
+            ("F5211", 10, 100, {"size.small", "size.sme"}),
+            ("F5211", 10, 500, {"size.small", "size.sme", "size.above_quota"}),
             ("F5211", 9, 100, {"size.micro", "size.sme"}),
         ]
         for ind, emp, rev, want in cases:
@@ -722,16 +725,22 @@ def test_derived_size_boundaries(o):
             eq(got, want, "size tags for %s with %s employees and %s (10k CNY)" % (ind, emp, rev))
             check(len(got & S) == 1, "exactly one size class expected, got %s", sorted(got))
         # Bands: lower bound included, upper excluded.
+        # With one figure only, "micro" (employees < 20 OR revenue < 300) can still be
+        # decided; no other size can.
         for emp, band in ((9, "staff.lt10"), (10, "staff.10_49"), (49, "staff.10_49"),
                           (50, "staff.50_99"), (1000, "staff.ge1000")):
             d = new_ent(c, rng, employees=emp)
             eq([t for t in d["tags"] if t.startswith("staff.")], [band], "band of %d" % emp)
-            check(not any(t.startswith("size.") for t in d["tags"]),
-                  "size derived without revenue: %r", d["tags"])
+            eq({t for t in d["tags"] if t.startswith("size.")},
+               {"size.micro", "size.sme"} if emp < 20 else set(),
+               "size tags with %d employees and no revenue" % emp)
         for rev, band in ((99.5, "rev.lt100"), (100, "rev.100_499"), (2000, "rev.2000_9999"),
                           (50000, "rev.ge50000")):
             d = new_ent(c, rng, revenue_10k=rev)
             eq([t for t in d["tags"] if t.startswith("rev.")], [band], "band of %s" % rev)
+            want = {"size.micro", "size.sme"} if rev < 300 else set()
+            eq({t for t in d["tags"] if t.startswith("size.")}, want,
+               "size tags with revenue %s and no employees" % rev)
         # Neither reported: no size, staff or revenue tag.
         d = new_ent(c, rng, industry="C3973")
         check(not any(t.split(".")[0] in ("size", "staff", "rev") for t in d["tags"]),
@@ -821,7 +830,7 @@ def test_explicit_tags_and_overrides(o):
     rng = random.Random(26)
     with Env(o) as env:
         c = env.c
-        d = new_ent(c, rng, region="320214", industry="C3973", employees=10, revenue_10k=100,
+        d = new_ent(c, rng, code_region="320214", industry="C3973", employees=10, revenue_10k=100,
                     tags=["trade.import_export", "qual.listed"])
         tags = tags_of(d)
         check({"size.micro", "trade.import_export", "qual.listed"} <= tags,

@@ -133,11 +133,12 @@ def test_pipelining(o):
         # Writes and reads that go through Redis keep their order too.
         u = make_uscc("320214", rng=rng)
         body = json.dumps({"uscc": u, "name": "流水线", "tags": ["zone.wnd"]}).encode()
+        aud = b'{"rule":{"all":["zone.wnd"]}}'
         reqs = (b"POST /v1/enterprises HTTP/1.1\r\n" + H + JSON_CT +
                 b"Content-Length: %d\r\n\r\n" % len(body) + body +
                 b"GET /v1/enterprises/" + u.encode() + b" HTTP/1.1\r\n" + H + b"\r\n" +
                 b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT +
-                b"Content-Length: 29\r\n\r\n" + b'{"rule":{"all":["zone.wnd"]}}' +
+                b"Content-Length: %d\r\n\r\n" % len(aud) + aud +
                 b"DELETE /v1/enterprises/" + u.encode() + b" HTTP/1.1\r\n" + H + b"\r\n" +
                 b"GET /v1/enterprises/" + u.encode() + b" HTTP/1.1\r\n" + H +
                 b"Connection: close\r\n\r\n")

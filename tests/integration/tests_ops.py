@@ -186,6 +186,7 @@ def test_redis_down_and_back(o):
         env.kill_redis()
 
         def down():
+            env.assert_alive("after redis-server was killed")
             r = env.readyz_status()
             return r if r.status == 503 else None
 
@@ -203,9 +204,11 @@ def test_redis_down_and_back(o):
         expect_503(c.post("/v1/policies", {"title": "x"}), "POST policy with Redis down")
         expect_503(c.post("/v1/policies/%d/publish" % pids[0]), "publish with Redis down")
 
+        env.assert_alive("while Redis was down")
         env.start_redis()   # same port, same directory: replays the AOF
 
         def up():
+            env.assert_alive("while Redis was down or coming back")
             return env.readyz_status().status == 200
 
         wait_until(up, 15 * o.slow, "/readyz to return to 200 after Redis came back")
@@ -215,6 +218,39 @@ def test_redis_down_and_back(o):
         d = post_ok(c, "/v1/enterprises", {"uscc": newcode, "name": "恢复后"})
         eq(d["version"], 1, "write after recovery")
         eq(get_ok(c, "/v1/enterprises/" + newcode).json["name"], "恢复后", "read after recovery")
+
+
+def test_redis_not_up_at_start(o):
+    """huiqid started before Redis: not ready (503) until Redis appears, then ready
+    without a restart."""
+    with Env(o, start_huiqid=False) as env:
+        env.kill_redis()
+        env.start_huiqid(wait_ready=False)
+        c = env.c
+
+        def answers():
+            env.assert_alive("while Redis was not running yet")
+            return env.readyz_status()
+
+        r = wait_until(answers, 15 * o.slow, "huiqid to answer HTTP without Redis")
+        expect_error(r, 503, "redis_unavailable", what="/readyz before Redis started")
+        eq(c.get("/healthz").status, 200, "/healthz without Redis")
+        expect_503(c.post("/v1/enterprises", {"uscc": make_uscc("320205", org="000000001"),
+                                              "name": "x"}), "POST before Redis started")
+        # Give the reconnect logic a few attempts while Redis is still absent.
+        t0 = time.monotonic()
+        wait_until(lambda: (env.assert_alive("while retrying the Redis connection") or
+                            time.monotonic() - t0 > 1.5), 10, "a few reconnect attempts")
+        env.start_redis()
+
+        def up():
+            env.assert_alive("after Redis started")
+            return env.readyz_status().status == 200
+
+        wait_until(up, 15 * o.slow, "/readyz 200 once Redis is up")
+        d = post_ok(c, "/v1/enterprises", {"uscc": make_uscc("320205", org="000000002"),
+                                           "name": "来了"})
+        eq(d["version"], 1, "write once Redis is up")
 
 
 def read_taxonomy():
