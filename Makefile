@@ -41,8 +41,8 @@ UNIT_OBJ  := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 LLHTTP_OBJ := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o
 BLOB_OBJ  := $(BUILD)/tags/default_taxonomy.o $(BUILD)/tags/default_rules.o
 
-.PHONY: all deps test unit integration asan test-asan run stop demo bench fuzz clean \
-        format check-format lint help
+.PHONY: all deps test unit integration asan test-asan run stop demo bench bench-smoke fuzz \
+        clean format check-format lint help
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/huiqid $(BUILD)/unit
@@ -53,6 +53,8 @@ help:
 	@echo "make test       install deps, build, run unit + integration tests, then under ASan+UBSan"
 	@echo "make unit       unit tests only;  make integration: integration tests only"
 	@echo "make asan       build into build-asan/ with -fsanitize=address,undefined"
+	@echo "make bench      huiqi vs Redis, CRoaring, PostgreSQL, nginx -> docs/benchmarks.md"
+	@echo "                (BENCH_N=11100000 for 10x; make bench-smoke: a tiny run for CI)"
 	@echo "make format / check-format / lint"
 
 deps:
@@ -90,6 +92,24 @@ BENCH_OBJ := $(BUILD)/bench/bench.o $(BUILD)/bench/gen.o $(BUILD)/bench/data.o
 $(BUILD)/bench/bench: $(BENCH_OBJ) $(PURE_OBJ) $(BLOB_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
+# bench/peers: the same policies on Redis bitmaps, CRoaring and PostgreSQL. CRoaring
+# and libpq are optional: without one, its peer prints "skipped". Their flags go to
+# this binary only; a stamp rebuilds peers.o when a library appears or goes.
+PEERS_ROARING := $(if $(wildcard /usr/include/roaring/roaring.h),1,)
+PEERS_PQ   := $(shell pkg-config --exists libpq 2>/dev/null && echo 1)
+PEERS_DEFS := $(if $(PEERS_ROARING),-DHAVE_ROARING) \
+              $(if $(PEERS_PQ),-DHAVE_LIBPQ $(patsubst -I%,-isystem %,$(shell pkg-config --cflags libpq)))
+PEERS_LIBS := $(if $(PEERS_ROARING),-lroaring) $(if $(PEERS_PQ),$(shell pkg-config --libs libpq))
+PEERS_OBJ  := $(BUILD)/bench/peers.o $(BUILD)/bench/data.o
+$(BUILD)/bench/peers.o: ALL_CFLAGS += $(PEERS_DEFS)
+$(BUILD)/bench/peers.o: $(BUILD)/bench/peers.flags
+$(BUILD)/bench/peers.flags: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(strip $(PEERS_DEFS))' | cmp -s - $@ || echo '$(strip $(PEERS_DEFS))' > $@
+$(BUILD)/bench/peers: $(PEERS_OBJ) $(PURE_OBJ) $(BLOB_OBJ)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL) $(PEERS_LIBS)
+FORCE:
+
 $(BUILD)/api/%.o: ALL_CFLAGS += -I$(LLHTTP_INC)
 
 unit: $(BUILD)/unit
@@ -112,6 +132,15 @@ test: deps
 	./$(BUILD)/unit
 	python3 tests/integration/run.py --huiqid $(BUILD)/huiqid
 	$(MAKE) test-asan
+
+# bench/run.sh installs what it needs, builds, runs bench and the peers, load-tests
+# huiqid against nginx and writes docs/benchmarks.md (raw lines: var/bench/last-run.txt).
+bench:
+	BUILD=$(BUILD) MAKE="$(MAKE)" ./bench/run.sh
+
+bench-smoke:
+	BUILD=$(BUILD) MAKE="$(MAKE)" BENCH_N=50000 BENCH_POLICIES=200 BENCH_PG=0 \
+	    BENCH_DURATION=3s BENCH_REPORT=var/bench/smoke/benchmarks.md ./bench/run.sh
 
 run: deps all
 	./deploy/run.sh $(BUILD)/huiqid

@@ -573,7 +573,7 @@ POLICIES = [
         "level": "city",
         "tags": ["upg.smart_transformation", "upg.digital_transformation", "upg.equipment_renewal",
                  "fin.project_subsidy"],
-        "rule": {"all": ["ind.c"], "any": [], "none": NEG},
+        "rule": {"all": ["ind.c", "entity.company"], "any": [], "none": NEG},
         "opens": "2026-10-20", "closes": "2026-12-15", "mode": "apply",
         "url": "https://gxj.wuxi.gov.cn/doc/2026/10/20/4418261.shtml",
         "summary": "支持制造业企业实施智能化改造和数字化转型，按项目设备和软件投入给予最高500万元补助。申报企业须在本市依法注册并正常经营。",

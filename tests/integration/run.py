@@ -34,6 +34,7 @@ TESTS = [
     ("enterprise_conditional_patch", tests_api.test_enterprise_conditional_patch),
     ("enterprise_errors_change_nothing", tests_api.test_enterprise_errors_change_nothing),
     ("enterprise_body_too_large", tests_api.test_enterprise_body_too_large),
+    ("enterprise_concurrent_patches", tests_api.test_enterprise_concurrent_patches),
     ("enterprise_list_paging", tests_api.test_enterprise_list_paging),
     ("derived_region_and_entity", tests_api.test_derived_region_and_entity),
     ("derived_industry", tests_api.test_derived_industry),
@@ -45,6 +46,7 @@ TESTS = [
     ("policy_states", tests_api.test_policy_states),
     ("policy_list_filters_and_paging", tests_api.test_policy_list_filters_and_paging),
     ("package_ranking_windows_why", tests_matching.test_package_ranking_windows_why),
+    ("package_many_policies", tests_matching.test_package_many_policies),
     ("audience_counts_by_region", tests_matching.test_audience_counts_by_region),
     ("audience_preview_errors", tests_matching.test_audience_preview_errors),
     ("randomized_oracle", tests_oracle.test_randomized_oracle),
@@ -61,6 +63,8 @@ TESTS = [
     ("http_head_404_405", tests_http.test_head_404_405),
     ("http_header_timeout_408", tests_http.test_header_timeout),
     ("http_chunked_body", tests_http.test_chunked_body),
+    ("http_request_id", tests_http.test_request_id),
+    ("http_max_conns", tests_http.test_max_conns),
 ]
 
 

@@ -190,8 +190,13 @@ def test_enterprise_crud(o):
            "qualifications")
         eq(d["version"], 1, "version")
         eq(d["entity"], "company", "entity")
-        check(d["created_at"] == d["updated_at"], "created_at %s != updated_at %s",
+        # Both are RFC 3339 UTC times of this write (two clock reads: allow a little).
+        t_c = datetime.datetime.strptime(d["created_at"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        t_u = datetime.datetime.strptime(d["updated_at"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        check(abs((t_c - t_u).total_seconds()) < 2, "created_at %s vs updated_at %s",
               d["created_at"], d["updated_at"])
+        check(abs((datetime.datetime.utcnow() - t_c).total_seconds()) < 300,
+              "created_at %s is not now", d["created_at"])
         tags = tags_of(d)
         for t in ("region.320211", "ind.i", "ind.i65", "sig.software", "sig.ic",
                   "sig.ic_design", "inno.rd_ge5", "ip.trademark", "zone.wnd", "qual.srdi",
@@ -211,6 +216,8 @@ def test_enterprise_crud(o):
         eq(g.status, 200, "GET status")
         eq(g.header("etag"), '"1"', "ETag")
         eq(g.json, d, "GET returns the document POST returned")
+        h = c.request("HEAD", "/v1/enterprises/" + u)
+        eq((h.status, h.raw, h.header("etag")), (200, b"", '"1"'), "HEAD enterprise")
         g2 = c.get("/v1/enterprises/" + u.lower())
         eq(g2.status, 200, "GET with a lower-case code")
         eq(g2.json, d, "GET lower-case returns the same document")
@@ -239,6 +246,10 @@ def test_enterprise_crud(o):
             check(t not in t2, "replaced tags still hold %s", t)
         eq(get_ok(c, "/v1/enterprises/" + u).header("etag"), '"2"', "ETag after PUT")
 
+        r = c.request("PATCH", "/v1/enterprises/" + u, body=json.dumps({"name": rep["name"]}),
+                      content_type="application/json; charset=utf-8")
+        eq(r.status, 200, "PATCH with a charset parameter (%r)" % r)
+        eq(r.json["version"], 3, "version after a no-op PATCH")
         # PUT creates when absent (lower-case code in the URL).
         u2 = make_uscc("320282", rng=rng)
         r = c.put("/v1/enterprises/" + u2.lower(), {"name": "宜兴陶瓷厂"})
@@ -258,7 +269,7 @@ def test_enterprise_crud(o):
                     content_type="application/merge-patch+json")
         eq(r.status, 200, "PATCH merge-patch+json status (%r)" % r)
         p = r.json
-        eq(p["version"], 4, "version after PATCH")
+        eq(p["version"], 5, "version after PATCH")
         eq(p["name"], "改名", "patched name")
         check("region" not in p, "region should be removed by null")
         eq(p["contact"], {"person": "李四"}, "nested merge patch of contact")
@@ -345,6 +356,8 @@ def test_enterprise_errors_change_nothing(o):
         snapshot = get_ok(c, "/v1/enterprises/" + base).raw
         fresh = make_uscc("320213", rng=rng)
         bad_check, right = wrong_check(fresh)
+        tax = Taxonomy(c)
+        POLICY_CODES, ENT_CODES = tax.pol_codes, tax.ent_codes  # noqa: N806
         tomorrow = iso(today_cn() + datetime.timedelta(days=1))
 
         def nb(**kw):  # a new-enterprise body with overrides
@@ -413,6 +426,13 @@ def test_enterprise_errors_change_nothing(o):
              nb(qualifications=[{"code": "qual.hightech", "issued": "2024-01-02",
                                  "expires": "2024-01-01"}]), None, 400, "invalid_date",
              "qualifications[0]", None),
+            ("65 interests", nb(interests=POLICY_CODES[:65]), None, 400, "too_many",
+             "interests", None),
+            ("129 explicit tags", nb(tags=ENT_CODES[:129]), None, 400, "too_many", "tags", None),
+            ("33 qualifications", nb(qualifications=["qual.srdi"] * 33), None, 400, "too_many",
+             "qualifications", None),
+            ("name of 201 characters", nb(name="名" * 201), None, 400, "invalid_value", "name",
+             None),
             ("text/plain body", nb(), "text/plain", 415, "unsupported_media_type", None, None),
             ("merge-patch type on POST", nb(), "application/merge-patch+json", 415,
              "unsupported_media_type", None, None),
@@ -967,6 +987,12 @@ def test_policy_crud_and_errors(o):
             ("bad url", {"title": "t", "url": "javascript:alert(1)"}, 400, "invalid_url", "url",
              None),
             ("unknown field", {"title": "t", "budget": 5}, 400, "unknown_field", "budget", None),
+            ("65 tags in rule.all", {"title": "t", "rule": {"all": tax.ent_codes[:65]}}, 400,
+             "too_many", "rule.all", None),
+            ("65 policy tags", {"title": "t", "tags": tax.pol_codes[:65]}, 400, "too_many",
+             "tags", None),
+            ("title of 201 characters", {"title": "政" * 201}, 400, "invalid_value", "title",
+             None),
         ]
         for what, body, status, code, field, msg in bad:
             expect_error(c.post("/v1/policies", body), status, code, field, msg,
@@ -1116,3 +1142,43 @@ def test_policy_list_filters_and_paging(o):
                      what="limit 501")
         expect_error(c.get("/v1/policies?cursor=-4"), 400, "invalid_parameter", "cursor",
                      what="negative cursor")
+
+
+def test_enterprise_concurrent_patches(o):
+    """Merge patches racing on one enterprise without If-Match are retried on a
+    version clash, so none is lost."""
+    import threading
+    from harness import Client
+    rng = random.Random(17)
+    with Env(o) as env:
+        c = env.c
+        u = make_uscc("320205", rng=rng)
+        post_ok(c, "/v1/enterprises", {"uscc": u, "name": "并发", "contact": {"email": "a@b.c"}})
+        patches = [{"employees": 42}, {"revenue_10k": 4242}, {"founded": "2001-02-03"},
+                   {"contact": {"person": "王五"}}]
+        results = [None] * len(patches)
+        start = threading.Barrier(len(patches))
+
+        def worker(i):
+            cl = Client("127.0.0.1", env.huiqid_port, timeout=30 * o.slow, keepalive=False)
+            try:
+                start.wait(5)
+                results[i] = cl.patch("/v1/enterprises/" + u, patches[i])
+            except Exception as e:  # reported below
+                results[i] = e
+            finally:
+                cl.close()
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(patches))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60 * o.slow)
+        for i, r in enumerate(results):
+            check(not isinstance(r, Exception) and r is not None, "PATCH %d failed: %r", i, r)
+            eq(r.status, 200, "concurrent PATCH %s (%r)" % (patches[i], r))
+        d = get_ok(c, "/v1/enterprises/" + u).json
+        eq((d.get("employees"), d.get("revenue_10k"), d.get("founded"), d.get("contact")),
+           (42, 4242, "2001-02-03", {"email": "a@b.c", "person": "王五"}),
+           "every concurrent patch is in the document")
+        eq(d["version"], 1 + len(patches), "one version per patch")

@@ -393,3 +393,45 @@ def test_chunked_body(o):
         check(buf.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), "no 100 Continue: %r", buf[:100])
         resps = parse_responses(buf[len(b"HTTP/1.1 100 Continue\r\n\r\n"):])
         check(resps and resps[0][0] == 200, "request after 100 Continue: %r", buf[:300])
+
+
+def test_request_id(o):
+    with Env(o) as env:
+        c = env.c
+        r = c.get("/healthz", headers={"X-Request-Id": "trace-42.a_b"})
+        eq(r.header("x-request-id"), "trace-42.a_b", "a sane X-Request-Id is echoed")
+        for bad in ("has space", "x" * 37, "semi;colon"):
+            r = c.get("/healthz", headers={"X-Request-Id": bad})
+            got = r.header("x-request-id") or ""
+            check(got != bad and len(got) == 16 and all(ch in "0123456789abcdef" for ch in got),
+                  "X-Request-Id for %r: %r", bad, got)
+        ids = {c.get("/healthz").header("x-request-id") for _ in range(20)}
+        eq(len(ids), 20, "generated request ids are unique")
+        r = c.get("/nope", headers={"X-Request-Id": "err-1"})
+        eq((r.status, r.header("x-request-id")), (404, "err-1"), "id on an error answer")
+
+
+def test_max_conns(o):
+    with Env(o, huiqid_args=["--max-conns", "2"]) as env:
+        port = env.huiqid_port
+        a = socket.create_connection(("127.0.0.1", port))
+        b = socket.create_connection(("127.0.0.1", port))
+        for s in (a, b):
+            s.sendall(b"GET /healthz HTTP/1.1\r\n" + H + b"\r\n")
+            s.settimeout(5 * o.slow)
+            check(b"200 OK" in s.recv(4096), "connection under the cap is served")
+        extra = socket.create_connection(("127.0.0.1", port))
+        data, closed = read_until_closed(extra, 5 * o.slow)
+        extra.close()
+        check(closed and data == b"", "a connection over --max-conns 2 got %r (closed=%s)",
+              data[:100], closed)
+        a.close()
+
+        def served():
+            buf, _ = raw_exchange(port, b"GET /healthz HTTP/1.1\r\n" + H +
+                                  b"Connection: close\r\n\r\n", timeout=2)
+            return buf.startswith(b"HTTP/1.1 200")
+
+        from harness import wait_until
+        wait_until(served, 5 * o.slow, "a slot to free up after a client left")
+        b.close()

@@ -242,3 +242,34 @@ def test_audience_preview_errors(o):
         r = c.post("/v1/audience", {"rule": None})
         eq(r.status, 200, "rule null is the empty rule (%r)" % r)
         eq(r.json["count"], 1, "rule null matches everyone")
+
+
+def test_package_many_policies(o):
+    """More matching policies than the package's first buffer (512) and than the
+    policy view cache's first table (128 entries)."""
+    rng = random.Random(33)
+    today = today_cn()
+    with Env(o, huiqid_args=["--access-log", "off"]) as env:
+        c = env.c
+        tax = Taxonomy(c)
+        u = make_uscc("320214", rng=rng)
+        ent = post_ok(c, "/v1/enterprises", {"uscc": u, "name": "热门企业",
+                                             "interests": ["fin.reward", "tax.small_profit"]})
+        pols = []
+        for i in range(600):
+            body = {"title": "政策 %d" % i,
+                    "tags": [["fin.reward"], ["tax.small_profit"], [], ["fin.reward",
+                                                                          "tax.small_profit"]][i % 4],
+                    "rule": {} if i % 10 else {"none": ["entity.company"]}}
+            if i % 3:
+                body["closes"] = iso(today + datetime.timedelta(days=1 + (i * 7) % 50))
+            p = post_ok(c, "/v1/policies", body)
+            eq(c.post("/v1/policies/%d/publish" % p["id"]).status, 200, "publish")
+            pols.append(dict(body, id=p["id"], status="published"))
+        r = check_package(c, tax, u, ent, pols, today, "600 published policies")
+        eq(r["count"], 540, "policies matching a company")
+        r2 = get_ok(c, "/v1/enterprises/%s/policies" % u.lower()).json
+        eq(r2, r, "package via a lower-case code")
+        lst = get_ok(c, "/v1/policies?status=published&limit=500").json
+        eq(len(lst["items"]), 500, "first page of 500")
+        check(lst["next"] is not None, "a second page exists")
