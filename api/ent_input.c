@@ -505,8 +505,7 @@ void ent_input_free(ent_input_t *in) {
     in->attrs = NULL;
 }
 
-json_t *ent_build_doc(const app_t *app, ent_input_t *in, const rules_out_t *out,
-                      int64_t now_ms) {
+json_t *ent_build_doc(const app_t *app, ent_input_t *in, const rules_out_t *out) {
     /* The document is the attribute object itself, extended: no copy. */
     json_t *doc = json_incref(in->attrs);
     json_t *tags = json_array();
@@ -546,9 +545,6 @@ json_t *ent_build_doc(const app_t *app, ent_input_t *in, const rules_out_t *out,
     json_object_set_new(doc, "tag_sources", src);
     static const char *const entities[] = {"other", "company", "individual", "cooperative"};
     json_object_set_new(doc, "entity", json_string(entities[uscc_entity(in->uscc)]));
-    char ts[40];
-    ent_time_format(now_ms, ts, sizeof ts);
-    json_object_set_new(doc, "updated_at", json_string(ts));
     if (out->next_change != DATE_NONE) {
         char d[11];
         date_format(out->next_change, d);

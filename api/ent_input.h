@@ -43,11 +43,11 @@ void ent_input_free(ent_input_t *in);
 int ent_uscc_parse(const char *s, size_t len, char *out, const char *field, ent_err_t *err);
 
 /* Builds the stored document from the input and its derived profile: the input
- * attributes, the full tag list with each tag's source, and the time of this
- * write. The document is in->attrs itself, extended (a new reference): use 'in'
- * for nothing but ent_input_free afterwards. */
-json_t *ent_build_doc(const app_t *app, ent_input_t *in, const rules_out_t *out,
-                      int64_t now_ms);
+ * attributes and the full tag list with each tag's source. The same input always
+ * gives the same document (times are kept outside it). The document is in->attrs
+ * itself, extended (a new reference): use 'in' for nothing but ent_input_free
+ * afterwards. */
+json_t *ent_build_doc(const app_t *app, ent_input_t *in, const rules_out_t *out);
 
 /* Turns a stored document back into a body that ent_input_parse accepts (for
  * PATCH): derived fields are dropped, explicit_tags becomes tags. New reference. */

@@ -40,13 +40,17 @@ static void ent_answer_err(api_req_t *req, const ent_err_t *e) {
     api_error(req, e->status, e->code, e->field[0] ? e->field : NULL, "%s", e->msg);
 }
 
-/* Adds the fields kept outside the document (version, creation time). */
-static void ent_decorate(json_t *doc, uint64_t ver, int64_t created_ms) {
+/* Adds the fields kept outside the document (version, creation and change times). */
+static void ent_decorate(json_t *doc, uint64_t ver, int64_t created_ms, int64_t updated_ms) {
     json_object_set_new(doc, "version", json_integer((json_int_t)ver));
+    char ts[40];
     if (created_ms > 0) {
-        char ts[40];
         ent_time_format(created_ms, ts, sizeof ts);
         json_object_set_new(doc, "created_at", json_string(ts));
+    }
+    if (updated_ms > 0) {
+        ent_time_format(updated_ms, ts, sizeof ts);
+        json_object_set_new(doc, "updated_at", json_string(ts));
     }
 }
 
@@ -88,7 +92,7 @@ static void ent_on_written(void *arg, int rc, const store_ent_out_t *out) {
     } else if (rc) {
         api_store_error(req, rc, "write");
     } else {
-        ent_decorate(c->doc, out->ver, out->created_ms);
+        ent_decorate(c->doc, out->ver, out->created_ms, out->updated_ms);
         char loc[80];
         snprintf(loc, sizeof loc, "Location: /v1/enterprises/%s\r\n", c->uscc);
         int status = out->created ? c->status_created : 200;
@@ -112,9 +116,7 @@ static void ent_write(ent_ctx_t *c, json_t *body, const char *path_uscc, int64_t
     memcpy(c->uscc, in.uscc, sizeof c->uscc);
     rules_out_t *out = xmalloc(sizeof *out);
     rules_derive(app->rules, &in.rin, app_today(app), out);
-    uv_timeval64_t tv;
-    uv_gettimeofday(&tv);
-    c->doc = ent_build_doc(app, &in, out, (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000);
+    c->doc = ent_build_doc(app, &in, out);
     size_t text_len;
     char *text = json_out_str(c->doc, &text_len);
     store_ent_in_t w = {
@@ -284,7 +286,7 @@ static void ent_on_get(void *arg, int rc, const store_doc_t *d) {
             api_error(c->req, 500, "internal", NULL, "the stored document of %s is damaged",
                       c->uscc);
         } else {
-            ent_decorate(doc, d->ver, d->created_ms);
+            ent_decorate(doc, d->ver, d->created_ms, d->updated_ms);
             char etag[48];
             snprintf(etag, sizeof etag, "ETag: \"%llu\"\r\n", (unsigned long long)d->ver);
             api_reply_json(c->req, 200, doc, etag);
@@ -380,7 +382,7 @@ static void list_on_doc(void *arg, int rc, const store_doc_t *d) {
     if (rc == 0) {
         json_t *doc = json_loadb(d->doc, d->len, 0, NULL);
         if (json_is_object(doc)) {
-            ent_decorate(doc, d->ver, d->created_ms);
+            ent_decorate(doc, d->ver, d->created_ms, d->updated_ms);
             l->items[it->i] = doc;
         } else {
             json_decref(doc);

@@ -31,7 +31,7 @@ typedef struct import {
     int answered;
     int bad_type;
     unsigned inflight;
-    uint64_t lines, created, updated, rejected;
+    uint64_t lines, created, updated, unchanged, rejected;
     json_t *errors;
     uint64_t nerrors;
 } import_t;
@@ -85,9 +85,11 @@ static void import_finish(import_t *im) {
     } else {
         json_t *r = json_object();
         json_object_set_new(r, "lines", json_integer((json_int_t)im->lines));
-        json_object_set_new(r, "accepted", json_integer((json_int_t)(im->created + im->updated)));
+        json_object_set_new(r, "accepted",
+                            json_integer((json_int_t)(im->created + im->updated + im->unchanged)));
         json_object_set_new(r, "created", json_integer((json_int_t)im->created));
         json_object_set_new(r, "updated", json_integer((json_int_t)im->updated));
+        json_object_set_new(r, "unchanged", json_integer((json_int_t)im->unchanged));
         json_object_set_new(r, "rejected", json_integer((json_int_t)im->rejected));
         json_object_set(r, "errors", im->errors);
         json_object_set_new(r, "errors_truncated", json_boolean(im->nerrors > IMPORT_MAX_ERRORS));
@@ -105,8 +107,10 @@ static void import_on_written(void *arg, int rc, const store_ent_out_t *out) {
     if (rc == 0) {
         if (out->created) {
             im->created++;
-        } else {
+        } else if (out->changed) {
             im->updated++;
+        } else {
+            im->unchanged++;
         }
     } else {
         const char *code = rc == -ENOTCONN   ? "unavailable"
@@ -160,9 +164,7 @@ static void import_line(import_t *im, const char *p, size_t n) {
     json_decref(obj);
     rules_out_t *out = xmalloc(sizeof *out);
     rules_derive(app->rules, &in.rin, app_today(app), out);
-    uv_timeval64_t tv;
-    uv_gettimeofday(&tv);
-    json_t *doc = ent_build_doc(app, &in, out, (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000);
+    json_t *doc = ent_build_doc(app, &in, out);
     size_t text_len;
     char *text = json_out_str(doc, &text_len);
     json_decref(doc);

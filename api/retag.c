@@ -75,7 +75,7 @@ static void retag_on_written(void *arg, int rc, const store_ent_out_t *out) {
     retag_op_t *op = arg;
     /* A concurrent change (or delete) already used the current rules. */
     int ok = rc == 0 || rc == -ESTALE || rc == -ENOENT;
-    retag_op_done(op, rc == 0, !ok);
+    retag_op_done(op, rc == 0 && out->changed, !ok);
 }
 
 /* Whether re-deriving changed anything a reader sees. */
@@ -119,7 +119,7 @@ static void retag_on_read(void *arg, int rc, const store_doc_t *d) {
     json_decref(body);
     rules_out_t *out = xmalloc(sizeof *out);
     rules_derive(app->rules, &in.rin, app_today(app), out);
-    json_t *doc = ent_build_doc(app, &in, out, retag_now_ms());
+    json_t *doc = ent_build_doc(app, &in, out);
     int same = retag_same(old, doc);
     json_decref(old);
     if (same && op->full) {

@@ -8,18 +8,23 @@
 const char *const store__script_text[STORE_NSCRIPTS] = {
     /* ENT_PUT: ARGV uscc, mode (create|upsert|update), expected version or '', doc,
      * index record, now_ms, retag day or ''. Returns ok, ord, ver, created (0/1),
-     * created_ms. hq:retag holds every enterprise whose tags will change with time,
-     * scored by the day they do. */
+     * created_ms, updated_ms, changed (0/1). Writing the very same document and
+     * record again changes nothing, not even the version. hq:retag holds every
+     * enterprise whose tags will change with time, scored by the day they do. */
     "local k = 'hq:ent:' .. ARGV[1]\n"
-    "local cur = redis.call('HMGET', k, 'ver', 'ord', 'created')\n"
+    "local cur = redis.call('HMGET', k, 'ver', 'ord', 'created', 'updated', 'doc')\n"
     "local ver, ord, created, cms\n"
     "if cur[1] then\n"
     "  if ARGV[2] == 'create' then return {'exists', tonumber(cur[1])} end\n"
     "  if ARGV[3] ~= '' and ARGV[3] ~= cur[1] then return {'stale', tonumber(cur[1])} end\n"
-    "  ver = tonumber(cur[1]) + 1\n"
     "  ord = tonumber(cur[2])\n"
-    "  created = 0\n"
     "  cms = tonumber(cur[3] or ARGV[6])\n"
+    "  if cur[5] == ARGV[4] and\n"
+    "     redis.call('HGET', 'hq:idx:' .. math.floor(ord / 128), ord) == ARGV[5] then\n"
+    "    return {'ok', ord, tonumber(cur[1]), 0, cms, tonumber(cur[4] or cms), 0}\n"
+    "  end\n"
+    "  ver = tonumber(cur[1]) + 1\n"
+    "  created = 0\n"
     "else\n"
     "  if ARGV[2] == 'update' then return {'missing'} end\n"
     "  local f = redis.call('LPOP', 'hq:ord:free')\n"
@@ -28,11 +33,12 @@ const char *const store__script_text[STORE_NSCRIPTS] = {
     "  created = 1\n"
     "  cms = tonumber(ARGV[6])\n"
     "end\n"
-    "redis.call('HSET', k, 'doc', ARGV[4], 'ver', ver, 'ord', ord, 'created', cms)\n"
+    "redis.call('HSET', k, 'doc', ARGV[4], 'ver', ver, 'ord', ord, 'created', cms,\n"
+    "  'updated', ARGV[6])\n"
     "redis.call('HSET', 'hq:idx:' .. math.floor(ord / 128), ord, ARGV[5])\n"
     "if ARGV[7] ~= '' then redis.call('ZADD', 'hq:retag', ARGV[7], ARGV[1])\n"
     "else redis.call('ZREM', 'hq:retag', ARGV[1]) end\n"
-    "return {'ok', ord, ver, created, cms}\n",
+    "return {'ok', ord, ver, created, cms, tonumber(ARGV[6]), 1}\n",
 
     /* ENT_DEL: ARGV uscc. Freed ordinals queue at the tail, reused from the head. */
     "local k = 'hq:ent:' .. ARGV[1]\n"

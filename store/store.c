@@ -512,11 +512,12 @@ static void ent_on_reply(void *arg, redisReply *r) {
     } else if (!reply_status_is(r, "ok")) {
         rc = reply_error(r);
     } else {
-        long long ord = 0, ver = 0, created = 0, cms = 0;
+        long long ord = 0, ver = 0, created = 0, cms = 0, ums = 0, changed = 0;
         rc = reply_int(r, 1, &ord);
-        if (rc == 0 && !op->del) {
-            rc = (reply_int(r, 2, &ver) || reply_int(r, 3, &created)) ? -EPROTO
-                                                                       : reply_int(r, 4, &cms);
+        if (rc == 0 && !op->del &&
+            (reply_int(r, 2, &ver) || reply_int(r, 3, &created) || reply_int(r, 4, &cms) ||
+             reply_int(r, 5, &ums) || reply_int(r, 6, &changed))) {
+            rc = -EPROTO;
         }
         if (rc == 0 && (ord < 0 || ord >= MATCHER_MAX_ORD)) {
             rc = -EPROTO;
@@ -525,7 +526,9 @@ static void ent_on_reply(void *arg, redisReply *r) {
             out.ord = (uint32_t)ord;
             out.ver = (uint64_t)ver;
             out.created = (int)created;
+            out.changed = (int)changed;
             out.created_ms = cms;
+            out.updated_ms = ums;
             store__mem_ent_apply(s->mem, op->uscc, out.ord, op->del ? NULL : op->row,
                                  op->interests, op->nint);
         }
@@ -604,7 +607,7 @@ static void doc_on_reply(void *arg, redisReply *r) {
     doc_op_t *op = arg;
     if (r == NULL) {
         op->cb(op->arg, -EIO, NULL);
-    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+    } else if (r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
         op->cb(op->arg, -EPROTO, NULL);
     } else if (r->element[0]->type != REDIS_REPLY_STRING) {
         op->cb(op->arg, -ENOENT, NULL);
@@ -615,6 +618,10 @@ static void doc_on_reply(void *arg, redisReply *r) {
         }
         if (r->element[2]->type == REDIS_REPLY_STRING) {
             d.created_ms = strtoll(r->element[2]->str, NULL, 10);
+        }
+        d.updated_ms = d.created_ms;
+        if (r->element[3]->type == REDIS_REPLY_STRING) {
+            d.updated_ms = strtoll(r->element[3]->str, NULL, 10);
         }
         op->cb(op->arg, 0, &d);
     }
@@ -630,9 +637,9 @@ int store_ent_get(store_t *s, const char *uscc, store_doc_cb cb, void *arg) {
     doc_op_t *op = xcalloc(1, sizeof *op);
     op->cb = cb;
     op->arg = arg;
-    const char *argv[5] = {"HMGET", key, "doc", "ver", "created"};
-    size_t lens[5] = {5, (size_t)n, 3, 3, 7};
-    int rc = store__link_command(s->link, doc_on_reply, op, 5, argv, lens);
+    const char *argv[6] = {"HMGET", key, "doc", "ver", "created", "updated"};
+    size_t lens[6] = {5, (size_t)n, 3, 3, 7, 7};
+    int rc = store__link_command(s->link, doc_on_reply, op, 6, argv, lens);
     if (rc) {
         free(op);
     }

@@ -89,14 +89,16 @@ typedef struct store_ent_out {
     uint32_t ord;
     uint64_t ver;
     int created;        /* this write created the enterprise */
+    int changed;        /* 0 when the stored document and profile were identical */
     int64_t created_ms; /* when it was first created */
+    int64_t updated_ms; /* when its document last changed */
 } store_ent_out_t;
 
 typedef struct store_doc {
     const char *doc; /* borrowed for the callback */
     size_t len;
     uint64_t ver;
-    int64_t created_ms;
+    int64_t created_ms, updated_ms;
 } store_doc_t;
 
 typedef void (*store_ent_cb)(void *arg, int rc, const store_ent_out_t *out);

@@ -4,13 +4,24 @@ policy packages and their ranking, and civil dates in the service's zone (UTC+8)
 
 import datetime
 
-from harness import TestFailure
+from harness import TestFailure, wait_until
 
 CN_TZ = datetime.timezone(datetime.timedelta(hours=8))
 
 
 def today_cn():
     return datetime.datetime.now(CN_TZ).date()
+
+
+def avoid_midnight(margin_s):
+    """Tests that compare against 'today' call this first: when the date in UTC+8
+    would change within margin_s seconds, wait (bounded) until it has changed."""
+    now = datetime.datetime.now(CN_TZ)
+    nxt = (now + datetime.timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    left = (nxt - now).total_seconds()
+    if left < margin_s:
+        start = now.date()
+        wait_until(lambda: today_cn() != start, left + 5, "the date (UTC+8) to turn", 0.2)
 
 
 def iso(d):

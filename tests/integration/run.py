@@ -94,7 +94,11 @@ def main():
     selected = [(n, f) for n, f in TESTS if args.filter in n]
 
     if args.keepalive == "auto":
-        opts.keepalive = probe(opts)
+        try:
+            opts.keepalive = probe(opts)
+        except Exception as e:  # the tests themselves will say what is wrong
+            print("note: keep-alive probe could not run (%s)" % str(e).splitlines()[0])
+            opts.keepalive = False
         if not opts.keepalive:
             print("note: keep-alive probe failed (a 2nd request on a connection got no answer); "
                   "tests use one connection per request, http_keepalive_sequential covers it")
@@ -103,45 +107,58 @@ def main():
 
     passed = failed = 0
     t_all = time.monotonic()
-    for name, fn in selected:
-        harness.ENVS.clear()
-        t0 = time.monotonic()
-        err = None
-        try:
-            fn(opts)
-        except harness.TestFailure as e:
-            err = str(e)
-        except Exception:  # an unexpected error is a failure too, with its trace
-            err = traceback.format_exc()
-        # Stop whatever the test left running (its own problems count too).
+    try:
+        for name, fn in selected:
+            ok = run_one(name, fn, opts, args.verbose)
+            passed += ok
+            failed += not ok
+    except KeyboardInterrupt:
         for env in harness.ENVS:
             env.close()
-            if env.problems and not env.problems_reported:
-                env.problems_reported = True
-                more = "; ".join(env.problems)
-                err = more if err is None else err.rstrip() + "\n" + more
-        dt = time.monotonic() - t0
-        if err is None:
-            passed += 1
-            print("ok   %s%s" % (name, " (%.2fs)" % dt if args.verbose else ""))
-        else:
-            failed += 1
-            print("FAIL %s%s" % (name, " (%.2fs)" % dt if args.verbose else ""))
-            for line in err.rstrip().splitlines():
-                print("     " + line)
-            for env in harness.ENVS:
-                tail = env.log_tail(25)
-                if tail:
-                    for line in tail.splitlines():
-                        print("     | " + line)
-        sys.stdout.flush()
-        for env in harness.ENVS:
             env.cleanup_dir()
-        harness.ENVS.clear()
+        print("interrupted")
+        failed += 1
     if args.verbose:
         print("total %.1fs" % (time.monotonic() - t_all))
     print("%d passed, %d failed" % (passed, failed))
     return 0 if failed == 0 else 1
+
+
+def run_one(name, fn, opts, verbose):
+    """Runs one test; prints its line (and details on failure). True when it passed."""
+    harness.ENVS.clear()
+    t0 = time.monotonic()
+    err = None
+    try:
+        fn(opts)
+    except harness.TestFailure as e:
+        err = str(e)
+    except Exception:  # an unexpected error is a failure too, with its trace
+        err = traceback.format_exc()
+    # Stop whatever the test left running; stop problems (exit code, sanitizer
+    # reports) fail the test too.
+    for env in harness.ENVS:
+        env.close()
+        if env.problems and not env.problems_reported:
+            env.problems_reported = True
+            more = "; ".join(env.problems)
+            err = more if err is None else err.rstrip() + "\n" + more
+    dt = time.monotonic() - t0
+    took = " (%.2fs)" % dt if verbose else ""
+    if err is None:
+        print("ok   %s%s" % (name, took))
+    else:
+        print("FAIL %s%s" % (name, took))
+        for line in err.rstrip().splitlines():
+            print("     " + line)
+        for env in harness.ENVS:
+            for line in env.log_tail(25).splitlines():
+                print("     | " + line)
+    sys.stdout.flush()
+    for env in harness.ENVS:
+        env.cleanup_dir()
+    harness.ENVS.clear()
+    return err is None
 
 
 def probe(opts):

@@ -273,6 +273,7 @@ class Oracle:
 
 
 def test_randomized_oracle(o):
+    model.avoid_midnight(120 * o.slow)
     seed = int(os.environ.get("HUIQI_SEED", "20261122"))
     rng = random.Random(seed)
     with Env(o, huiqid_args=["--access-log", "off"]) as env:
