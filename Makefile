@@ -32,11 +32,14 @@ API_SRC  := api/main.c api/config.c api/log.c api/server.c api/httpd.c api/route
             api/json.c api/json_out.c api/app.c api/ent_input.c api/pol_input.c api/h_tags.c \
             api/h_enterprises.c api/h_policies.c api/h_match.c api/h_health.c \
             api/h_import.c api/h_retag.c api/retag.c
-UNIT_SRC := tests/unit_main.c tests/test_matcher.c tests/test_tags.c tests/test_rules.c
+PUSH_SRC := push/sign.c
+UNIT_SRC := tests/unit_main.c tests/test_matcher.c tests/test_tags.c tests/test_rules.c \
+            tests/test_push.c
 
 PURE_OBJ  := $(PURE_SRC:%.c=$(BUILD)/%.o)
 STORE_OBJ := $(STORE_SRC:%.c=$(BUILD)/%.o)
 API_OBJ   := $(API_SRC:%.c=$(BUILD)/%.o)
+PUSH_OBJ  := $(PUSH_SRC:%.c=$(BUILD)/%.o)
 UNIT_OBJ  := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 LLHTTP_OBJ := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o
 BLOB_OBJ  := $(BUILD)/tags/default_taxonomy.o $(BUILD)/tags/default_rules.o
@@ -82,10 +85,10 @@ $(BUILD)/tags/default_taxonomy.o: tags/taxonomy.tsv
 $(BUILD)/tags/default_rules.o: tags/rules.conf
 	$(call EMBED,huiqi_default_rules)
 
-$(BUILD)/huiqid: $(API_OBJ) $(STORE_OBJ) $(PURE_OBJ) $(LLHTTP_OBJ) $(BLOB_OBJ)
+$(BUILD)/huiqid: $(API_OBJ) $(STORE_OBJ) $(PUSH_OBJ) $(PURE_OBJ) $(LLHTTP_OBJ) $(BLOB_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
-$(BUILD)/unit: $(UNIT_OBJ) $(PURE_OBJ) $(BLOB_OBJ)
+$(BUILD)/unit: $(UNIT_OBJ) $(PURE_OBJ) $(PUSH_OBJ) $(BLOB_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
 BENCH_OBJ := $(BUILD)/bench/bench.o $(BUILD)/bench/gen.o $(BUILD)/bench/data.o
@@ -140,7 +143,8 @@ bench:
 
 bench-smoke:
 	BUILD=$(BUILD) MAKE="$(MAKE)" BENCH_N=50000 BENCH_POLICIES=200 BENCH_PG=0 \
-	    BENCH_DURATION=3s BENCH_REPORT=var/bench/smoke/benchmarks.md ./bench/run.sh
+	    BENCH_DURATION=3s BENCH_REPORT=var/bench/smoke/benchmarks.md \
+	    BENCH_CMD="make bench-smoke" ./bench/run.sh
 
 run: deps all
 	./deploy/run.sh $(BUILD)/huiqid
