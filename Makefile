@@ -32,7 +32,7 @@ API_SRC  := api/main.c api/config.c api/log.c api/server.c api/httpd.c api/route
             api/json.c api/json_out.c api/app.c api/ent_input.c api/pol_input.c api/h_tags.c \
             api/h_enterprises.c api/h_policies.c api/h_match.c api/h_health.c \
             api/h_import.c api/h_retag.c api/retag.c
-PUSH_SRC := push/sign.c push/ssrf.c
+PUSH_SRC := push/sign.c push/ssrf.c push/http.c
 UNIT_SRC := tests/unit_main.c tests/test_matcher.c tests/test_tags.c tests/test_rules.c \
             tests/test_push.c
 

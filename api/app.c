@@ -160,6 +160,9 @@ static void app_on_store_event(void *arg, int event, const char *detail) {
     log_escape(detail ? detail : "", detail ? strlen(detail) : 0, d, sizeof d);
     switch (event) {
     case STORE_EV_READY:
+        /* Policies may have been reloaded with ids and versions that collide with
+         * cached views of different content (Redis came back empty). */
+        pol_cache_free(app);
         LOG_INFO("ready", "\"detail\":\"%s\"", d);
         break;
     case STORE_EV_DOWN:

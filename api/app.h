@@ -76,6 +76,10 @@ int api_query(const api_req_t *req, const char *name, char *buf, size_t buflen);
 int api_query_uint(api_req_t *req, const char *name, unsigned long long min,
                    unsigned long long max, unsigned long long *v);
 
+/* Reads If-Match: "<version>" (or *). Returns 0 with '*ver' set (-1 when absent),
+ * or -1 after answering 400. */
+int api_if_match(api_req_t *req, int64_t *ver);
+
 /* ---- handlers (api/h_*.c) ------------------------------------------------- */
 
 void h_healthz(app_t *app, api_req_t *req);

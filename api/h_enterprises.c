@@ -27,6 +27,7 @@ typedef struct ent_ctx {
     char uscc[19];
     int mode;
     int attempts;
+    int64_t pinned;     /* If-Match version, or -1 */
     int status_created; /* status to answer when the write created the enterprise */
 } ent_ctx_t;
 
@@ -73,7 +74,7 @@ static void ent_patch_read(ent_ctx_t *c);
 static void ent_on_written(void *arg, int rc, const store_ent_out_t *out) {
     ent_ctx_t *c = arg;
     api_req_t *req = c->req;
-    if (rc == -ESTALE && c->patch && ++c->attempts < ENT_PATCH_ATTEMPTS) {
+    if (rc == -ESTALE && c->patch && c->pinned < 0 && ++c->attempts < ENT_PATCH_ATTEMPTS) {
         /* Someone changed it between our read and write: read again and re-apply. */
         json_decref(c->doc);
         c->doc = NULL;
@@ -86,6 +87,10 @@ static void ent_on_written(void *arg, int rc, const store_ent_out_t *out) {
                   c->uscc, c->uscc);
     } else if (rc == -ENOENT) {
         api_error(req, 404, "not_found", NULL, "no enterprise %s", c->uscc);
+    } else if (rc == -ESTALE && c->pinned >= 0) {
+        api_error(req, 412, "version_mismatch", "If-Match",
+                  "enterprise %s is no longer at version %lld; read it again", c->uscc,
+                  (long long)c->pinned);
     } else if (rc == -ESTALE) {
         api_error(req, 409, "conflict", NULL,
                   "enterprise %s kept changing while this update was applied; retry", c->uscc);
@@ -145,6 +150,7 @@ static ent_ctx_t *ent_ctx_new(app_t *app, api_req_t *req, int mode) {
     c->app = app;
     c->req = req;
     c->mode = mode;
+    c->pinned = -1;
     c->status_created = 201;
     return c;
 }
@@ -159,41 +165,10 @@ void h_ent_create(app_t *app, api_req_t *req) {
     json_decref(body);
 }
 
-/* An If-Match header holds the version to update, as GET returned it. */
-static int ent_if_match(api_req_t *req, int64_t *ver) {
-    const char *m = req->http->if_match;
-    *ver = -1;
-    if (m[0] == '\0' || strcmp(m, "*") == 0) {
-        return 0;
-    }
-    char buf[32];
-    size_t n = strlen(m);
-    if (n >= 2 && m[0] == '"' && m[n - 1] == '"') {
-        m++;
-        n -= 2;
-    }
-    if (n == 0 || n >= sizeof buf) {
-        goto bad;
-    }
-    memcpy(buf, m, n);
-    buf[n] = '\0';
-    char *end = NULL;
-    long long v = strtoll(buf, &end, 10);
-    if (*end != '\0' || v < 1) {
-        goto bad;
-    }
-    *ver = v;
-    return 0;
-bad:
-    api_error(req, 400, "invalid_header", "If-Match",
-              "If-Match must hold a version number as returned in \"version\"");
-    return -1;
-}
-
 void h_ent_put(app_t *app, api_req_t *req) {
     char uscc[19];
     int64_t ver;
-    if (ent_path_uscc(req, uscc) || ent_if_match(req, &ver)) {
+    if (ent_path_uscc(req, uscc) || api_if_match(req, &ver)) {
         return;
     }
     json_t *body;
@@ -201,6 +176,7 @@ void h_ent_put(app_t *app, api_req_t *req) {
         return;
     }
     ent_ctx_t *c = ent_ctx_new(app, req, ver >= 0 ? STORE_UPDATE : STORE_UPSERT);
+    c->pinned = ver;
     ent_write(c, body, uscc, ver);
     json_decref(body);
 }
@@ -223,9 +199,18 @@ static void ent_patch_on_read(void *arg, int rc, const store_doc_t *d) {
         ent_ctx_free(c);
         return;
     }
+    if (c->pinned >= 0 && (uint64_t)c->pinned != d->ver) {
+        json_decref(doc);
+        api_error(c->req, 412, "version_mismatch", "If-Match",
+                  "enterprise %s is at version %llu, not %lld; read it again", c->uscc,
+                  (unsigned long long)d->ver, (long long)c->pinned);
+        ent_ctx_free(c);
+        return;
+    }
     json_t *body = ent_doc_to_input(doc);
     json_decref(doc);
     ent_merge_patch(body, c->patch);
+    /* Written only if nobody changed it since this read (or since If-Match). */
     ent_write(c, body, c->uscc, (int64_t)d->ver);
     json_decref(body);
 }
@@ -241,7 +226,7 @@ static void ent_patch_read(ent_ctx_t *c) {
 void h_ent_patch(app_t *app, api_req_t *req) {
     char uscc[19];
     int64_t ver;
-    if (ent_path_uscc(req, uscc) || ent_if_match(req, &ver)) {
+    if (ent_path_uscc(req, uscc) || api_if_match(req, &ver)) {
         return;
     }
     json_t *body;
@@ -262,10 +247,9 @@ void h_ent_patch(app_t *app, api_req_t *req) {
     ent_ctx_t *c = ent_ctx_new(app, req, STORE_UPDATE);
     memcpy(c->uscc, uscc, sizeof uscc);
     c->patch = body;
-    if (ver >= 0) {
-        /* With If-Match the caller pins the version: no silent retry. */
-        c->attempts = ENT_PATCH_ATTEMPTS;
-    }
+    /* With If-Match the caller pins the version: a mismatch is 412, never a
+     * silent retry on newer data. */
+    c->pinned = ver;
     ent_patch_read(c);
 }
 

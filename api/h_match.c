@@ -212,9 +212,10 @@ void h_audience_preview(app_t *app, api_req_t *req) {
     json_t *v;
     json_object_foreach(body, k, v) {
         if (strcmp(k, "rule") != 0) {
-            json_decref(body);
+            /* Answer before letting go of the body: 'k' lives in it. */
             api_error(req, 400, "unknown_field", k, "unknown field '%.40s' (send {\"rule\": ...})",
                       k);
+            json_decref(body);
             return;
         }
     }

@@ -81,19 +81,12 @@ static void pol_write(app_t *app, api_req_t *req, uint32_t id) {
         return;
     }
     size_t text_len;
-    char *text = json_out_str(in.doc, &text_len);
     int64_t ver = -1;
-    const char *m = req->http->if_match;
-    if (m[0] && strcmp(m, "*") != 0) {
-        ver = strtoll(m[0] == '"' ? m + 1 : m, NULL, 10);
-        if (ver < 1) {
-            free(text);
-            pol_input_free(&in);
-            api_error(req, 400, "invalid_header", "If-Match",
-                      "If-Match must hold a version number as returned in \"version\"");
-            return;
-        }
+    if (api_if_match(req, &ver)) {
+        pol_input_free(&in);
+        return;
     }
+    char *text = json_out_str(in.doc, &text_len);
     store_pol_in_t w = {
         .doc = text,
         .doc_len = text_len,

@@ -59,6 +59,15 @@ void h_tags_list(app_t *app, api_req_t *req) {
         return;
     }
     if (kq > 0) {
+        int known = 0;
+        for (unsigned i = 0; i < taxonomy_class_count(app->tax, (tax_vocab_t)v); i++) {
+            known |= strcmp(taxonomy_class_at(app->tax, (tax_vocab_t)v, i)->code, klass) == 0;
+        }
+        if (!known) {
+            api_error(req, 400, "invalid_parameter", "class", "no class '%.60s' in vocabulary %s",
+                      klass, vocab);
+            return;
+        }
         api_reply_json(req, 200, tags_render(app, (tax_vocab_t)v, klass), NULL);
         return;
     }

@@ -35,6 +35,8 @@ struct httpd {
     size_t value_len;
     int value_long;
     int cl_count;
+    int has_host;
+    int upgraded; /* llhttp paused for an Upgrade; resume it as plain HTTP */
     size_t body_cap;
     int err_status;
     const char *err_reason;
@@ -63,6 +65,7 @@ static void httpd_req_reset(httpd_t *h) {
     h->field_len = h->value_len = 0;
     h->field_long = h->value_long = 0;
     h->cl_count = 0;
+    h->has_host = 0;
     h->body_cap = 0;
     h->started = 0;
 }
@@ -133,7 +136,11 @@ static int on_header_value_complete(llhttp_t *p) {
         return httpd_fail(h, 431, "too many header fields");
     }
     h->value[h->value_len] = '\0';
-    if (field_is(h, "content-length")) {
+    if (field_is(h, "host")) {
+        if (h->has_host++) {
+            return httpd_fail(h, 400, "duplicate Host");
+        }
+    } else if (field_is(h, "content-length")) {
         if (++h->cl_count > 1) {
             return httpd_fail(h, 400, "duplicate Content-Length");
         }
@@ -201,6 +208,9 @@ static int on_headers_complete(llhttp_t *p) {
     }
     if (r->target == NULL) {
         return httpd_fail(h, 400, "missing request target");
+    }
+    if (p->http_minor == 1 && !h->has_host) {
+        return httpd_fail(h, 400, "an HTTP/1.1 request needs a Host header");
     }
     r->method = httpd_method_map(p->method);
     r->keep_alive = llhttp_should_keep_alive(p);
@@ -328,6 +338,10 @@ static int httpd_filter(httpd_t *h, const char *p, size_t n, size_t *used, size_
             return httpd_fail(h, 400, "control character in the header section");
         }
         if (!h->first_line && h->in_name) {
+            if (c == ':' && h->line_len == 0) {
+                *used = i;
+                return httpd_fail(h, 400, "a header field with an empty name");
+            }
             if (c == ':') {
                 h->in_name = 0;
             } else if (c == ' ' || c == '\t') {
@@ -348,7 +362,10 @@ static int httpd_exec(httpd_t *h, const char *p, size_t n, size_t *eaten) {
         *eaten = n;
         return HTTPD_MORE;
     }
-    if (e == HPE_PAUSED) {
+    if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+        /* We never switch protocols: an Upgrade request is answered like any
+         * other and the connection stays HTTP/1.1. */
+        h->upgraded = e == HPE_PAUSED_UPGRADE;
         *eaten = (size_t)(llhttp_get_error_pos(&h->p) - p);
         return HTTPD_DONE;
     }
@@ -410,7 +427,12 @@ httpd_req_t *httpd_request(httpd_t *h) {
 void httpd_next(httpd_t *h) {
     httpd_req_reset(h);
     h->mode = MODE_HEAD;
-    llhttp_resume(&h->p);
+    if (h->upgraded) {
+        h->upgraded = 0;
+        llhttp_resume_after_upgrade(&h->p);
+    } else {
+        llhttp_resume(&h->p);
+    }
 }
 
 int httpd_in_request(const httpd_t *h) {

@@ -171,3 +171,34 @@ int api_query_uint(api_req_t *req, const char *name, unsigned long long min,
     *v = x;
     return 0;
 }
+
+int api_if_match(api_req_t *req, int64_t *ver) {
+    const char *m = req->http->if_match;
+    *ver = -1;
+    if (m[0] == '\0' || strcmp(m, "*") == 0) {
+        return 0;
+    }
+    char buf[32];
+    size_t n = strlen(m);
+    if (n >= 2 && m[0] == '"' && m[n - 1] == '"') {
+        m++;
+        n -= 2;
+    }
+    if (n == 0 || n >= sizeof buf) {
+        goto bad;
+    }
+    memcpy(buf, m, n);
+    buf[n] = '\0';
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(buf, &end, 10);
+    if (errno || *end != '\0' || v < 1 || buf[0] == '+' || buf[0] == ' ') {
+        goto bad;
+    }
+    *ver = v;
+    return 0;
+bad:
+    api_error(req, 400, "invalid_header", "If-Match",
+              "If-Match must hold a version number as returned in \"version\"");
+    return -1;
+}

@@ -50,10 +50,6 @@ static uint64_t pct(uint64_t *v, size_t n, double p) {
     return v[i];
 }
 
-static int row_has(const bench_data_t *d, uint32_t i, unsigned bit) {
-    return (int)((d->rows[(size_t)i * d->words + bit / 64] >> (bit % 64)) & 1u);
-}
-
 /* The largest tag bit any row or rule uses, plus one. */
 static unsigned tag_bits(const bench_data_t *d) {
     return d->words * 64u;
@@ -259,6 +255,8 @@ static void rcmd_send(redisContext *c, rcmd_t *m) {
     redisAppendCommandArgv(c, m->argc, m->argv, NULL);
 }
 
+static int redis_replies(redisContext *c, int sent, uint64_t *count, char *err, size_t errlen);
+
 /* Per policy, pipelined in one round trip:
  *   BITOP OR  tmp:any  <any tags>              (when any is given)
  *   BITOP OR  tmp:none <none tags>             (when none is given)
@@ -303,6 +301,11 @@ static int redis_count(void *ctx, const rule_t *r, uint64_t *count, char *err, s
     rcmd_start(&m, "BITCOUNT", RKEY_ALL, NULL);
     rcmd_send(c, &m);
     sent += 2;
+    return redis_replies(c, sent, count, err, errlen);
+}
+
+/* Reads the 'sent' replies of one policy; the last is BITCOUNT's. */
+static int redis_replies(redisContext *c, int sent, uint64_t *count, char *err, size_t errlen) {
     int rc = 0;
     for (int k = 0; k < sent; k++) {
         redisReply *rep = NULL;
@@ -324,6 +327,54 @@ static int redis_count(void *ctx, const rule_t *r, uint64_t *count, char *err, s
         freeReplyObject(rep);
     }
     return rc;
+}
+
+/* The step-by-step plan, for comparison: the all tags ANDed into tmp:all (or
+ * bench:live when there are none), then the any union ANDed in, then the negated
+ * none union ANDed in, then BITCOUNT: one BITOP AND per part. */
+static int redis_count_steps(void *ctx, const rule_t *r, uint64_t *count, char *err,
+                             size_t errlen) {
+    rpeer_t *rp = ctx;
+    redisContext *c = rp->c;
+    rcmd_t m;
+    int sent = 0;
+    const char *base = RKEY_LIVE;
+    if (r->nall) {
+        rcmd_start(&m, "BITOP", "AND", RKEY_ALL);
+        rcmd_tags(&m, r->all, r->nall);
+        rcmd_send(c, &m);
+        sent++;
+        base = RKEY_ALL;
+    }
+    if (r->nany) {
+        rcmd_start(&m, "BITOP", "OR", RKEY_ANY);
+        rcmd_tags(&m, r->any, r->nany);
+        rcmd_send(c, &m);
+        rcmd_start(&m, "BITOP", "AND", RKEY_ALL);
+        rcmd_key(&m, base);
+        rcmd_key(&m, RKEY_ANY);
+        rcmd_send(c, &m);
+        sent += 2;
+        base = RKEY_ALL;
+    }
+    if (r->nnone) {
+        rcmd_start(&m, "BITOP", "OR", RKEY_NONE);
+        rcmd_tags(&m, r->none, r->nnone);
+        rcmd_send(c, &m);
+        rcmd_start(&m, "BITOP", "NOT", RKEY_NONE);
+        rcmd_key(&m, RKEY_NONE);
+        rcmd_send(c, &m);
+        rcmd_start(&m, "BITOP", "AND", RKEY_ALL);
+        rcmd_key(&m, base);
+        rcmd_key(&m, RKEY_NONE);
+        rcmd_send(c, &m);
+        sent += 3;
+        base = RKEY_ALL;
+    }
+    rcmd_start(&m, "BITCOUNT", base, NULL);
+    rcmd_send(c, &m);
+    sent++;
+    return redis_replies(c, sent, count, err, errlen);
 }
 
 static redisReply *rcall(redisContext *c, char *err, size_t errlen, const char *fmt, ...) {
@@ -354,7 +405,7 @@ static long long info_field(const char *info, const char *field) {
     return -1;
 }
 
-static int peer_redis(const char *addr, const bench_data_t *d, const uint32_t *sel,
+static int peer_redis(const char *addr, int steps, const bench_data_t *d, const uint32_t *sel,
                       uint32_t nsel) {
     char host[256];
     const char *colon = strrchr(addr, ':');
@@ -391,8 +442,7 @@ static int peer_redis(const char *addr, const bench_data_t *d, const uint32_t *s
     freeReplyObject(rep);
     printf("redis_version %s\n", ver);
     if (atoi(ver) < 7) {
-        printf("redis_status skipped: Redis %s at %s; the peer is defined on Redis 7\n", ver,
-               addr);
+        printf("redis_status skipped: Redis %s at %s; the peer is defined on Redis 7\n", ver, addr);
         redisFree(c);
         return RUN_OK;
     }
@@ -445,7 +495,10 @@ static int peer_redis(const char *addr, const bench_data_t *d, const uint32_t *s
 
     rpeer_t rp = {c};
     rc = run_peer("redis", redis_count, &rp, d, sel, nsel);
-    if (rc == RUN_ERROR) {
+    if (rc != RUN_ERROR && steps) {
+        rc |= run_peer("redis_steps", redis_count_steps, &rp, d, sel, nsel);
+    }
+    if (rc & RUN_ERROR) {
         redisFree(c);
         return rc;
     }
@@ -475,72 +528,112 @@ fail:
 #ifdef HAVE_ROARING
 typedef struct rrpeer {
     roaring_bitmap_t **tag;
+    uint64_t *card; /* per tag */
     roaring_bitmap_t *live;
+    uint64_t n;
 } rrpeer_t;
 
-/* The OR of 'n' tags (n >= 2), or the tag itself (borrowed) when n == 1. */
-static const roaring_bitmap_t *roar_union(const rrpeer_t *rr, const uint16_t *bits, uint16_t n,
-                                          roaring_bitmap_t **owned) {
-    *owned = NULL;
-    if (n == 1) {
-        return rr->tag[bits[0]];
-    }
-    const roaring_bitmap_t *v[RULE_MAX_PART];
-    for (uint16_t k = 0; k < n; k++) {
-        v[k] = rr->tag[bits[k]];
-    }
-    *owned = roaring_bitmap_or_many(n, v);
-    return *owned;
+/* Bitmaps made while evaluating one rule, freed together (roaring_bitmap_free(NULL)
+ * crashes in 0.2.66). */
+typedef struct rown {
+    roaring_bitmap_t *b[RULE_MAX_PART + 4];
+    unsigned n;
+} rown_t;
+
+static roaring_bitmap_t *rown_keep(rown_t *o, roaring_bitmap_t *b) {
+    o->b[o->n++] = b;
+    return b;
 }
 
-/* all: intersected pairwise into one bitmap, except the last operation of the
- * whole rule, which is a *_cardinality call that materializes nothing. */
+/* Evaluated the way one would hand-write it for CRoaring: the all tags intersected
+ * smallest first; the any part as the union of (current & any_k) when the current
+ * set is small, else as (current & union(any)); the none tags removed one by one;
+ * the last operation of the rule a *_cardinality call that materializes nothing.
+ * ("Small" is under n/256: tried against n/16..n/1024 on the reference city.) */
 static int roaring_count(void *ctx, const rule_t *r, uint64_t *count, char *err, size_t errlen) {
     (void)err;
     (void)errlen;
     const rrpeer_t *rr = ctx;
-    roaring_bitmap_t *any_o = NULL;
-    roaring_bitmap_t *none_o = NULL;
-    roaring_bitmap_t *acc = NULL;
-    const roaring_bitmap_t *any = r->nany ? roar_union(rr, r->any, r->nany, &any_o) : NULL;
-    const roaring_bitmap_t *none = r->nnone ? roar_union(rr, r->none, r->nnone, &none_o) : NULL;
-    /* Operands of the intersection: the all tags, then the any union. */
-    const roaring_bitmap_t *ops[RULE_MAX_PART + 1];
-    unsigned nops = 0;
+    rown_t own = {.n = 0};
+    const roaring_bitmap_t *cur = NULL;
+    roaring_bitmap_t *mine = NULL; /* cur, when we may modify it in place */
+    int done = 0;
+    uint16_t all[RULE_MAX_PART];
+    memcpy(all, r->all, r->nall * sizeof *all);
+    /* Insertion sort by cardinality (at most 4 or so tags). */
+    for (uint16_t i = 1; i < r->nall; i++) {
+        uint16_t t = all[i];
+        uint16_t j = i;
+        while (j > 0 && rr->card[all[j - 1]] > rr->card[t]) {
+            all[j] = all[j - 1];
+            j--;
+        }
+        all[j] = t;
+    }
     for (uint16_t k = 0; k < r->nall; k++) {
-        ops[nops++] = rr->tag[r->all[k]];
-    }
-    if (any) {
-        ops[nops++] = any;
-    }
-    if (nops == 0) {
-        ops[nops++] = rr->live;
-    }
-    /* Reduce to a base and (at most) one last operand. */
-    const roaring_bitmap_t *base = ops[0];
-    if (nops > 2 || (nops == 2 && none)) {
-        acc = roaring_bitmap_and(ops[0], ops[1]);
-        for (unsigned k = 2; k + (none ? 0u : 1u) < nops; k++) {
-            roaring_bitmap_and_inplace(acc, ops[k]);
+        const roaring_bitmap_t *t = rr->tag[all[k]];
+        if (cur == NULL) {
+            cur = t;
+        } else if (k + 1 == r->nall && r->nany == 0 && r->nnone == 0) {
+            *count = roaring_bitmap_and_cardinality(cur, t);
+            done = 1;
+        } else if (mine) {
+            roaring_bitmap_and_inplace(mine, t);
+        } else {
+            cur = mine = rown_keep(&own, roaring_bitmap_and(cur, t));
         }
-        base = acc;
-        if (!none) {
-            *count = roaring_bitmap_and_cardinality(acc, ops[nops - 1]);
-        }
-    } else if (nops == 2) {
-        *count = roaring_bitmap_and_cardinality(ops[0], ops[1]);
     }
-    if (none) {
-        *count = roaring_bitmap_andnot_cardinality(base, none);
-    } else if (nops == 1) {
-        *count = roaring_bitmap_get_cardinality(base);
-    }
-    /* roaring_bitmap_free(NULL) crashes in 0.2.66. */
-    roaring_bitmap_t *owned[3] = {acc, any_o, none_o};
-    for (int k = 0; k < 3; k++) {
-        if (owned[k]) {
-            roaring_bitmap_free(owned[k]);
+    if (r->nany && !done) {
+        const roaring_bitmap_t *v[RULE_MAX_PART];
+        for (uint16_t k = 0; k < r->nany; k++) {
+            v[k] = rr->tag[r->any[k]];
         }
+        if (cur == NULL) {
+            cur = r->nany == 1 ? v[0] : rown_keep(&own, roaring_bitmap_or_many(r->nany, v));
+            mine = NULL;
+        } else if (r->nany == 1 && r->nnone == 0) {
+            *count = roaring_bitmap_and_cardinality(cur, v[0]);
+            done = 1;
+        } else if (roaring_bitmap_get_cardinality(cur) * 256 < rr->n) {
+            roaring_bitmap_t *u = rown_keep(&own, roaring_bitmap_and(cur, v[0]));
+            for (uint16_t k = 1; k < r->nany; k++) {
+                roaring_bitmap_t *x = roaring_bitmap_and(cur, v[k]);
+                roaring_bitmap_or_inplace(u, x);
+                roaring_bitmap_free(x);
+            }
+            cur = mine = u;
+        } else {
+            const roaring_bitmap_t *u =
+                r->nany == 1 ? v[0] : rown_keep(&own, roaring_bitmap_or_many(r->nany, v));
+            if (r->nnone == 0) {
+                *count = roaring_bitmap_and_cardinality(cur, u);
+                done = 1;
+            } else if (mine) {
+                roaring_bitmap_and_inplace(mine, u);
+            } else {
+                cur = mine = rown_keep(&own, roaring_bitmap_and(cur, u));
+            }
+        }
+    }
+    if (r->nnone && !done) {
+        if (cur == NULL) {
+            cur = rr->live;
+        }
+        for (uint16_t k = 0; k + 1 < r->nnone; k++) {
+            if (mine) {
+                roaring_bitmap_andnot_inplace(mine, rr->tag[r->none[k]]);
+            } else {
+                cur = mine = rown_keep(&own, roaring_bitmap_andnot(cur, rr->tag[r->none[k]]));
+            }
+        }
+        *count = roaring_bitmap_andnot_cardinality(cur, rr->tag[r->none[r->nnone - 1]]);
+        done = 1;
+    }
+    if (!done) {
+        *count = cur ? roaring_bitmap_get_cardinality(cur) : rr->n;
+    }
+    for (unsigned k = 0; k < own.n; k++) {
+        roaring_bitmap_free(own.b[k]);
     }
     return 0;
 }
@@ -580,6 +673,11 @@ static int peer_roaring(const bench_data_t *d, const uint32_t *sel, uint32_t nse
     }
     free(buf);
     free(fill);
+    rr.card = xcalloc(nb, sizeof *rr.card);
+    for (unsigned t = 0; t < nb; t++) {
+        rr.card[t] = roaring_bitmap_get_cardinality(rr.tag[t]);
+    }
+    rr.n = d->n;
     rr.live = roaring_bitmap_from_range(0, d->n, 1);
     roaring_bitmap_run_optimize(rr.live);
     printf("roaring_build_s %.2f\nroaring_bytes %zu\n", now_s() - t0, bytes);
@@ -589,6 +687,7 @@ static int peer_roaring(const bench_data_t *d, const uint32_t *sel, uint32_t nse
     }
     roaring_bitmap_free(rr.live);
     free(rr.tag);
+    free(rr.card);
     return rc;
 }
 #endif
@@ -598,6 +697,10 @@ static int peer_roaring(const bench_data_t *d, const uint32_t *sel, uint32_t nse
  * ------------------------------------------------------------------------- */
 
 #ifdef HAVE_LIBPQ
+static int row_has(const bench_data_t *d, uint32_t i, unsigned bit) {
+    return (int)((d->rows[(size_t)i * d->words + bit / 64] >> (bit % 64)) & 1u);
+}
+
 typedef struct pgpeer {
     PGconn *c;
 } pgpeer_t;
@@ -618,8 +721,8 @@ static int pg_ok(PGresult *res, ExecStatusType want, char *err, size_t errlen) {
 
 static int pg_exec(PGconn *c, const char *sql, char *err, size_t errlen) {
     PGresult *res = PQexec(c, sql);
-    ExecStatusType want = res && PQresultStatus(res) == PGRES_TUPLES_OK ? PGRES_TUPLES_OK
-                                                                        : PGRES_COMMAND_OK;
+    ExecStatusType want =
+        res && PQresultStatus(res) == PGRES_TUPLES_OK ? PGRES_TUPLES_OK : PGRES_COMMAND_OK;
     return pg_ok(res, want, err, errlen);
 }
 
@@ -734,9 +837,12 @@ static int peer_pg(const char *conninfo, int keep, const bench_data_t *d, const 
         char msg[512];
         snprintf(msg, sizeof msg, "%s", c ? PQerrorMessage(c) : "out of memory");
         for (char *p = msg; *p; p++) {
-            if (*p == '\n') {
+            if (*p == '\n' || *p == '\t') {
                 *p = ' ';
             }
+        }
+        for (size_t l = strlen(msg); l && msg[l - 1] == ' '; l--) {
+            msg[l - 1] = '\0';
         }
         printf("pg_status skipped: cannot connect (%s): %s\n", conninfo, msg);
         PQfinish(c);
@@ -766,8 +872,7 @@ static int peer_pg(const char *conninfo, int keep, const bench_data_t *d, const 
     } else {
         printf("pg_load_s 0 (reused the loaded table)\n");
     }
-    printf("pg_table_bytes %lld\npg_index_bytes %lld\n",
-           pg_value(c, "SELECT pg_table_size('ent')"),
+    printf("pg_table_bytes %lld\npg_index_bytes %lld\n", pg_value(c, "SELECT pg_table_size('ent')"),
            pg_value(c, "SELECT pg_indexes_size('ent')"));
     fflush(stdout);
     pgpeer_t pp = {c};
@@ -845,8 +950,8 @@ static int write_plan(const char *path, const bench_data_t *d) {
 static void usage(void) {
     fprintf(stderr,
             "usage: peers [--data DIR] [--n N] [--policies P] [--seed S] [--today YYYY-MM-DD]\n"
-            "             [--redis HOST:PORT] [--roaring] [--dense] [--pg CONNINFO [--pg-all]\n"
-            "             [--pg-keep]] [--plan FILE]\n"
+            "             [--redis HOST:PORT [--redis-steps]] [--roaring] [--dense]\n"
+            "             [--pg CONNINFO [--pg-all] [--pg-keep]] [--plan FILE]\n"
             "Reads the data set bench/bench wrote (same --data/--n/--policies/--seed/--today)\n"
             "and runs its policies on each peer given, checking every count.\n");
 }
@@ -859,7 +964,7 @@ int main(int argc, char **argv) {
     const char *redis = NULL;
     const char *pg = NULL;
     const char *plan = NULL;
-    int roaring = 0, dense = 0, pg_all = 0, pg_keep = 0;
+    int roaring = 0, dense = 0, pg_all = 0, pg_keep = 0, redis_steps = 0;
     int32_t today = date_from_ymd(2026, 11, 22);
     for (int a = 1; a < argc; a++) {
         if (strcmp(argv[a], "--n") == 0 && a + 1 < argc) {
@@ -882,6 +987,8 @@ int main(int argc, char **argv) {
             pg = argv[++a];
         } else if (strcmp(argv[a], "--plan") == 0 && a + 1 < argc) {
             plan = argv[++a];
+        } else if (strcmp(argv[a], "--redis-steps") == 0) {
+            redis_steps = 1;
         } else if (strcmp(argv[a], "--roaring") == 0) {
             roaring = 1;
         } else if (strcmp(argv[a], "--dense") == 0) {
@@ -897,15 +1004,16 @@ int main(int argc, char **argv) {
     }
     bench_data_t d;
     if (bench_data_load(dir, seed, n, np, today, &d) != 0) {
-        fprintf(stderr, "peers: no data set %s (run build/bench/bench --data %s --n %u "
-                        "--policies %u first)\n",
+        fprintf(stderr,
+                "peers: no data set %s (run build/bench/bench --data %s --n %u "
+                "--policies %u first)\n",
                 bench_data_path(dir, seed, n, np), dir, n, np);
         return 1;
     }
     for (uint32_t p = 0; p < np; p++) {
         const rule_t *r = &d.rules[p];
         for (uint16_t k = 0; k < r->nall + r->nany + r->nnone; k++) {
-            uint16_t b = k < r->nall ? r->all[k]
+            uint16_t b = k < r->nall             ? r->all[k]
                          : k < r->nall + r->nany ? r->any[k - r->nall]
                                                  : r->none[k - r->nall - r->nany];
             if (b >= tag_bits(&d)) {
@@ -928,7 +1036,7 @@ int main(int argc, char **argv) {
         rc |= peer_dense(&d, all, np);
     }
     if (redis) {
-        rc |= peer_redis(redis, &d, all, np);
+        rc |= peer_redis(redis, redis_steps, &d, all, np);
     }
     if (roaring) {
 #ifdef HAVE_ROARING

@@ -49,6 +49,10 @@ struct store_link {
 
 static void link_connect(store_link_t *l);
 
+static void link_on_retry(uv_timer_t *t) {
+    link_connect(t->data);
+}
+
 static void link_cmd_unlink(link_cmd_t *c) {
     c->prev->next = c->next;
     c->next->prev = c->prev;
@@ -79,7 +83,7 @@ static void link_schedule_retry(store_link_t *l) {
     unsigned jitter = base / 2 ? (unsigned)(l->rng % (base / 2)) : 0;
     unsigned delay = base - base / 4 + jitter;
     l->backoff = base * 2 > LINK_BACKOFF_MAX ? LINK_BACKOFF_MAX : base * 2;
-    uv_timer_start(&l->retry, (uv_timer_cb)link_connect, delay, 0);
+    uv_timer_start(&l->retry, link_on_retry, delay, 0);
 }
 
 /* Drops the current context from a timer (never from a hiredis callback): every

@@ -370,22 +370,40 @@ class Env:
     # ---- Redis ----
 
     def start_redis(self):
-        log = open(os.path.join(self.dir, "redis.log"), "ab")
-        cmd = ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
-               "--dir", self.dir, "--save", "", "--appendonly", "yes",
-               "--appendfsync", "everysec", "--daemonize", "no"]
-        self.redis_proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                           stdin=subprocess.DEVNULL)
-        log.close()
-        proc = self.redis_proc
+        """Starts redis-server (AOF on, fsync every second) on self.redis_port. The
+        first start may move to another free port if someone took this one."""
+        first = not getattr(self, "redis_started", False) and self.starts == 0
+        for attempt in range(3):
+            log_path = os.path.join(self.dir, "redis.log")
+            log = open(log_path, "ab")
+            cmd = ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
+                   "--dir", self.dir, "--save", "", "--appendonly", "yes",
+                   "--appendfsync", "everysec", "--daemonize", "no"]
+            self.redis_proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                               stdin=subprocess.DEVNULL)
+            log.close()
+            proc = self.redis_proc
 
-        def ready():
-            if proc.poll() is not None:
-                raise TestFailure("redis-server exited with %s (see %s/redis.log)" %
-                                  (proc.returncode, self.dir))
-            return resp_command(self.redis_port, "PING", timeout=0.5) == "PONG"
+            def ready():
+                if proc.poll() is not None:
+                    raise TestFailure("redis-server exited with %s (see redis.log)" %
+                                      proc.returncode)
+                return resp_command(self.redis_port, "PING", timeout=0.5) == "PONG"
 
-        wait_until(ready, 10, "redis-server to answer PING")
+            try:
+                wait_until(ready, 10, "redis-server to answer PING")
+                self.redis_started = True
+                return
+            except TestFailure:
+                with open(log_path, "rb") as f:
+                    in_use = b"Address already in use" in f.read()
+                self.redis_proc = None
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=10)
+                if not (first and in_use and attempt < 2):
+                    raise
+                self.redis_port = free_port()
 
     def redis(self, *args):
         return resp_command(self.redis_port, *args)
@@ -446,7 +464,18 @@ class Env:
         self.client = Client("127.0.0.1", self.huiqid_port, timeout=30 * self.opts.slow,
                              keepalive=self.opts.keepalive)
         if wait_ready:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except TestFailure:
+                # Someone else took the port between free_port() and our bind: retry
+                # once on another one.
+                if (port is None and self.huiqid_proc.poll() is not None and
+                        "cannot listen" in self.huiqid_stderr() and
+                        not getattr(self, "_port_retry", False)):
+                    self._port_retry = True
+                    self.huiqid_proc = None
+                    return self.start_huiqid(extra_args, wait_ready, None)
+                raise
         return self.huiqid_proc
 
     def wait_ready(self, timeout=15):
@@ -519,9 +548,11 @@ class Env:
             p.kill()
             p.wait(timeout=10)
             rc = None
-            found.append("huiqid did not exit within %.0fs of SIGTERM" % (10 * self.opts.slow))
+            found.append("huiqid did not exit within %.0fs of %s" % (
+                10 * self.opts.slow, signal.Signals(sig).name))
         if rc is not None and expect_code is not None and rc != expect_code:
-            found.append("huiqid exited with %s after SIGTERM (expected %s)" % (rc, expect_code))
+            found.append("huiqid exited with %s after %s (expected %s)" % (
+                rc, signal.Signals(sig).name, expect_code))
         rep = self.sanitizer_report()
         if rep:
             found.append("sanitizer report in huiqid stderr:\n" + rep)
@@ -550,7 +581,8 @@ class Env:
 
     def log_tail(self, lines=40):
         out = []
-        for path in self.log_paths:
+        for path in self.log_paths + [os.path.join(self.dir, "redis.log")]:
+            n = lines if "huiqid" in os.path.basename(path) else min(lines, 8)
             try:
                 with open(path, "rb") as f:
                     text = f.read().decode("utf-8", "replace")
@@ -558,7 +590,7 @@ class Env:
                 continue
             if not text.strip():
                 continue
-            tail = text.splitlines()[-lines:]
+            tail = text.splitlines()[-n:]
             out.append("--- %s (last %d lines) ---\n%s" % (os.path.basename(path), len(tail),
                                                           "\n".join(tail)))
         return "\n".join(out)
@@ -568,9 +600,6 @@ class Env:
     @property
     def c(self):
         return self.client
-
-    def url(self):
-        return "http://127.0.0.1:%d" % self.huiqid_port
 
 
 def probe_keepalive(port, timeout=2.0):

@@ -248,10 +248,17 @@ def test_enterprise_crud(o):
             check(t not in t2, "replaced tags still hold %s", t)
         eq(get_ok(c, "/v1/enterprises/" + u).header("etag"), '"2"', "ETag after PUT")
 
+        # Sending the same content again changes nothing: no new version, same
+        # updated_at (docs/api.md).
         r = c.request("PATCH", "/v1/enterprises/" + u, body=json.dumps({"name": rep["name"]}),
                       content_type="application/json; charset=utf-8")
         eq(r.status, 200, "PATCH with a charset parameter (%r)" % r)
-        eq(r.json["version"], 3, "version after a no-op PATCH")
+        eq((r.json["version"], r.json["updated_at"]), (2, d2["updated_at"]),
+           "version and updated_at after a PATCH that changes nothing")
+        r = c.put("/v1/enterprises/" + u, rep)
+        eq(r.status, 200, "identical PUT (%r)" % r)
+        eq(r.json, d2, "an identical PUT answers the unchanged document")
+        eq(get_ok(c, "/v1/enterprises/" + u).json, d2, "GET after an identical PUT")
         # PUT creates when absent (lower-case code in the URL).
         u2 = make_uscc("320282", rng=rng)
         r = c.put("/v1/enterprises/" + u2.lower(), {"name": "宜兴陶瓷厂"})
@@ -271,7 +278,7 @@ def test_enterprise_crud(o):
                     content_type="application/merge-patch+json")
         eq(r.status, 200, "PATCH merge-patch+json status (%r)" % r)
         p = r.json
-        eq(p["version"], 5, "version after PATCH")
+        eq(p["version"], 4, "version after PATCH")
         eq(p["name"], "改名", "patched name")
         check("region" not in p, "region should be removed by null")
         eq(p["contact"], {"person": "李四"}, "nested merge patch of contact")

@@ -130,6 +130,20 @@ def test_pipelining(o):
         eq(json.loads(resps[1][2])["vocab"], "policy", "second body")
         eq(json.loads(resps[2][2]), {"status": "ready"}, "third body")
         eq(closed, "eof", "closed after Connection: close")
+        # A request hidden in a body is body, not a request.
+        inner = b"GET /v1/tags?vocab=policy HTTP/1.1\r\n" + H + b"\r\n"
+        buf, closed = raw_exchange(port, b"GET /healthz HTTP/1.1\r\n" + H +
+                                   b"Content-Length: %d\r\n\r\n" % len(inner) + inner +
+                                   b"GET /readyz HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n",
+                                   timeout=5 * o.slow)
+        eq([(r[0], r[2]) for r in parse_responses(buf)],
+           [(200, b'{"status":"ok"}'), (200, b'{"status":"ready"}')],
+           "a request inside a GET body must not be answered")
+        # Nothing is answered after a request that said Connection: close.
+        buf, closed = raw_exchange(port, b"GET /healthz HTTP/1.1\r\n" + H +
+                                   b"Connection: close\r\n\r\n" + inner, timeout=5 * o.slow)
+        eq(len(parse_responses(buf)), 1, "responses after Connection: close")
+        eq(closed, "eof", "closed after Connection: close")
         # Writes and reads that go through Redis keep their order too.
         u = make_uscc("320214", rng=rng)
         body = json.dumps({"uscc": u, "name": "流水线", "tags": ["zone.wnd"]}).encode()

@@ -221,7 +221,6 @@ def test_audience_preview_errors(o):
                                        "name": "x"})
         cases = [
             ("missing rule", {}, 400, "missing_field", "rule", None),
-            ("unknown field", {"rule": {}, "limit": 5}, 400, "unknown_field", "limit", None),
             ("unknown tag", {"rule": {"all": ["ind.c", "nope"]}}, 400, "unknown_tag",
              "rule.all[1]", "nope"),
             ("policy tag", {"rule": {"none": ["fin.reward"]}}, 400, "unknown_tag",
@@ -235,6 +234,16 @@ def test_audience_preview_errors(o):
         for what, body, status, code, field, msg in cases:
             expect_error(c.post("/v1/audience", body), status, code, field, msg,
                          what="preview " + what)
+        # The unknown field must be named exactly, whatever its length and position
+        # (its name is quoted from the request body).
+        for key in ("k", "kk", "kkkk", "x1", "limit", "extra_field_name"):
+            for raw in ('{"rule":{},"%s":1}' % key, '{"%s":1,"rule":{}}' % key):
+                r = c.request("POST", "/v1/audience", body=raw, content_type="application/json")
+                err = expect_error(r, 400, "unknown_field", what="preview with %s" % raw)
+                if err["field"] != key or "'%s'" % key not in err["message"]:
+                    raise TestFailure("preview with %s: error field %r, message %r; expected "
+                                      "field %r (the name is read after the body was freed?)"
+                                      % (raw, err["field"], err["message"], key))
         expect_error(c.request("POST", "/v1/audience", body="{", content_type="application/json"),
                      400, "invalid_json", what="preview malformed JSON")
         expect_error(c.request("POST", "/v1/audience", body='{"rule":{}}',
@@ -275,3 +284,22 @@ def test_package_many_policies(o):
         lst = get_ok(c, "/v1/policies?status=published&limit=500").json
         eq(len(lst["items"]), 500, "first page of 500")
         check(lst["next"] is not None, "a second page exists")
+
+
+def test_today_follows_utc_offset(o):
+    """'today' is the date in the configured zone (default UTC+8)."""
+    rng = random.Random(34)
+    for offset in ("-12:00", "+14:00", None):
+        args = ["--utc-offset", offset] if offset else []
+        with Env(o, huiqid_args=args) as env:
+            c = env.c
+            u = make_uscc("320214", rng=rng)
+            post_ok(c, "/v1/enterprises", {"uscc": u, "name": "时区"})
+            sign = -1 if offset and offset[0] == "-" else 1
+            hours = int(offset[1:3]) if offset else 8
+            tz = datetime.timezone(sign * datetime.timedelta(hours=hours))
+            before = datetime.datetime.now(tz).date()
+            got = get_ok(c, "/v1/enterprises/%s/policies" % u).json["date"]
+            after = datetime.datetime.now(tz).date()
+            check(got in (iso(before), iso(after)), "package date %s with --utc-offset %s; "
+                  "expected %s", got, offset or "(default +08:00)", before)

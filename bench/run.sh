@@ -1,0 +1,709 @@
+#!/bin/bash
+# `make bench`: huiqi against its peers on one synthetic city, written up in
+# docs/benchmarks.md. Steps: install what is missing and build; the in-process
+# bench (build/bench/bench); the peers on the same data (plain dense bitsets,
+# Redis bitmaps, CRoaring, PostgreSQL) with every count checked; then over HTTP:
+# import the city into a fresh Redis + huiqid, cold start, memory, audience
+# counts checked against the truth, and wrk against huiqid and against nginx
+# serving files of the same bytes. Everything it starts (Redis, PostgreSQL,
+# huiqid, nginx) listens on loopback only, on free ports, with data in a temp
+# dir, and is stopped on exit, failure or Ctrl-C. Every wait is bounded.
+#
+# Settings (environment):
+#   BENCH_N=1110000 BENCH_POLICIES=2000   the city (BENCH_N=11100000 for 10x)
+#   BENCH_DURATION=20s BENCH_CONNS=64 BENCH_THREADS=2   wrk settings
+#   BENCH_PG=1 (0: no PostgreSQL)  BENCH_PG_ALL=0 (1: all policies, not every 10th)
+#   BENCH_HTTP=1 (0: no HTTP part) BENCH_REPORT=docs/benchmarks.md
+# Raw "key value" lines of the run: var/bench/last-run.txt.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+BUILD=${BUILD:-build}
+MAKE=${MAKE:-make}
+N=${BENCH_N:-1110000}
+NP=${BENCH_POLICIES:-2000}
+DUR=${BENCH_DURATION:-20s}
+CONNS=${BENCH_CONNS:-64}
+THREADS=${BENCH_THREADS:-2}
+USE_PG=${BENCH_PG:-1}
+PG_ALL=${BENCH_PG_ALL:-0}
+USE_HTTP=${BENCH_HTTP:-1}
+PGBIN=/usr/lib/postgresql/15/bin
+TODAY=2026-11-22 # bench's generation date: profiles depend on it, so huiqid gets it too
+VAR=$ROOT/var/bench
+if [ -z "${BENCH_REPORT:-}" ]; then
+    if [ "$N" = 1110000 ] && [ "$NP" = 2000 ]; then
+        BENCH_REPORT=docs/benchmarks.md
+    else
+        BENCH_REPORT=docs/benchmarks-n$N-p$NP.md
+    fi
+fi
+REPORT=$BENCH_REPORT
+RAW=$VAR/last-run.txt
+if [ -z "${BENCH_CMD:-}" ]; then
+    BENCH_CMD="make bench"
+    for v in BENCH_N BENCH_POLICIES BENCH_DURATION BENCH_CONNS BENCH_THREADS BENCH_PG \
+        BENCH_PG_ALL BENCH_HTTP; do
+        if [ -n "${!v:-}" ]; then BENCH_CMD="$v=${!v} $BENCH_CMD"; fi
+    done
+fi
+
+say() { echo "bench: $*" >&2; }
+die() {
+    echo "bench: FAILED: $*" >&2
+    exit 1
+}
+kv() { echo "$1 $2" | tee -a "$RAW"; }
+# Elapsed seconds since a $EPOCHREALTIME value.
+since() { python3 -c 'import sys,time; print("%.3f" % (time.time() - float(sys.argv[1])))' "$1"; }
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+# wait_until SECONDS PID WHAT CMD...: polls CMD every 50 ms until it succeeds; fails
+# when PID (if not "-") exits or SECONDS pass.
+wait_until() {
+    local limit=$1 pid=$2 what=$3
+    shift 3
+    local end=$((SECONDS + limit))
+    until "$@" >/dev/null 2>&1; do
+        if [ "$pid" != - ] && ! kill -0 "$pid" 2>/dev/null; then
+            say "$what exited while starting"
+            return 1
+        fi
+        if [ $SECONDS -ge $end ]; then
+            say "$what not ready after $limit s"
+            return 1
+        fi
+        sleep 0.05
+    done
+}
+# stop_pid PID SECONDS: TERM, wait (bounded), then KILL.
+stop_pid() {
+    local pid=$1 limit=${2:-30}
+    kill -TERM "$pid" 2>/dev/null || return 0
+    local end=$((SECONDS + limit))
+    while kill -0 "$pid" 2>/dev/null; do
+        if [ $SECONDS -ge $end ]; then
+            say "pid $pid did not stop in $limit s; killing it"
+            kill -KILL "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.05
+    done
+    wait "$pid" 2>/dev/null || true
+}
+
+# --- everything started here is stopped by cleanup --------------------------
+TMP=""
+PGTMP=""
+PIDS=()         # servers started in the background, stopped in reverse order
+PG_DATA=""      # a running PostgreSQL cluster
+PG_RUNAS=()
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local i
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        stop_pid "${PIDS[$i]}" 30
+    done
+    if [ -n "$PG_DATA" ]; then
+        "${PG_RUNAS[@]}" "$PGBIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null 2>&1 || true
+    fi
+    [ -n "$TMP" ] && rm -rf "$TMP"
+    [ -n "$PGTMP" ] && rm -rf "$PGTMP"
+    if [ $rc -ne 0 ]; then
+        say "stopped everything it started; exit status $rc"
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+# Forget a PID stopped on purpose.
+forget_pid() {
+    local keep=() p
+    for p in "${PIDS[@]}"; do [ "$p" != "$1" ] && keep+=("$p"); done
+    PIDS=("${keep[@]+"${keep[@]}"}")
+}
+
+# start_redis DIR PORT [ARGS...]: a private redis-server in the background.
+REDIS_PID=""
+start_redis() {
+    local dir=$1 port=$2
+    shift 2
+    mkdir -p "$dir"
+    redis-server "$@" --port "$port" --bind 127.0.0.1 --dir "$dir" --daemonize no \
+        --logfile "$dir/redis.log" &
+    REDIS_PID=$!
+    PIDS+=("$REDIS_PID")
+    wait_until 30 "$REDIS_PID" "redis-server on port $port" \
+        sh -c "redis-cli -p $port ping | grep -q PONG" || die "see $dir/redis.log"
+    # A larger data set takes a while to load from disk: wait for loading:0.
+    wait_until 600 "$REDIS_PID" "redis-server loading" \
+        sh -c "redis-cli -p $port info persistence | grep -q '^loading:0'" || die "see $dir/redis.log"
+}
+
+mkdir -p "$VAR"
+: >"$RAW"
+
+# --- 1. dependencies and build ------------------------------------------------
+say "installing what is missing (deploy/install-deps.sh --bench)"
+./deploy/install-deps.sh --bench
+say "building"
+$MAKE -j"$(nproc)" BUILD="$BUILD" "$BUILD/huiqid" "$BUILD/bench/bench" "$BUILD/bench/peers" >/dev/null
+
+TMP=$(mktemp -d "$VAR/run.XXXXXX")
+chmod 755 "$TMP" # nginx workers and the postgres user read below it
+
+kv run_started "$(date -u '+%Y-%m-%dT%H:%M:%SZ')"
+kv run_command "$BENCH_CMD"
+kv machine_nproc "$(nproc)"
+kv machine_cpu "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
+kv machine_kernel "$(uname -sr)"
+kv machine_os "$(. /etc/os-release && echo "$PRETTY_NAME")"
+kv machine_mem_kb "$(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo)"
+kv machine_loadavg_at_start "$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- 2. the in-process bench -------------------------------------------------
+NDJSON=$VAR/enterprises-$N.ndjson
+PJSON=$VAR/policies-$N-$NP.json
+PLAN=$VAR/plan-$N-$NP.txt
+BENCH_ARGS=(--data "$VAR" --n "$N" --policies "$NP" --today "$TODAY")
+say "generating the city: $N enterprises, $NP policies (and the NDJSON for the import)"
+"$BUILD/bench/bench" "${BENCH_ARGS[@]}" --only-data --ndjson "$NDJSON" --policies-json "$PJSON" \
+    >"$TMP/gen.txt" || die "bench could not generate the data set"
+sync
+say "in-process bench (huiqi's matcher)"
+"$BUILD/bench/bench" "${BENCH_ARGS[@]}" | tee -a "$RAW" || die "bench failed (a count mismatch fails it)"
+
+# --- 3. the peers ------------------------------------------------------------
+say "peers: plain dense bitsets, and the HTTP plan (typical package and audience)"
+"$BUILD/bench/peers" "${BENCH_ARGS[@]}" --dense --plan "$PLAN" | tee -a "$RAW" ||
+    die "peers (dense) failed: a count that differs from the truth fails the bench"
+
+PEER_ARGS=(--roaring)
+if command -v redis-server >/dev/null; then
+    RP=$(free_port)
+    say "peers: Redis bitmaps on a private redis-server (127.0.0.1:$RP, no persistence), CRoaring"
+    start_redis "$TMP/redis-peer" "$RP" --appendonly no --save ''
+    PEER_ARGS+=(--redis "127.0.0.1:$RP" --redis-steps)
+else
+    kv redis_status "skipped: redis-server is not installed"
+fi
+"$BUILD/bench/peers" "${BENCH_ARGS[@]}" "${PEER_ARGS[@]}" | tee -a "$RAW" ||
+    die "peers (Redis, CRoaring) failed: a count that differs from the truth fails the bench"
+if [ -n "$REDIS_PID" ]; then
+    redis-cli -p "$RP" shutdown nosave >/dev/null 2>&1 || true
+    stop_pid "$REDIS_PID" 30
+    forget_pid "$REDIS_PID"
+    REDIS_PID=""
+fi
+
+if [ "$USE_PG" != 1 ]; then
+    kv pg_status "skipped: BENCH_PG=$USE_PG"
+elif [ ! -x "$PGBIN/initdb" ] || [ ! -x "$PGBIN/pg_ctl" ]; then
+    kv pg_status "skipped: PostgreSQL 15 server binaries not found in $PGBIN"
+elif [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+    kv pg_status "skipped: running as root and there is no postgres user to run the server"
+else
+    # PostgreSQL refuses to run as root: run it as postgres (Debian's package user).
+    PG_RUNAS=()
+    if [ "$(id -u)" = 0 ]; then PG_RUNAS=(runuser -u postgres --); fi
+    PGTMP=$(mktemp -d /tmp/huiqi-bench-pg.XXXXXX) # the socket path must stay short
+    mkdir -p "$TMP/pg"
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$PGTMP" "$TMP/pg"; fi
+    PGPORT=$(free_port)
+    say "peers: PostgreSQL 15 (private cluster, socket only, port $PGPORT)"
+    "${PG_RUNAS[@]}" "$PGBIN/initdb" -D "$TMP/pg/data" -A trust -U postgres -E UTF8 --no-locale \
+        >"$TMP/pg-initdb.log" 2>&1 || die "initdb failed; see $TMP/pg-initdb.log"
+    # No TCP (listen_addresses ''), a unix socket in PGTMP. Durability is not what is
+    # measured: fsync off for the load. Memory settings large enough that the
+    # table, the index and the bitmaps of a query stay in memory.
+    PG_DATA=$TMP/pg/data
+    "${PG_RUNAS[@]}" "$PGBIN/pg_ctl" -D "$PG_DATA" -l "$TMP/pg/server.log" -w -t 120 \
+        -o "-p $PGPORT -k $PGTMP -c listen_addresses='' -c shared_buffers=1GB -c work_mem=64MB \
+            -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_wal_size=8GB" \
+        start >/dev/null || die "PostgreSQL did not start; see $TMP/pg/server.log"
+    PGARGS=(--pg "host=$PGTMP port=$PGPORT user=postgres dbname=postgres")
+    if [ "$PG_ALL" = 1 ]; then PGARGS+=(--pg-all); fi
+    timeout 7200 "$BUILD/bench/peers" "${BENCH_ARGS[@]}" "${PGARGS[@]}" | tee -a "$RAW" ||
+        die "peers (PostgreSQL) failed: a count that differs from the truth fails the bench"
+    "${PG_RUNAS[@]}" "$PGBIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null || true
+    PG_DATA=""
+fi
+
+# --- 4. HTTP: import, cold start, memory, checks, wrk against nginx ----------
+if [ "$USE_HTTP" != 1 ]; then
+    kv http_status "skipped: BENCH_HTTP=$USE_HTTP"
+else
+    RP=$(free_port)
+    HPORT=$(free_port)
+    URL=http://127.0.0.1:$HPORT
+    say "HTTP: redis-server with deploy/redis.conf (AOF, everysec) on 127.0.0.1:$RP, huiqid on $URL"
+    start_redis "$TMP/redis-huiqi" "$RP" "$ROOT/deploy/redis.conf"
+    HUIQID_ARGS=(--listen "127.0.0.1:$HPORT" --redis "127.0.0.1:$RP" --access-log off
+        --log-level warn --today "$TODAY")
+    "$BUILD/huiqid" "${HUIQID_ARGS[@]}" 2>>"$TMP/huiqid.log" &
+    HPID=$!
+    PIDS+=("$HPID")
+    wait_until 60 "$HPID" huiqid curl -sf "$URL/readyz" || die "huiqid; see $TMP/huiqid.log"
+
+    say "HTTP: importing $N enterprises (POST /v1/enterprises:import, NDJSON streamed)"
+    T0=$EPOCHREALTIME
+    curl -sS --fail-with-body --max-time 3600 -X POST -H 'Content-Type: application/x-ndjson' \
+        -H 'Expect:' -T "$NDJSON" "$URL/v1/enterprises:import" -o "$TMP/import.json" ||
+        die "the import failed: $(head -c 500 "$TMP/import.json" 2>/dev/null)"
+    IMPORT_S=$(since "$T0")
+    python3 - "$TMP/import.json" "$N" <<'EOF' || die "the import did not take every line"
+import json, sys
+r = json.load(open(sys.argv[1]))
+n = int(sys.argv[2])
+if r.get("lines") != n or r.get("accepted") != n or r.get("rejected"):
+    print("bench: import answered", {k: r.get(k) for k in ("lines", "accepted", "rejected")},
+          "errors:", json.dumps(r.get("errors", [])[:5], ensure_ascii=False), file=sys.stderr)
+    sys.exit(1)
+EOF
+    kv import_lines "$N"
+    kv import_s "$IMPORT_S"
+    kv import_lines_per_s "$(python3 -c "print(round($N / $IMPORT_S))")"
+
+    say "HTTP: creating and publishing $NP policies"
+    T0=$EPOCHREALTIME
+    python3 - "$URL" "$PJSON" "$TMP/policy-ids.txt" <<'EOF' || die "loading the policies failed"
+import http.client, json, sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+def call(method, path, body=None):
+    h = {"Content-Type": "application/json"} if body is not None else {}
+    c.request(method, path, body=body, headers=h)
+    r = c.getresponse()
+    data = r.read()
+    return r.status, data
+ids = []
+for k, p in enumerate(json.load(open(sys.argv[2]))):
+    st, data = call("POST", "/v1/policies", json.dumps(p, ensure_ascii=False).encode())
+    if st != 201:
+        sys.exit("bench: POST /v1/policies #%d answered %d: %s" % (k + 1, st, data[:300]))
+    pid = json.loads(data)["id"]
+    st, data = call("POST", "/v1/policies/%d/publish" % pid)
+    if st != 200:
+        sys.exit("bench: publish %d answered %d: %s" % (pid, st, data[:300]))
+    ids.append(pid)
+with open(sys.argv[3], "w") as f:
+    for k, pid in enumerate(ids):
+        f.write("%d %d\n" % (k + 1, pid))
+EOF
+    kv policies_load_s "$(since "$T0")"
+
+    say "HTTP: restarting huiqid: cold start from Redis to the first 200 of /readyz"
+    stop_pid "$HPID" 60
+    forget_pid "$HPID"
+    T0=$EPOCHREALTIME
+    "$BUILD/huiqid" "${HUIQID_ARGS[@]}" 2>>"$TMP/huiqid.log" &
+    HPID=$!
+    PIDS+=("$HPID")
+    # A tiny poller (socket only, 2 ms between tries) that prints when /readyz
+    # first answered 200, or fails after 300 s or when huiqid exits.
+    T200=$(python3 -S - "$HPORT" "$HPID" <<'EOF'
+import os, socket, sys, time
+port, pid = int(sys.argv[1]), int(sys.argv[2])
+end = time.time() + 300
+while time.time() < end:
+    try:
+        s = socket.create_connection(("127.0.0.1", port), timeout=5)
+        s.sendall(b"GET /readyz HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n")
+        line = s.recv(64)
+        s.close()
+        if line.startswith(b"HTTP/1.1 200"):
+            print("%.6f" % time.time())
+            sys.exit(0)
+    except OSError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        sys.exit("huiqid exited")
+    time.sleep(0.002)
+sys.exit("not ready after 300 s")
+EOF
+    ) || die "huiqid did not become ready; see $TMP/huiqid.log"
+    kv cold_start_s "$(python3 -c "print('%.3f' % ($T200 - $T0))")"
+    kv huiqid_rss_kb "$(sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$HPID/status")"
+    kv huiqid_hwm_kb "$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$HPID/status")"
+    kv huiqi_redis_used_memory "$(redis-cli -p "$RP" info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p')"
+    kv huiqi_redis_keys "$(redis-cli -p "$RP" dbsize)"
+
+    say "HTTP: checking audiences over HTTP against the truth, and the typical package"
+    PKG_USCC=$(sed -n 's/^package_uscc //p' "$PLAN")
+    AUD_POLICY=$(sed -n 's/^audience_policy //p' "$PLAN")
+    AUD_ID=$(awk -v p="$AUD_POLICY" '$1 == p {print $2}' "$TMP/policy-ids.txt")
+    python3 - "$URL" "$PLAN" "$TMP/policy-ids.txt" <<'EOF' | tee -a "$RAW" || die "HTTP answers differ from the truth"
+import http.client, json, sys, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+truth, plan = {}, {}
+for line in open(sys.argv[2]):
+    f = line.split()
+    if f[0] == "truth":
+        truth[int(f[1])] = int(f[2])
+    else:
+        plan[f[0]] = f[1]
+ids = dict(tuple(map(int, l.split())) for l in open(sys.argv[3]))
+np = len(truth)
+step = max(1, np // 200)
+sample = sorted(set(list(range(1, np + 1, step)) + [int(plan["audience_policy"])]))
+bad = 0
+for p in sample:
+    c.request("GET", "/v1/policies/%d/audience" % ids[p])
+    r = c.getresponse()
+    body = json.loads(r.read())
+    if r.status != 200:
+        sys.exit("bench: audience of policy %d answered %d: %s" % (p, r.status, body))
+    got = body["count"]
+    regions = sum(body.get("by_region", {}).values())
+    if got != truth[p] or regions != got:
+        bad += 1
+        print("MISMATCH policy %d (id %d): HTTP count %d (by_region sums to %d), truth %d"
+              % (p, ids[p], got, regions, truth[p]), file=sys.stderr)
+c.request("GET", "/v1/enterprises/%s/policies" % plan["package_uscc"])
+r = c.getresponse()
+body = json.loads(r.read())
+if r.status != 200 or body.get("count") != int(plan["package_size"]):
+    bad += 1
+    print("MISMATCH package of %s: HTTP %d count %s, expected %s"
+          % (plan["package_uscc"], r.status, body.get("count"), plan["package_size"]),
+          file=sys.stderr)
+print("http_check_policies %d" % len(sample))
+print("http_check_mismatches %d" % bad)
+sys.exit(1 if bad else 0)
+EOF
+
+    # The bodies nginx serves: the very bytes huiqid answers.
+    NGX=$TMP/nginx
+    mkdir -p "$NGX/www" "$NGX/tmp"
+    curl -sS --fail --max-time 30 -o "$NGX/www/package.json" "$URL/v1/enterprises/$PKG_USCC/policies"
+    curl -sS --fail --max-time 30 -o "$NGX/www/audience.json" "$URL/v1/policies/$AUD_ID/audience"
+    chmod -R a+rX "$NGX"
+    kv http_package_uscc "$PKG_USCC"
+    kv http_package_policies "$(sed -n 's/^package_size //p' "$PLAN")"
+    kv http_package_bytes "$(stat -c %s "$NGX/www/package.json")"
+    kv http_audience_policy "$AUD_ID"
+    kv http_audience_count "$(sed -n 's/^audience_count //p' "$PLAN")"
+    kv http_audience_bytes "$(stat -c %s "$NGX/www/audience.json")"
+
+    NGINX_URL=""
+    if command -v nginx >/dev/null; then
+        NPORT=$(free_port)
+        cat >"$NGX/nginx.conf" <<EOF
+worker_processes auto;
+daemon off;
+pid $NGX/nginx.pid;
+error_log $NGX/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    default_type application/json;
+    sendfile on;
+    keepalive_requests 1000000;  # huiqid never closes a keep-alive connection either
+    client_body_temp_path $NGX/tmp/body;
+    proxy_temp_path $NGX/tmp/proxy;
+    fastcgi_temp_path $NGX/tmp/fastcgi;
+    uwsgi_temp_path $NGX/tmp/uwsgi;
+    scgi_temp_path $NGX/tmp/scgi;
+    server {
+        listen 127.0.0.1:$NPORT;
+        root $NGX/www;
+    }
+}
+EOF
+        nginx -p "$NGX" -c "$NGX/nginx.conf" -e "$NGX/error.log" &
+        NGPID=$!
+        PIDS+=("$NGPID")
+        NGINX_URL=http://127.0.0.1:$NPORT
+        wait_until 30 "$NGPID" nginx curl -sf "$NGINX_URL/package.json" || die "nginx; see $NGX/error.log"
+        kv nginx_version "$(nginx -v 2>&1 | sed 's/.*nginx\///')"
+    else
+        kv nginx_status "skipped: nginx is not installed"
+    fi
+
+    # wrk_run NAME URL: a 2 s warm-up, then the measured run; its figures as lines.
+    wrk_run() {
+        local name=$1 url=$2
+        timeout 120 wrk -t"$THREADS" -c"$CONNS" -d2s "$url" >/dev/null 2>&1 || true
+        say "wrk -t$THREADS -c$CONNS -d$DUR --latency $url"
+        timeout 3600 wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency "$url" >"$TMP/wrk-$name.txt" 2>&1 ||
+            die "wrk failed: $(cat "$TMP/wrk-$name.txt")"
+        python3 - "$name" "$TMP/wrk-$name.txt" <<'EOF' | tee -a "$RAW"
+import re, sys
+name, text = sys.argv[1], open(sys.argv[2]).read()
+unit = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}
+def ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s|m)$", v)
+    return float(m.group(1)) * unit[m.group(2)]
+rps = re.search(r"Requests/sec:\s+([\d.]+)", text).group(1)
+p50 = re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1)
+p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1)
+reqs = re.search(r"(\d+) requests in", text).group(1)
+non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+sock = re.search(r"Socket errors:\s+(.*)", text)
+print("%s_rps %s" % (name, rps))
+print("%s_p50_ms %.3f" % (name, ms(p50)))
+print("%s_p99_ms %.3f" % (name, ms(p99)))
+print("%s_requests %s" % (name, reqs))
+print("%s_non2xx %s" % (name, non2xx.group(1) if non2xx else 0))
+print("%s_socket_errors %s" % (name, sock.group(1).replace(" ", "") if sock else "none"))
+EOF
+    }
+    if command -v wrk >/dev/null; then
+        kv wrk_settings "-t$THREADS -c$CONNS -d$DUR --latency (wrk and the server share the $(nproc) cores)"
+        wrk_run http_huiqi_package "$URL/v1/enterprises/$PKG_USCC/policies"
+        [ -n "$NGINX_URL" ] && wrk_run http_nginx_package "$NGINX_URL/package.json"
+        wrk_run http_huiqi_audience "$URL/v1/policies/$AUD_ID/audience"
+        [ -n "$NGINX_URL" ] && wrk_run http_nginx_audience "$NGINX_URL/audience.json"
+        kv huiqid_rss_after_wrk_kb "$(sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$HPID/status")"
+    else
+        kv wrk_status "skipped: wrk is not installed"
+    fi
+    kill -0 "$HPID" 2>/dev/null || die "huiqid died during the run; see $TMP/huiqid.log"
+    if [ -s "$TMP/huiqid.log" ]; then
+        say "huiqid logged (warn and above):"
+        head -20 "$TMP/huiqid.log" >&2
+        kv huiqid_log_lines "$(wc -l <"$TMP/huiqid.log")"
+    fi
+fi
+kv run_finished "$(date -u '+%Y-%m-%dT%H:%M:%SZ')"
+kv machine_loadavg_at_end "$(cut -d' ' -f1-3 /proc/loadavg)"
+
+# --- 6. the write-up -----------------------------------------------------------
+mkdir -p "$(dirname "$REPORT")"
+python3 - "$RAW" "$REPORT" <<'EOF'
+import sys
+raw, out = sys.argv[1], sys.argv[2]
+kv = {}
+for line in open(raw):
+    line = line.rstrip("\n")
+    if " " in line:
+        k, v = line.split(" ", 1)
+        kv[k] = v
+
+def num(k):
+    v = (kv.get(k) or "").split()
+    try:
+        return float(v[0]) if v else None
+    except ValueError:
+        return None
+
+def us(k):
+    v = num(k)
+    return None if v is None else v / 1e3
+
+def f(v, fmt="%.1f"):
+    return "—" if v is None else fmt % v
+
+def status(peer):
+    s = kv.get(peer + "_status")
+    return s if s and s != "ok" else None
+
+def verdict(ok):
+    return "—" if ok is None else ("pass" if ok else "**miss**")
+
+n = int(num("data_enterprises") or 0)
+np_ = int(num("data_policies") or 0)
+full = n == 1110000 and np_ == 2000
+rows = []  # (area, measure, result, target, verdict)
+def row(area, measure, result, target="—", ok=None):
+    rows.append((area, measure, result, target, verdict(ok)))
+
+cm = us("count_median_ns")
+row("huiqi in process", "one audience count, median (p99)",
+    "%s µs (%s µs)" % (f(cm, "%.2f"), f(us("count_p99_ns"), "%.2f")), "≤ 15 µs",
+    None if cm is None else cm <= 15)
+a2 = num("count_all_2threads_ms")
+row("huiqi in process", "all %d audiences, 2 threads" % np_, "%s ms" % f(a2, "%.2f"),
+    "≤ 40 ms", None if a2 is None else a2 <= 40)
+lu = num("list_us")
+row("huiqi in process", "list an audience of %s" % kv.get("list_matches", "?"),
+    "%s µs" % f(lu), "≤ 150 µs", None if lu is None else lu <= 150)
+pm = us("package_median_ns")
+row("huiqi in process", "one enterprise's package, median (p99; %s policies on average)"
+    % kv.get("package_avg_matches", "?"),
+    "%s µs (%s µs)" % (f(pm, "%.2f"), f(us("package_p99_ns"), "%.2f")), "≤ 2 µs",
+    None if pm is None else pm <= 2)
+
+def peer_row(peer, label, ratio_target):
+    if status(peer):
+        row("peers", label.split(" (")[0], status(peer),
+            "huiqi ≥ %d× faster" % ratio_target if ratio_target else "—")
+        return
+    med = us(peer + "_count_median_ns")
+    if med is None:
+        row("peers", label, "not run")
+        return
+    runs = int(num(peer + "_policies_run") or 0)
+    res = "%s µs median, %s µs p99, %s ms for %d policies" % (
+        f(med, "%.1f"), f(us(peer + "_count_p99_ns"), "%.1f"),
+        f(num(peer + "_count_all_ms"), "%.1f"), runs)
+    if cm and ratio_target:
+        ratio = med / cm
+        row("peers", label, res + "; huiqi %.0f× faster" % ratio, "huiqi ≥ %d× faster" % ratio_target,
+            ratio >= ratio_target)
+    else:
+        ratio = med / cm if cm else None
+        row("peers", label, res + ("; huiqi %.0f× faster" % ratio if ratio else ""))
+
+peer_row("redis", "Redis %s bitmaps: BITOP + BITCOUNT, one round trip a policy"
+         % kv.get("redis_version", ""), 10)
+if kv.get("redis_steps_status"):
+    peer_row("redis_steps", "Redis, step by step: a BITOP AND per part (for comparison)", 0)
+peer_row("roaring", "CRoaring 0.2.66 (and/or/andnot + cardinality)", 0)
+pgn = kv.get("pg_policies_run")
+peer_row("pg", "PostgreSQL %s, int[] + GIN (%s)" % (
+    kv.get("pg_server_version", "15")[:2],
+    "all policies" if pgn and int(pgn) == np_ else "%s of %d policies: every 10th" % (pgn or "?", np_)), 500)
+peer_row("dense", "plain dense bitsets in process (1 bit/enterprise/tag, word loop)", 0)
+
+def http_rows(ep, label):
+    h, g = "http_huiqi_" + ep, "http_nginx_" + ep
+    hr, hp = num(h + "_rps"), num(h + "_p99_ms")
+    gr, gp = num(g + "_rps"), num(g + "_p99_ms")
+    if hr is None:
+        row("HTTP", label, kv.get("wrk_status") or kv.get("http_status") or "not run")
+        return
+    errs = (num(h + "_non2xx") or 0) > 0 or kv.get(h + "_socket_errors", "none") != "none"
+    res = "huiqi %s req/s, p99 %s ms" % (f(hr, "%.0f"), f(hp, "%.2f"))
+    if errs:
+        res += " (errors: %s non-2xx, socket %s)" % (kv.get(h + "_non2xx"), kv.get(h + "_socket_errors"))
+    if gr:
+        ratio = hr / gr
+        res += "; nginx %s req/s, p99 %s ms; huiqi/nginx %.0f%%" % (f(gr, "%.0f"), f(gp, "%.2f"), ratio * 100)
+        row("HTTP", label, res, "≥ 70% of nginx req/s, p99 ≤ 2 ms",
+            (ratio >= 0.70) and hp <= 2 and not errs)
+    else:
+        row("HTTP", label, res + "; nginx: " + (kv.get("nginx_status") or "not run"),
+            "p99 ≤ 2 ms", hp <= 2 and not errs)
+
+http_rows("package", "GET /v1/enterprises/{uscc}/policies (%s policies, %s bytes)"
+          % (kv.get("http_package_policies", "?"), kv.get("http_package_bytes", "?")))
+http_rows("audience", "GET /v1/policies/{id}/audience (audience %s, %s bytes)"
+          % (kv.get("http_audience_count", "?"), kv.get("http_audience_bytes", "?")))
+
+def mib(b):
+    return None if b is None else b / 1048576
+
+rss = num("huiqid_rss_kb")
+if rss is not None:
+    after = num("huiqid_rss_after_wrk_kb")
+    row("memory", "huiqid RSS, everything loaded" + (" (after wrk)" if after else ""),
+        "%s MiB" % f(mib(rss * 1024)) + (" (%s MiB)" % f(mib(after * 1024)) if after else ""),
+        "≤ 128 MiB", rss <= 128 * 1024)
+row("memory", "huiqi index (matcher_bytes, in process)", "%s MiB" % f(mib(num("index_bytes"))))
+if num("huiqi_redis_used_memory"):
+    row("memory", "Redis used_memory behind huiqid (%s keys)" % kv.get("huiqi_redis_keys", "?"),
+        "%s MiB" % f(mib(num("huiqi_redis_used_memory"))))
+if not status("redis") and num("redis_used_memory"):
+    row("memory", "Redis used_memory of the bitmap peer", "%s MiB" % f(mib(num("redis_used_memory"))))
+if not status("roaring") and num("roaring_bytes"):
+    row("memory", "CRoaring bitmaps (portable size)", "%s MiB" % f(mib(num("roaring_bytes"))))
+if not status("pg") and num("pg_table_bytes"):
+    row("memory", "PostgreSQL table + GIN index (on disk)", "%s + %s MiB" % (
+        f(mib(num("pg_table_bytes"))), f(mib(num("pg_index_bytes")))))
+if num("dense_bytes"):
+    row("memory", "plain dense bitsets", "%s MiB" % f(mib(num("dense_bytes"))))
+
+imp, ips = num("import_s"), num("import_lines_per_s")
+if imp is not None:
+    # 1.11M lines in 60 s: 18,500 lines/s, the same rate at any N.
+    row("import", "POST /v1/enterprises:import, %s NDJSON lines" % kv.get("import_lines"),
+        "%s s, %s lines/s" % (f(imp, "%.1f"), f(ips, "%.0f")),
+        "1.11M in ≤ 60 s (≥ 18,500 lines/s)", ips >= 1110000 / 60)
+    row("import", "create + publish %d policies (one at a time, one connection)" % np_,
+        "%s s" % f(num("policies_load_s"), "%.1f"))
+cs = num("cold_start_s")
+if cs is not None:
+    row("cold start", "exec to the first 200 of /readyz (all loaded from Redis)",
+        "%s s" % f(cs, "%.2f"), "≤ 2 s", cs <= 2)
+if kv.get("http_check_policies"):
+    row("checks", "audiences over HTTP equal the in-process truth",
+        "%s policies, %s mismatches" % (kv["http_check_policies"], kv["http_check_mismatches"]),
+        "0 mismatches", kv["http_check_mismatches"] == "0")
+
+L = []
+L.append("# huiqi benchmarks\n")
+L.append("Generated by `bench/run.sh` (`make bench`); do not edit by hand. The raw "
+         "`key value` lines of the run are in `var/bench/last-run.txt`.\n")
+if not full:
+    L.append("**This run is not the reference size** (%d enterprises, %d policies); the targets "
+             "below are defined for 1.11M enterprises and 2,000 policies and are shown for reference.\n"
+             % (n, np_))
+L.append("## Machine and command\n")
+L.append("| | |\n| --- | --- |")
+L.append("| CPU | %s, %s cores (nproc) |" % (kv.get("machine_cpu", "?"), kv.get("machine_nproc", "?")))
+L.append("| memory | %s GiB |" % f((num("machine_mem_kb") or 0) / 1048576, "%.1f"))
+L.append("| OS, kernel | %s, %s |" % (kv.get("machine_os", "?"), kv.get("machine_kernel", "?")))
+L.append("| date | %s to %s (UTC) |" % (kv.get("run_started", "?"), kv.get("run_finished", "?")))
+L.append("| load average at start / end | %s / %s |" % (kv.get("machine_loadavg_at_start", "?"),
+                                                     kv.get("machine_loadavg_at_end", "?")))
+L.append("| command | `%s` |" % kv.get("run_command", "make bench"))
+L.append("| wrk | %s |" % kv.get("wrk_settings", "not run"))
+L.append("")
+L.append("## Data shape\n")
+L.append("%s enterprises (seed %s), %s policies; %s profile tags per enterprise on average, %s tags "
+         "held by more than 10%% of enterprises. Audience per policy: median %s, p90 %s, max %s. "
+         "An enterprise matches %s policies on average.\n" % (
+             f"{n:,}", kv.get("data_seed"), f"{np_:,}", kv.get("tags_per_enterprise"),
+             kv.get("tags_above_10pct"), kv.get("audience_median"), kv.get("audience_p90"),
+             kv.get("audience_max"), kv.get("package_avg_matches")))
+L.append("## Results\n")
+L.append("| area | measure | result | target | pass/miss |\n| --- | --- | --- | --- | --- |")
+for r in rows:
+    L.append("| %s |" % " | ".join(r))
+L.append("")
+L.append("## How each figure is measured\n")
+L.append("""- **In process** (`build/bench/bench`): huiqi's matcher over the whole city in one
+  process. A count is one policy's audience size; each policy is run once to warm up, then
+  three times, keeping its best; median and p99 are over the policies. Every count is
+  checked against a row-by-row scan. "All audiences" is every policy on two threads (best
+  of five). The listing returns every member of the audience closest to 100,000. The
+  package is one random enterprise's matching policies (200,000 samples, the clock's
+  own cost subtracted).
+- **Peers** (`build/bench/peers`) run the same policies on the same profiles, timed the
+  same way (warm-up, best of three per policy), and every count is checked against the
+  truth; a mismatch fails the run. Redis: one bitmap string per tag, per policy one
+  pipelined round trip of `BITOP OR` (any), `BITOP OR` + `BITOP NOT` (none; Redis 7.0
+  has no ANDNOT), one `BITOP AND` over the all tags and those two, `BITCOUNT`; a private
+  redis-server without persistence on loopback, synchronous hiredis. The verdict uses
+  this plan; the step-by-step plan (AND the all tags, then AND in the any union, then
+  the negated none union: more commands) is shown for comparison. CRoaring: one
+  run-optimized bitmap per tag; the all tags intersected smallest first, the any part
+  as the union of (current AND tag) when the current set is small, else as current AND
+  the union, the none tags removed one by one, the last step a `*_cardinality` call. PostgreSQL: `ent(id int, tags int[])` with a GIN index
+  (default array opclass), loaded with COPY, `VACUUM ANALYZE`, then
+  `SELECT count(*) FROM ent WHERE tags @> $all AND tags && $any AND NOT tags && $none`;
+  a private cluster (socket only, shared_buffers 1GB, work_mem 64MB, fsync off) and,
+  unless `BENCH_PG_ALL=1`, every 10th policy, because each takes milliseconds. Plain
+  dense bitsets: one bit per enterprise per tag, one loop over the words per policy:
+  what the simplest in-memory design costs.
+- **HTTP**: a fresh Redis with `deploy/redis.conf` (AOF, fsync every second) and huiqid
+  (`--access-log off --log-level warn`). The import is the generated NDJSON in one
+  streamed `POST /v1/enterprises:import`, timed by the client from the first byte sent
+  to the answer, every line accepted. Policies are created and published one request
+  at a time. huiqid is then restarted: cold start is from exec to the first 200 of
+  `/readyz` (polled every 2 ms), RSS is `VmRSS` of the loaded process. A sample of
+  audiences over HTTP is compared with the truth (and `by_region` with `count`). wrk
+  runs on loopback against the typical package (an enterprise with the median package
+  size) and the typical audience (the policy whose audience is closest to the median),
+  then against nginx (its own config: `worker_processes auto`, `access_log off`,
+  keep-alive without a request limit) serving files holding the very bytes huiqid
+  answered. **wrk and the server share the same cores**: huiqid serves from one
+  event-loop thread, nginx from one worker per core (`worker_processes auto`), and
+  both compete with wrk's threads for the same CPUs, so absolute figures are lower
+  than with a separate load generator; the ratio huiqi/nginx is the figure to compare.
+  Other load on the machine shows in the load averages above.
+""")
+open(out, "w").write("\n".join(L))
+print("bench: wrote %s" % out, file=sys.stderr)
+for r in rows:
+    print("  %-12s %-70s %s  [%s] %s" % (r[0], r[1][:70], r[2], r[3], r[4]), file=sys.stderr)
+EOF
+say "done: $REPORT, raw lines in $RAW"
