@@ -544,13 +544,17 @@ def peer_row(peer, label, ratio_target):
     res = "%s µs median, %s µs p99, %s ms for %d policies" % (
         f(med, "%.1f"), f(us(peer + "_count_p99_ns"), "%.1f"),
         f(num(peer + "_count_all_ms"), "%.1f"), runs)
-    if cm and ratio_target:
-        ratio = med / cm
-        row("peers", label, res + "; huiqi %.0f× faster" % ratio, "huiqi ≥ %d× faster" % ratio_target,
-            ratio >= ratio_target)
+    ratio = med / cm if cm else None
+    if ratio is None:
+        rel = ""
+    elif ratio >= 1:
+        rel = "; huiqi %s× faster" % ("%.0f" % ratio if ratio >= 10 else "%.1f" % ratio)
     else:
-        ratio = med / cm if cm else None
-        row("peers", label, res + ("; huiqi %.0f× faster" % ratio if ratio else ""))
+        rel = "; huiqi %.1f× slower" % (1 / ratio)
+    if ratio is not None and ratio_target:
+        row("peers", label, res + rel, "huiqi ≥ %d× faster" % ratio_target, ratio >= ratio_target)
+    else:
+        row("peers", label, res + rel)
 
 peer_row("redis", "Redis %s bitmaps: BITOP + BITCOUNT, one round trip a policy"
          % kv.get("redis_version", ""), 10)

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
 import tests_api  # noqa: E402
+import tests_docs  # noqa: E402
 import tests_http  # noqa: E402
 import tests_matching  # noqa: E402
 import tests_ops  # noqa: E402
@@ -67,6 +68,8 @@ TESTS = [
     ("http_chunked_body", tests_http.test_chunked_body),
     ("http_request_id", tests_http.test_request_id),
     ("http_max_conns", tests_http.test_max_conns),
+    ("docs_api_examples", tests_docs.test_docs_api_examples),
+    ("readme_examples", tests_docs.test_readme_examples),
 ]
 
 
