@@ -13,7 +13,9 @@
 #   BENCH_N=1110000 BENCH_POLICIES=2000   the city (BENCH_N=11100000 for 10x)
 #   BENCH_DURATION=20s BENCH_CONNS=64 BENCH_THREADS=2   wrk settings
 #   BENCH_PG=1 (0: no PostgreSQL)  BENCH_PG_ALL=0 (1: all policies, not every 10th)
-#   BENCH_HTTP=1 (0: no HTTP part) BENCH_REPORT=docs/benchmarks.md
+#   BENCH_HTTP=1 (0: no HTTP part; force: even when Redis would not fit in memory)
+#   BENCH_REUSE_DATA=0 (1: keep a data file of the same seed/n/policies from an
+#   earlier run instead of generating it again)   BENCH_REPORT=docs/benchmarks.md
 # Raw "key value" lines of the run: var/bench/last-run.txt.
 set -euo pipefail
 
@@ -110,6 +112,14 @@ cleanup() {
     if [ -n "$PG_DATA" ]; then
         "${PG_RUNAS[@]}" "$PGBIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 60 stop >/dev/null 2>&1 || true
     fi
+    if [ $rc -ne 0 ] && [ -n "$TMP" ]; then
+        # Keep the servers' logs of a failed run (not their data).
+        rm -rf "$VAR/failed-run-logs"
+        mkdir -p "$VAR/failed-run-logs"
+        (cd "$TMP" && find . -name '*.log' -o -name '*.json' -size -1M -o -name 'wrk-*.txt' |
+            while read -r f; do cp "$f" "$VAR/failed-run-logs/$(echo "${f#./}" | tr / _)"; done) || true
+        say "logs of the failed run: $VAR/failed-run-logs"
+    fi
     [ -n "$TMP" ] && rm -rf "$TMP"
     [ -n "$PGTMP" ] && rm -rf "$PGTMP"
     if [ $rc -ne 0 ]; then
@@ -158,6 +168,13 @@ chmod 755 "$TMP" # nginx workers and the postgres user read below it
 
 kv run_started "$(date -u '+%Y-%m-%dT%H:%M:%SZ')"
 kv run_command "$BENCH_CMD"
+if [ -z "${BENCH_COMMIT:-}" ]; then
+    BENCH_COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    if ! git diff --quiet HEAD -- . ':(exclude)docs/benchmarks*' 2>/dev/null; then
+        BENCH_COMMIT="$BENCH_COMMIT with uncommitted changes"
+    fi
+fi
+kv run_commit "$BENCH_COMMIT"
 kv machine_nproc "$(nproc)"
 kv machine_cpu "$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
 kv machine_kernel "$(uname -sr)"
@@ -165,13 +182,33 @@ kv machine_os "$(. /etc/os-release && echo "$PRETTY_NAME")"
 kv machine_mem_kb "$(sed -n 's/^MemTotal: *\([0-9]*\) kB/\1/p' /proc/meminfo)"
 kv machine_loadavg_at_start "$(cut -d' ' -f1-3 /proc/loadavg)"
 
+# Redis holds about 1.8 KB per enterprise behind huiqid (1.9 GiB at 1.11M), and an
+# AOF rewrite forks it: skip the HTTP part rather than push the machine into the
+# OOM killer (BENCH_HTTP=force runs it anyway).
+AVAIL_KB=$(sed -n 's/^MemAvailable: *\([0-9]*\) kB/\1/p' /proc/meminfo)
+NEED_KB=$((N * 2))
+if [ "$USE_HTTP" = 1 ] && [ $((NEED_KB * 10)) -gt $((AVAIL_KB * 6)) ]; then
+    kv http_status "skipped: Redis would need about $((NEED_KB / 1048576 + 1)) GiB for $N enterprises (2 KiB each), more than 60% of the $((AVAIL_KB / 1048576)) GiB available (BENCH_HTTP=force to run it anyway)"
+    USE_HTTP=0
+elif [ "$USE_HTTP" != 1 ] && [ "$USE_HTTP" != force ]; then
+    kv http_status "skipped: BENCH_HTTP=$USE_HTTP"
+    USE_HTTP=0
+fi
+
 # --- 2. the in-process bench -------------------------------------------------
 NDJSON=$VAR/enterprises-$N.ndjson
 PJSON=$VAR/policies-$N-$NP.json
 PLAN=$VAR/plan-$N-$NP.txt
 BENCH_ARGS=(--data "$VAR" --n "$N" --policies "$NP" --today "$TODAY")
-say "generating the city: $N enterprises, $NP policies (and the NDJSON for the import)"
-"$BUILD/bench/bench" "${BENCH_ARGS[@]}" --only-data --ndjson "$NDJSON" --policies-json "$PJSON" \
+# bench reuses a data file of the same seed, size and date; the profiles also depend
+# on the tagging rules and the generator, so generate afresh unless asked not to.
+if [ "${BENCH_REUSE_DATA:-0}" != 1 ]; then
+    rm -f "$VAR/data-"*"-$N-$NP.bin"
+fi
+GEN_ARGS=()
+if [ "$USE_HTTP" != 0 ]; then GEN_ARGS=(--ndjson "$NDJSON" --policies-json "$PJSON"); fi
+say "generating the city: $N enterprises, $NP policies${GEN_ARGS[*]:+ (and the NDJSON for the import)}"
+"$BUILD/bench/bench" "${BENCH_ARGS[@]}" --only-data "${GEN_ARGS[@]+"${GEN_ARGS[@]}"}" \
     >"$TMP/gen.txt" || die "bench could not generate the data set"
 sync
 say "in-process bench (huiqi's matcher)"
@@ -234,9 +271,7 @@ else
 fi
 
 # --- 4. HTTP: import, cold start, memory, checks, wrk against nginx ----------
-if [ "$USE_HTTP" != 1 ]; then
-    kv http_status "skipped: BENCH_HTTP=$USE_HTTP"
-else
+if [ "$USE_HTTP" != 0 ]; then
     RP=$(free_port)
     HPORT=$(free_port)
     URL=http://127.0.0.1:$HPORT
@@ -572,7 +607,8 @@ def http_rows(ep, label):
     hr, hp = num(h + "_rps"), num(h + "_p99_ms")
     gr, gp = num(g + "_rps"), num(g + "_p99_ms")
     if hr is None:
-        row("HTTP", label, kv.get("wrk_status") or kv.get("http_status") or "not run")
+        row("HTTP", label.split(" (")[0],
+            kv.get("wrk_status") or kv.get("http_status") or "not run")
         return
     errs = (num(h + "_non2xx") or 0) > 0 or kv.get(h + "_socket_errors", "none") != "none"
     res = "huiqi %s req/s, p99 %s ms" % (f(hr, "%.0f"), f(hp, "%.2f"))
@@ -649,6 +685,7 @@ L.append("| date | %s to %s (UTC) |" % (kv.get("run_started", "?"), kv.get("run_
 L.append("| load average at start / end | %s / %s |" % (kv.get("machine_loadavg_at_start", "?"),
                                                      kv.get("machine_loadavg_at_end", "?")))
 L.append("| command | `%s` |" % kv.get("run_command", "make bench"))
+L.append("| source | %s |" % kv.get("run_commit", "?"))
 L.append("| wrk | %s |" % kv.get("wrk_settings", "not run"))
 L.append("")
 L.append("## Data shape\n")

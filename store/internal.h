@@ -23,6 +23,16 @@ enum {
     STORE_SCRIPT_POL_DEL,
     STORE_SCRIPT_POL_STATUS,
     STORE_SCRIPT_TAX_APPEND,
+    STORE_SCRIPT_WH_PUT,
+    STORE_SCRIPT_WH_DEL,
+    STORE_SCRIPT_JOB_CREATE,
+    STORE_SCRIPT_JOB_STEP,
+    STORE_SCRIPT_JOB_END,
+    STORE_SCRIPT_PUSH_ENT,
+    STORE_SCRIPT_Q_MOVE,
+    STORE_SCRIPT_DLV_RECORD,
+    STORE_SCRIPT_DLV_REQUEUE,
+    STORE_SCRIPT_CFG_GET,
     STORE_NSCRIPTS
 };
 
@@ -44,6 +54,8 @@ typedef struct store_mem {
     store_policy_t **pols; /* sorted by id */
     size_t npols, cappols;
     store_imap_t imap;
+    store_webhook_t **whs; /* sorted by id */
+    size_t nwhs, capwhs;
 } store_mem_t;
 
 /* An in-progress full load. */
@@ -69,6 +81,8 @@ struct store {
     int dirty;
     uint64_t reloads;
     uint64_t load_ms;
+    store_ent_hook_fn ent_hook;
+    void *ent_hook_arg;
     void (*close_done)(void *);
     void *close_arg;
 };
@@ -98,11 +112,23 @@ void store__mem_ent_apply(store_mem_t *mem, const char *uscc, uint32_t ord, cons
  * NULL. */
 void store__mem_pol_apply(store_mem_t *mem, uint32_t id, store_policy_t *p);
 int store__status_parse(const char *s, size_t len);
+/* Inserts or replaces a webhook (takes 'w'), or removes 'id' when w is NULL. */
+void store__mem_wh_apply(store_mem_t *mem, uint32_t id, store_webhook_t *w);
+void store__webhook_free(store_webhook_t *w);
+/* Builds a webhook from HGETALL fields; NULL when they are incomplete. */
+store_webhook_t *store__webhook_from_kv(uint32_t id, const store_kv_t *kv, size_t n);
+/* Turns a Redis array of alternating names and values into kv pairs (borrowed
+ * from the reply); returns the count. */
+size_t store__kv_from_reply(const redisReply *r, store_kv_t *kv, size_t max);
+int64_t store__now_ms(void);
 void store__emit(store_t *s, int event, const char *detail);
 /* Sends an EVALSHA (falling back to EVAL on NOSCRIPT). Same contract as
  * store__link_command. */
 int store__eval(store_t *s, int script, int nargs, const char **args, const size_t *lens,
                 store_link_reply_cb cb, void *arg);
+
+/* Creates the delivery queue's consumer group if it does not exist. */
+int store__q_ensure_group(store_t *s);
 
 /* ---- store_load.c ---- */
 void store__on_link_state(void *arg, int up);

@@ -5,9 +5,44 @@
  * standalone Redis allows (this service does not run on Redis Cluster). */
 #include "store/internal.h"
 
+/* Shared by JOB_STEP and PUSH_ENT: notify enterprise 'u' (ordinal 'ord') about
+ * policy 'pol' unless it already was (the per-policy sent bitmap makes every
+ * notice go out once, whatever reruns a job or a restart cause). Returns the
+ * deliveries queued, or -1 when it had been notified before. Delivery ids are
+ * derived from what they are about, so a repeat can only ever carry the same id. */
+#define NOTIFY_LUA                                                                               \
+    "local function notify(pol, mode, pver, ord, u, job, now, subm, subg)\n"                    \
+    "  if redis.call('SETBIT', 'hq:sent:' .. pol, ord, 1) == 1 then return -1 end\n"           \
+    "  local n = 0\n"                                                                        \
+    "  for _, w in ipairs(subm) do\n"                                                        \
+    "    redis.call('XADD', 'hq:q', '*', 'id', 'msg_' .. pol .. '_' .. u .. '_' .. w,\n"     \
+    "      'ev', 'policy.matched', 'wh', w, 'pol', pol, 'u', u, 'job', job)\n"             \
+    "    n = n + 1\n"                                                                        \
+    "  end\n"                                                                                \
+    "  local own = redis.call('HGET', 'hq:entwh', u)\n"                                      \
+    "  if own then\n"                                                                        \
+    "    redis.call('XADD', 'hq:q', '*', 'id', 'msg_' .. pol .. '_' .. u .. '_ent',\n"      \
+    "      'ev', 'policy.matched', 'wh', 'ent', 'url', own, 'pol', pol, 'u', u, 'job', job)\n" \
+    "    n = n + 1\n"                                                                        \
+    "  end\n"                                                                                \
+    "  if mode == 'auto' then\n"                                                             \
+    "    redis.call('HSETNX', 'hq:grant:' .. pol, u, now .. ':' .. pver)\n"                  \
+    "    for _, w in ipairs(subg) do\n"                                                      \
+    "      redis.call('XADD', 'hq:q', '*', 'id', 'msg_' .. pol .. '_' .. u .. '_' .. w .. '_g',\n" \
+    "        'ev', 'policy.granted', 'wh', w, 'pol', pol, 'u', u, 'job', job)\n"           \
+    "      n = n + 1\n"                                                                      \
+    "    end\n"                                                                              \
+    "  end\n"                                                                                \
+    "  return n\n"                                                                           \
+    "end\n"                                                                                  \
+    "local function batch_of(w)\n"                                                           \
+    "  return tonumber(redis.call('HGET', 'hq:wh:' .. w, 'batch')) or 500\n"                 \
+    "end\n"
+
 const char *const store__script_text[STORE_NSCRIPTS] = {
     /* ENT_PUT: ARGV uscc, mode (create|upsert|update), expected version or '', doc,
-     * index record, now_ms, retag day or ''. Returns ok, ord, ver, created (0/1),
+     * index record, now_ms, retag day or '', own webhook URL or ''. Returns ok, ord,
+     * ver, created (0/1),
      * created_ms, updated_ms, changed (0/1). Writing the very same document and
      * record again changes nothing, not even the version. hq:retag holds every
      * enterprise whose tags will change with time, scored by the day they do. */
@@ -38,6 +73,8 @@ const char *const store__script_text[STORE_NSCRIPTS] = {
     "redis.call('HSET', 'hq:idx:' .. math.floor(ord / 128), ord, ARGV[5])\n"
     "if ARGV[7] ~= '' then redis.call('ZADD', 'hq:retag', ARGV[7], ARGV[1])\n"
     "else redis.call('ZREM', 'hq:retag', ARGV[1]) end\n"
+    "if ARGV[8] ~= '' then redis.call('HSET', 'hq:entwh', ARGV[1], ARGV[8])\n"
+    "else redis.call('HDEL', 'hq:entwh', ARGV[1]) end\n"
     "return {'ok', ord, ver, created, cms, tonumber(ARGV[6]), 1}\n",
 
     /* ENT_DEL: ARGV uscc. Freed ordinals queue at the tail, reused from the head. */
@@ -48,6 +85,14 @@ const char *const store__script_text[STORE_NSCRIPTS] = {
     "redis.call('HDEL', 'hq:idx:' .. math.floor(tonumber(ord) / 128), ord)\n"
     "redis.call('RPUSH', 'hq:ord:free', ord)\n"
     "redis.call('ZREM', 'hq:retag', ARGV[1])\n"
+    "redis.call('HDEL', 'hq:entwh', ARGV[1])\n"
+    /* The ordinal will be reused: whoever gets it has not been notified of
+     * anything yet. */
+    "for _, p in ipairs(redis.call('SMEMBERS', 'hq:pols')) do\n"
+    "  if redis.call('EXISTS', 'hq:sent:' .. p) == 1 then\n"
+    "    redis.call('SETBIT', 'hq:sent:' .. p, ord, 0)\n"
+    "  end\n"
+    "end\n"
     "return {'ok', tonumber(ord)}\n",
 
     /* POL_CREATE: ARGV doc, meta, now_ms. */
@@ -70,7 +115,7 @@ const char *const store__script_text[STORE_NSCRIPTS] = {
     /* POL_DEL: ARGV id. */
     "local k = 'hq:pol:' .. ARGV[1]\n"
     "if redis.call('EXISTS', k) == 0 then return {'missing'} end\n"
-    "redis.call('DEL', k)\n"
+    "redis.call('DEL', k, 'hq:sent:' .. ARGV[1])\n"
     "redis.call('SREM', 'hq:pols', ARGV[1])\n"
     "return {'ok'}\n",
 
@@ -106,4 +151,212 @@ const char *const store__script_text[STORE_NSCRIPTS] = {
     "end\n"
     "for i = 2, #ARGV, 2 do redis.call('HSET', k, ARGV[i], ARGV[i + 1]) end\n"
     "return {'ok'}\n",
+    /* WH_PUT: ARGV id or '', expected version or '', now_ms, doc, url, events (bit
+     * mask), secrets, sk, rate, inflight, batch, state, reason. */
+    "local id = ARGV[1]\n"
+    "local ver, created\n"
+    "if id == '' then\n"
+    "  id = tostring(redis.call('INCR', 'hq:wh:seq'))\n"
+    "  ver = 1\n"
+    "  created = ARGV[3]\n"
+    "else\n"
+    "  local cur = redis.call('HMGET', 'hq:wh:' .. id, 'ver', 'created')\n"
+    "  if not cur[1] then return {'missing'} end\n"
+    "  if ARGV[2] ~= '' and ARGV[2] ~= cur[1] then return {'stale', tonumber(cur[1])} end\n"
+    "  ver = tonumber(cur[1]) + 1\n"
+    "  created = cur[2]\n"
+    "end\n"
+    "local k = 'hq:wh:' .. id\n"
+    "redis.call('HSET', k, 'doc', ARGV[4], 'url', ARGV[5], 'events', ARGV[6], 'secrets', ARGV[7],\n"
+    "  'sk', ARGV[8], 'rate', ARGV[9], 'inflight', ARGV[10], 'batch', ARGV[11], 'state', ARGV[12],\n"
+    "  'reason', ARGV[13], 'ver', ver, 'created', created, 'updated', ARGV[3])\n"
+    "redis.call('SADD', 'hq:whs', id)\n"
+    "local evs = {'policy.matched', 'package.batch', 'policy.granted', 'enterprise.package_changed'}\n"
+    "local mask = tonumber(ARGV[6])\n"
+    "for i, ev in ipairs(evs) do\n"
+    "  if bit.band(mask, bit.lshift(1, i - 1)) ~= 0 and ARGV[12] == 'active' then\n"
+    "    redis.call('SADD', 'hq:whev:' .. ev, id)\n"
+    "  else\n"
+    "    redis.call('SREM', 'hq:whev:' .. ev, id)\n"
+    "  end\n"
+    "end\n"
+    "return {'ok', tonumber(id), ver, tonumber(created), tonumber(ARGV[3])}\n",
+
+    /* WH_DEL: ARGV id. */
+    "local k = 'hq:wh:' .. ARGV[1]\n"
+    "if redis.call('EXISTS', k) == 0 then return {'missing'} end\n"
+    "redis.call('DEL', k)\n"
+    "redis.call('SREM', 'hq:whs', ARGV[1])\n"
+    "for _, ev in ipairs({'policy.matched', 'package.batch', 'policy.granted',\n"
+    "    'enterprise.package_changed'}) do\n"
+    "  redis.call('SREM', 'hq:whev:' .. ev, ARGV[1])\n"
+    "end\n"
+    "return {'ok'}\n",
+
+    /* JOB_CREATE: ARGV policy, kind, mode, policy version, audience, now_ms. */
+    "local id = redis.call('INCR', 'hq:job:seq')\n"
+    "local k = 'hq:job:' .. id\n"
+    "redis.call('HSET', k, 'policy', ARGV[1], 'kind', ARGV[2], 'mode', ARGV[3], 'pver', ARGV[4],\n"
+    "  'audience', ARGV[5], 'state', 'running', 'cursor', 0, 'matched', 0, 'skipped', 0,\n"
+    "  'queued', 0, 'delivered', 0, 'failed', 0, 'expired', 0, 'created', ARGV[6],\n"
+    "  'updated', ARGV[6], 'scanned', 0)\n"
+    "redis.call('SADD', 'hq:jobs:running', id)\n"
+    "redis.call('ZADD', 'hq:jobs', ARGV[6], id)\n"
+    "return {'ok', id}\n",
+
+    /* JOB_STEP: ARGV job, policy, cursor, next, now_ms, then ordinal, code pairs. */
+    NOTIFY_LUA
+    "local jk = 'hq:job:' .. ARGV[1]\n"
+    "local j = redis.call('HMGET', jk, 'state', 'cursor', 'mode', 'pver')\n"
+    "if j[1] ~= 'running' then return {'state', j[1] or 'missing'} end\n"
+    "if j[2] ~= ARGV[3] then return {'cursor', j[2]} end\n"
+    "local pol = ARGV[2]\n"
+    "local subm = redis.call('SMEMBERS', 'hq:whev:policy.matched')\n"
+    "local subg = redis.call('SMEMBERS', 'hq:whev:policy.granted')\n"
+    "local subb = redis.call('SMEMBERS', 'hq:whev:package.batch')\n"
+    "local newly = {}\n"
+    "local queued = 0\n"
+    "local pairs_n = 0\n"
+    "for i = 6, #ARGV, 2 do\n"
+    "  pairs_n = pairs_n + 1\n"
+    "  local q = notify(pol, j[3], j[4], ARGV[i], ARGV[i + 1], ARGV[1], ARGV[5], subm, subg)\n"
+    "  if q >= 0 then\n"
+    "    newly[#newly + 1] = ARGV[i + 1]\n"
+    "    queued = queued + q\n"
+    "  end\n"
+    "end\n"
+    "if #newly > 0 then\n"
+    "  redis.call('RPUSH', jk .. ':m', unpack(newly))\n"
+    "  for _, w in ipairs(subb) do\n"
+    "    local size = batch_of(w)\n"
+    "    local part = 0\n"
+    "    for s = 1, #newly, size do\n"
+    "      part = part + 1\n"
+    "      local e = math.min(s + size - 1, #newly)\n"
+    "      redis.call('XADD', 'hq:q', '*',\n"
+    "        'id', 'msg_' .. pol .. '_j' .. ARGV[1] .. '_' .. ARGV[3] .. '_' .. part .. '_' .. w,\n"
+    "        'ev', 'package.batch', 'wh', w, 'pol', pol,\n"
+    "        'u', table.concat(newly, ',', s, e), 'job', ARGV[1])\n"
+    "      queued = queued + 1\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "redis.call('HSET', jk, 'cursor', ARGV[4], 'updated', ARGV[5])\n"
+    "redis.call('HINCRBY', jk, 'matched', #newly)\n"
+    "redis.call('HINCRBY', jk, 'skipped', pairs_n - #newly)\n"
+    "redis.call('HINCRBY', jk, 'scanned', pairs_n)\n"
+    "redis.call('HINCRBY', jk, 'queued', queued)\n"
+    "return {'ok', #newly, queued}\n",
+
+    /* JOB_END: ARGV job, state, now_ms. A job that is no longer running keeps its
+     * state (a cancelled job is not later marked done). */
+    "local jk = 'hq:job:' .. ARGV[1]\n"
+    "local st = redis.call('HGET', jk, 'state')\n"
+    "if not st then return {'missing'} end\n"
+    "if st == 'running' then\n"
+    "  redis.call('HSET', jk, 'state', ARGV[2], 'finished', ARGV[3], 'updated', ARGV[3])\n"
+    "  redis.call('SREM', 'hq:jobs:running', ARGV[1])\n"
+    "  redis.call('EXPIRE', jk .. ':m', 30 * 86400)\n"
+    "  return {'ok', 1}\n"
+    "end\n"
+    "return {'ok', 0}\n",
+
+    /* PUSH_ENT: ARGV uscc, ordinal, now_ms, n, then n (policy, mode, version)
+     * triples, then the added and removed package policy ids (comma lists). */
+    NOTIFY_LUA
+    "local u, ord, now = ARGV[1], ARGV[2], ARGV[3]\n"
+    "local n = tonumber(ARGV[4])\n"
+    "local subm = redis.call('SMEMBERS', 'hq:whev:policy.matched')\n"
+    "local subg = redis.call('SMEMBERS', 'hq:whev:policy.granted')\n"
+    "local subb = redis.call('SMEMBERS', 'hq:whev:package.batch')\n"
+    "local queued, newly = 0, 0\n"
+    "for i = 0, n - 1 do\n"
+    "  local pol = ARGV[5 + 3 * i]\n"
+    "  local q = notify(pol, ARGV[6 + 3 * i], ARGV[7 + 3 * i], ord, u, '', now, subm, subg)\n"
+    "  if q >= 0 then\n"
+    "    newly = newly + 1\n"
+    "    queued = queued + q\n"
+    "    for _, w in ipairs(subb) do\n"
+    "      redis.call('XADD', 'hq:q', '*', 'id', 'msg_' .. pol .. '_' .. u .. '_' .. w .. '_b',\n"
+    "        'ev', 'package.batch', 'wh', w, 'pol', pol, 'u', u)\n"
+    "      queued = queued + 1\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "local added, removed = ARGV[5 + 3 * n], ARGV[6 + 3 * n]\n"
+    "if added ~= '' or removed ~= '' then\n"
+    "  for _, w in ipairs(redis.call('SMEMBERS', 'hq:whev:enterprise.package_changed')) do\n"
+    "    redis.call('XADD', 'hq:q', '*', 'id', 'msg_pc_' .. u .. '_' .. now .. '_' .. w,\n"
+    "      'ev', 'enterprise.package_changed', 'wh', w, 'u', u, 'added', added,\n"
+    "      'removed', removed)\n"
+    "    queued = queued + 1\n"
+    "  end\n"
+    "end\n"
+    "return {'ok', newly, queued}\n",
+
+    /* Q_MOVE: ARGV now_ms, max. Due retries go back into the queue. */
+    "local ids = redis.call('ZRANGEBYSCORE', 'hq:retry', '-inf', ARGV[1], 'LIMIT', 0,\n"
+    "  tonumber(ARGV[2]))\n"
+    "for _, id in ipairs(ids) do\n"
+    "  local k = 'hq:dlv:' .. id\n"
+    "  local f = redis.call('HMGET', k, 'ev', 'wh', 'pol', 'u', 'job', 'url', 'added', 'removed')\n"
+    "  if f[1] then\n"
+    "    redis.call('XADD', 'hq:q', '*', 'id', id, 'ev', f[1], 'wh', f[2] or '', 'pol', f[3] or '',\n"
+    "      'u', f[4] or '', 'job', f[5] or '', 'url', f[6] or '', 'added', f[7] or '',\n"
+    "      'removed', f[8] or '', 'retry', '1')\n"
+    "    redis.call('HSET', k, 'state', 'queued')\n"
+    "  end\n"
+    "  redis.call('ZREM', 'hq:retry', id)\n"
+    "end\n"
+    "return {'ok', #ids}\n",
+
+    /* DLV_RECORD: ARGV id, stream id or '', outcome, now_ms, next due, attempts,
+     * status, error, attempt JSON, job, webhook, body or '', nfields, fields. The
+     * outcome is written before the entry is acknowledged, in one step. */
+    "local id = ARGV[1]\n"
+    "local k = 'hq:dlv:' .. id\n"
+    "local now = ARGV[4]\n"
+    "if redis.call('EXISTS', k) == 0 then\n"
+    "  redis.call('HSET', k, 'created', now)\n"
+    "  redis.call('ZADD', 'hq:dlvs', now, id)\n"
+    "  if ARGV[11] ~= '' then redis.call('ZADD', 'hq:dlvs:wh:' .. ARGV[11], now, id) end\n"
+    "  local nf = tonumber(ARGV[13])\n"
+    "  for i = 0, nf - 1 do redis.call('HSET', k, ARGV[14 + 2 * i], ARGV[15 + 2 * i]) end\n"
+    "end\n"
+    "if ARGV[12] ~= '' then redis.call('HSET', k, 'body', ARGV[12]) end\n"
+    "redis.call('HSET', k, 'state', ARGV[3], 'attempts', ARGV[6], 'last_status', ARGV[7],\n"
+    "  'last_error', ARGV[8], 'last_at', now, 'next_at', ARGV[5])\n"
+    "redis.call('RPUSH', k .. ':log', ARGV[9])\n"
+    "redis.call('LTRIM', k .. ':log', -20, -1)\n"
+    "if ARGV[3] == 'retry' then redis.call('ZADD', 'hq:retry', ARGV[5], id)\n"
+    "else redis.call('ZREM', 'hq:retry', id) end\n"
+    "if ARGV[10] ~= '' then\n"
+    "  local jk = 'hq:job:' .. ARGV[10]\n"
+    "  if ARGV[3] == 'delivered' then redis.call('HINCRBY', jk, 'delivered', 1)\n"
+    "  elseif ARGV[3] == 'dead' or ARGV[3] == 'disabled' then redis.call('HINCRBY', jk, 'failed', 1)\n"
+    "  elseif ARGV[3] == 'expired' then redis.call('HINCRBY', jk, 'expired', 1) end\n"
+    "end\n"
+    "redis.call('EXPIRE', k, 14 * 86400)\n"
+    "redis.call('EXPIRE', k .. ':log', 14 * 86400)\n"
+    "if ARGV[2] ~= '' then\n"
+    "  redis.call('XACK', 'hq:q', 'push', ARGV[2])\n"
+    "  redis.call('XDEL', 'hq:q', ARGV[2])\n"
+    "end\n"
+    "return {'ok', 1}\n",
+
+    /* DLV_REQUEUE: ARGV id. */
+    "local k = 'hq:dlv:' .. ARGV[1]\n"
+    "local f = redis.call('HMGET', k, 'ev', 'wh', 'pol', 'u', 'job', 'url', 'added', 'removed')\n"
+    "if not f[1] then return {'missing'} end\n"
+    "redis.call('XADD', 'hq:q', '*', 'id', ARGV[1], 'ev', f[1], 'wh', f[2] or '', 'pol', f[3] or '',\n"
+    "  'u', f[4] or '', 'job', f[5] or '', 'url', f[6] or '', 'added', f[7] or '',\n"
+    "  'removed', f[8] or '', 'retry', '1', 'replay', '1')\n"
+    "redis.call('HSET', k, 'state', 'queued')\n"
+    "redis.call('ZREM', 'hq:retry', ARGV[1])\n"
+    "return {'ok', 1}\n",
+
+    /* CFG_GET: ARGV name, value to set when absent. */
+    "local v = redis.call('HGET', 'hq:cfg', ARGV[1])\n"
+    "if not v then redis.call('HSET', 'hq:cfg', ARGV[1], ARGV[2]); v = ARGV[2] end\n"
+    "return {'ok', v}\n",
 };

@@ -152,6 +152,10 @@ void store__mem_free(store_mem_t *mem) {
     if (mem == NULL) {
         return;
     }
+    for (size_t i = 0; i < mem->nwhs; i++) {
+        store__webhook_free(mem->whs[i]);
+    }
+    free(mem->whs);
     matcher_free(mem->m);
     polset_free(mem->ps);
     for (size_t i = 0; i < mem->npols; i++) {
@@ -315,6 +319,11 @@ void store_close(store_t *s, void (*done)(void *), void *arg) {
     s->close_arg = arg;
     store__load_abort(s);
     store__link_close(s->link, store_on_link_closed, s);
+}
+
+void store_set_ent_hook(store_t *s, store_ent_hook_fn fn, void *arg) {
+    s->ent_hook = fn;
+    s->ent_hook_arg = arg;
 }
 
 bool store_ready(const store_t *s) {
@@ -526,11 +535,21 @@ static void ent_on_reply(void *arg, redisReply *r) {
             out.ord = (uint32_t)ord;
             out.ver = (uint64_t)ver;
             out.created = (int)created;
-            out.changed = (int)changed;
+            out.changed = op->del ? 1 : (int)changed;
             out.created_ms = cms;
             out.updated_ms = ums;
+            uint64_t old[MATCHER_MAX_TAGS / 64];
+            const uint64_t *cur = matcher_row(s->mem->m, out.ord);
+            int had = cur != NULL;
+            if (had) {
+                memcpy(old, cur, matcher_row_words(s->mem->m) * sizeof *old);
+            }
             store__mem_ent_apply(s->mem, op->uscc, out.ord, op->del ? NULL : op->row,
                                  op->interests, op->nint);
+            if (s->ent_hook && out.changed) {
+                s->ent_hook(s->ent_hook_arg, op->uscc, out.ord, had ? old : NULL,
+                            op->del ? NULL : op->row);
+            }
         }
     }
     op->cb(op->arg, rc, rc == 0 ? &out : NULL);
@@ -567,10 +586,11 @@ int store_ent_put(store_t *s, const store_ent_in_t *in, store_ent_cb cb, void *a
     if (in->retag_on != DATE_NONE) {
         snprintf(retag, sizeof retag, "%ld", (long)in->retag_on);
     }
-    const char *args[7] = {in->uscc, modes[in->mode], ver, in->doc, rec, now, retag};
-    size_t lens[7] = {18, strlen(modes[in->mode]), strlen(ver), in->doc_len, reclen, strlen(now),
-                      strlen(retag)};
-    rc = store__eval(s, STORE_SCRIPT_ENT_PUT, 7, args, lens, ent_on_reply, op);
+    const char *wh = in->webhook ? in->webhook : "";
+    const char *args[8] = {in->uscc, modes[in->mode], ver, in->doc, rec, now, retag, wh};
+    size_t lens[8] = {18, strlen(modes[in->mode]), strlen(ver), in->doc_len, reclen, strlen(now),
+                      strlen(retag), strlen(wh)};
+    rc = store__eval(s, STORE_SCRIPT_ENT_PUT, 8, args, lens, ent_on_reply, op);
     free(rec);
     if (rc) {
         free(op);

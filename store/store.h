@@ -81,6 +81,7 @@ typedef struct store_ent_in {
     int mode;                   /* STORE_CREATE / UPSERT / UPDATE */
     int64_t expect_ver;         /* -1: any version */
     int32_t retag_on;           /* day its tags change with time, or DATE_NONE */
+    const char *webhook;        /* its own webhook URL (contact.webhook), or NULL */
 } store_ent_in_t;
 
 #define STORE_MAX_INTERESTS 64
@@ -116,6 +117,13 @@ int store_ent_get(store_t *s, const char *uscc, store_doc_cb cb, void *arg);
  * 'max'). 'usccs' is an array of n 18-byte codes, borrowed for the callback. */
 typedef void (*store_due_cb)(void *arg, int rc, const char *usccs, size_t n);
 int store_retag_due(store_t *s, int32_t today, unsigned max, store_due_cb cb, void *arg);
+
+/* Called after each enterprise write that changed something, with its profile
+ * before (NULL when it was just created) and after (NULL when deleted). Rows are
+ * borrowed for the call. Not called while loading. */
+typedef void (*store_ent_hook_fn)(void *arg, const char *uscc, uint32_t ord,
+                                  const uint64_t *old_row, const uint64_t *new_row);
+void store_set_ent_hook(store_t *s, store_ent_hook_fn fn, void *arg);
 
 /* Read-only views of the mirror, valid until the next write or reload. */
 const matcher_t *store_matcher(const store_t *s);
@@ -173,6 +181,160 @@ const store_policy_t *store_policy_next(const store_t *s, uint32_t after);
 size_t store_policy_count(const store_t *s);
 /* Published policies, for matching one enterprise against them all. */
 const polset_t *store_polset(const store_t *s);
+
+/* ---- Webhooks, jobs and the delivery queue (store/push.c) --------------------
+ *
+ * Redis layout:
+ *   hq:wh:<id>        hash  doc, url, events, secrets, sk, state, reason, ver, ...
+ *   hq:whs, hq:wh:seq       webhook ids, id counter
+ *   hq:whev:<event>   set   webhook ids subscribed to an event
+ *   hq:entwh          hash  uscc -> the enterprise's own webhook URL
+ *   hq:job:<id>       hash  policy, kind, state, cursor, counters, times
+ *   hq:job:<id>:m     list  who this job newly matched, in order
+ *   hq:jobs:running, hq:jobs (zset by creation), hq:job:seq
+ *   hq:sent:<policy>  bitmap by ordinal: notified about this policy (never doubled)
+ *   hq:grant:<policy> hash  uscc -> "<ms>:<policy version>" (granted without applying)
+ *   hq:q              stream of deliveries to make, consumer group "push"
+ *   hq:retry          zset  delivery id -> due time (ms)
+ *   hq:dlv:<id>       hash  one delivery: event, target, state, attempts, body, ...
+ *   hq:dlv:<id>:log   list  its attempts (JSON), newest last
+ *   hq:dlvs, hq:dlvs:wh:<id>   zsets of delivery ids by creation time */
+
+enum {
+    STORE_EVM_MATCHED = 1,     /* policy.matched: one call per enterprise */
+    STORE_EVM_BATCH = 2,       /* package.batch: up to 'batch' recipients per call */
+    STORE_EVM_GRANTED = 4,     /* policy.granted: auto-mode grants */
+    STORE_EVM_PKG_CHANGED = 8, /* enterprise.package_changed */
+};
+
+typedef struct store_webhook {
+    uint32_t id;
+    uint64_t ver;
+    char *doc; /* the JSON the API shows (without secrets) */
+    size_t doc_len;
+    char *url;
+    unsigned events;  /* STORE_EVM_* */
+    char *secrets;    /* "whsec_..[:expires_ms] ..", newest first */
+    char *sk;         /* "whsk_..." when ed25519 signing is on, else "" */
+    double rate;      /* requests per second, 0 = unlimited */
+    unsigned inflight; /* concurrent requests */
+    unsigned batch;    /* recipients per package.batch call */
+    int disabled;
+    char *reason;     /* why it was disabled */
+    int64_t created_ms, updated_ms, failing_since_ms;
+} store_webhook_t;
+
+typedef struct store_wh_in {
+    const char *doc;
+    size_t doc_len;
+    const char *url;
+    unsigned events;
+    const char *secrets;
+    const char *sk;
+    double rate;
+    unsigned inflight, batch;
+    int disabled;
+    const char *reason;
+    int64_t expect_ver; /* -1: any */
+} store_wh_in_t;
+
+/* 'w' is borrowed for the callback (NULL on error and after a delete). */
+typedef void (*store_wh_cb)(void *arg, int rc, const store_webhook_t *w);
+int store_wh_put(store_t *s, uint32_t id, const store_wh_in_t *in, store_wh_cb cb, void *arg);
+int store_wh_del(store_t *s, uint32_t id, store_wh_cb cb, void *arg);
+/* Marks a webhook healthy (failing_since 0), failing since a time, or disabled
+ * with a reason; not versioned (the delivery engine calls it). */
+int store_wh_health(store_t *s, uint32_t id, int64_t failing_since_ms, int disable,
+                    const char *reason);
+const store_webhook_t *store_webhook(const store_t *s, uint32_t id);
+const store_webhook_t *store_webhook_next(const store_t *s, uint32_t after);
+
+/* A field of a Redis hash or stream entry, borrowed for the callback. */
+typedef struct store_kv {
+    const char *k, *v;
+    size_t klen, vlen;
+} store_kv_t;
+typedef void (*store_hash_cb)(void *arg, int rc, const store_kv_t *kv, size_t n);
+/* The value of field 'k' in kv[0..n), or NULL (then *len is 0). */
+const char *store_kv_get(const store_kv_t *kv, size_t n, const char *k, size_t *len);
+
+/* Jobs. 'total' is the audience when the job starts. Answers the new id. */
+typedef void (*store_id_cb)(void *arg, int rc, uint64_t id);
+int store_job_create(store_t *s, uint32_t policy, const char *kind, int mode, uint64_t pver,
+                     uint64_t total, store_id_cb cb, void *arg);
+/* One step of job 'job' over policy 'policy': the enterprises (ordinal, 18-byte
+ * code) matched from 'cursor' up to 'next'. Atomically marks the new ones sent,
+ * records them as matched, queues their deliveries (and grants, in auto mode) and
+ * advances the cursor. rc: 0 with 'newly' and 'queued'; -EPERM when the job is no
+ * longer running; -ESTALE when its cursor is not 'cursor' (another step ran). */
+typedef void (*store_step_cb)(void *arg, int rc, uint64_t newly, uint64_t queued);
+int store_job_step(store_t *s, uint64_t job, uint32_t policy, uint32_t cursor, uint32_t next,
+                   const uint32_t *ords, const char *keys, size_t n, store_step_cb cb,
+                   void *arg);
+/* Ends a running job as "done", "failed" or "cancelled" (cancel works from the
+ * API at any time; the runner stops at its next step). */
+int store_job_end(store_t *s, uint64_t job, const char *state, store_id_cb cb, void *arg);
+int store_job_get(store_t *s, uint64_t job, store_hash_cb cb, void *arg);
+/* Running jobs: ids (as decimal strings in kv[i].k) with their cursor in kv[i].v,
+ * and their policy, in a second call... see push/jobs.c for the resume path. */
+int store_jobs_running(store_t *s, store_hash_cb cb, void *arg);
+/* Up to 'count' codes the job matched, from position 'start'. kv[i].v holds them. */
+int store_job_matches(store_t *s, uint64_t job, uint64_t start, unsigned count, store_hash_cb cb,
+                      void *arg);
+
+/* An enterprise now matches published policies it did not match before: queue
+ * its notices (same never-doubled rule as jobs). 'policies' holds ids with their
+ * mode and version. */
+typedef struct store_push_pol {
+    uint32_t id;
+    int mode;
+    uint64_t ver;
+} store_push_pol_t;
+int store_push_enterprise(store_t *s, const char *uscc, uint32_t ord,
+                          const store_push_pol_t *policies, size_t n, const uint32_t *added,
+                          size_t nadded, const uint32_t *removed, size_t nremoved,
+                          store_step_cb cb, void *arg);
+
+/* The queue. Reads up to 'count' deliveries: first those this consumer took but
+ * never finished (after a crash), then new ones. Each entry: kv[0].k is the
+ * stream id, the rest its fields; entries are separated by a kv with k == NULL. */
+int store_q_read(store_t *s, unsigned count, int pending, store_hash_cb cb, void *arg);
+/* Moves retries that are due by 'now_ms' back into the queue; answers how many. */
+int store_q_move_due(store_t *s, int64_t now_ms, unsigned max, store_id_cb cb, void *arg);
+
+typedef struct store_dlv_rec {
+    const char *id;        /* delivery (webhook-id) */
+    const char *sid;       /* stream entry id, or NULL when not from the stream */
+    const char *outcome;   /* "delivered", "retry", "dead", "expired", "disabled" */
+    const char *const *fields; /* event fields to keep on the first attempt (k, v, ...) */
+    unsigned nfields;
+    const char *body;      /* kept on the first attempt, or NULL */
+    size_t body_len;
+    const char *attempt;   /* the attempt, as a JSON object */
+    int64_t next_due_ms;   /* for "retry" */
+    unsigned attempts;
+    int64_t now_ms;
+    const char *job;       /* job id, or NULL */
+    const char *wh;        /* webhook id ("ent" for an enterprise's own endpoint) */
+    long status;
+    const char *error;
+} store_dlv_rec_t;
+/* Records a delivery attempt and its outcome, and only then acknowledges the
+ * stream entry, in one step: an entry leaves the queue only with its outcome. */
+int store_dlv_record(store_t *s, const store_dlv_rec_t *r, store_id_cb cb, void *arg);
+int store_dlv_get(store_t *s, const char *id, store_hash_cb cb, void *arg);
+/* The attempt log of a delivery (kv[i].v are JSON objects). */
+int store_dlv_log(store_t *s, const char *id, store_hash_cb cb, void *arg);
+/* Delivery ids (kv[i].k) with their creation time (kv[i].v), oldest first, created
+ * at or after 'since_ms' (and before 'until_ms' when > 0), for one webhook (id > 0)
+ * or all. */
+int store_dlv_list(store_t *s, uint32_t wh, int64_t since_ms, int64_t until_ms, unsigned max,
+                   store_hash_cb cb, void *arg);
+/* Puts a recorded delivery back in the queue (a replay). -ENOENT when unknown. */
+int store_dlv_requeue(store_t *s, const char *id, store_id_cb cb, void *arg);
+/* A value kept in hq:cfg (created with 'init' if absent), e.g. a service secret. */
+int store_cfg_get_or_set(store_t *s, const char *name, const char *init, store_hash_cb cb,
+                         void *arg);
 
 /* ---- Statistics ------------------------------------------------------------ */
 

@@ -30,6 +30,7 @@ struct store_load {
     uint32_t nchunks, chunk_next, chunk_done;
     uint64_t bad;
     uint64_t ents;
+    unsigned wh_left;
     char detail[512];
 };
 
@@ -342,7 +343,76 @@ static void load_start_policies(store_load_t *ld) {
 }
 
 /* ---------------------------------------------------------------------------
- * Phase 3: the enterprise index, chunk by chunk
+ * Phase 3: webhooks (few; read one by one)
+ * ------------------------------------------------------------------------- */
+
+static void load_on_webhook(void *arg, redisReply *r) {
+    load_req_t *rq = arg;
+    store_load_t *ld = rq->ld;
+    uint32_t id = rq->item;
+    free(rq);
+    if (load_reply_begin(ld)) {
+        return;
+    }
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        load_fail(ld, 0, NULL);
+        return;
+    }
+    store_kv_t *kv = xcalloc(r->elements / 2 + 1, sizeof *kv);
+    size_t n = store__kv_from_reply(r, kv, r->elements / 2 + 1);
+    store_webhook_t *w = store__webhook_from_kv(id, kv, n);
+    free(kv);
+    if (w) {
+        store__mem_wh_apply(ld->mem, id, w);
+    }
+    if (--ld->wh_left == 0) {
+        load_next_phase(ld);
+    }
+}
+
+static void load_on_webhook_ids(void *arg, redisReply *r) {
+    load_req_t *rq = arg;
+    store_load_t *ld = rq->ld;
+    free(rq);
+    if (load_reply_begin(ld)) {
+        return;
+    }
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        load_fail(ld, 0, NULL);
+        return;
+    }
+    ld->wh_left = 1; /* held until every request is sent */
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        unsigned long id = e->type == REDIS_REPLY_STRING ? strtoul(e->str, NULL, 10) : 0;
+        if (id == 0 || id >= UINT32_MAX) {
+            continue;
+        }
+        char key[32];
+        int n = snprintf(key, sizeof key, "hq:wh:%lu", id);
+        const char *argv[2] = {"HGETALL", key};
+        size_t lens[2] = {7, (size_t)n};
+        if (load_send(ld, load_on_webhook, (uint32_t)id, 0, 2, argv, lens) != 0) {
+            load_fail(ld, 0, NULL);
+            return;
+        }
+        ld->wh_left++;
+    }
+    if (--ld->wh_left == 0) {
+        load_next_phase(ld);
+    }
+}
+
+static void load_start_webhooks(store_load_t *ld) {
+    const char *argv[2] = {"SMEMBERS", "hq:whs"};
+    size_t lens[2] = {8, 6};
+    if (load_send(ld, load_on_webhook_ids, 0, 0, 2, argv, lens) != 0) {
+        load_fail(ld, 0, NULL);
+    }
+}
+
+/* ---------------------------------------------------------------------------
+ * Phase 4: the enterprise index, chunk by chunk
  * ------------------------------------------------------------------------- */
 
 static void load_send_chunks(store_load_t *ld);
@@ -477,6 +547,9 @@ static void load_next_phase(store_load_t *ld) {
         load_start_policies(ld);
         break;
     case 2:
+        load_start_webhooks(ld);
+        break;
+    case 3:
         load_start_enterprises(ld);
         break;
     default:
@@ -586,6 +659,7 @@ void store__on_link_state(void *arg, int up) {
         size_t lens[3] = {6, 4, strlen(store__script_text[i])};
         sync_send(s, 0, 3, argv, lens);
     }
+    store__q_ensure_group(s);
     const char *argv[2] = {"INFO", "server"};
     size_t lens[2] = {4, 6};
     sync_send(s, 1, 2, argv, lens);
