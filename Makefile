@@ -32,8 +32,9 @@ STORE_SRC := store/redis_uv.c store/link.c store/store.c store/store_load.c stor
 API_SRC  := api/main.c api/config.c api/log.c api/server.c api/httpd.c api/router.c \
             api/json.c api/json_out.c api/app.c api/ent_input.c api/pol_input.c api/h_tags.c \
             api/h_enterprises.c api/h_policies.c api/h_match.c api/h_health.c \
-            api/h_import.c api/h_retag.c api/retag.c
-PUSH_SRC := push/sign.c push/ssrf.c push/http.c
+            api/h_import.c api/h_retag.c api/retag.c api/render.c api/h_webhooks.c \
+            api/h_push.c
+PUSH_SRC := push/sign.c push/ssrf.c push/http.c push/engine.c push/jobs.c
 UNIT_SRC := tests/unit_main.c tests/test_matcher.c tests/test_tags.c tests/test_rules.c \
             tests/test_push.c
 
@@ -89,7 +90,7 @@ $(BUILD)/tags/default_rules.o: tags/rules.conf
 $(BUILD)/huiqid: $(API_OBJ) $(STORE_OBJ) $(PUSH_OBJ) $(PURE_OBJ) $(LLHTTP_OBJ) $(BLOB_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
-$(BUILD)/unit: $(UNIT_OBJ) $(PURE_OBJ) $(PUSH_OBJ) $(BLOB_OBJ)
+$(BUILD)/unit: $(UNIT_OBJ) $(PURE_OBJ) $(BUILD)/push/sign.o $(BUILD)/push/ssrf.o $(BLOB_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
 BENCH_OBJ := $(BUILD)/bench/bench.o $(BUILD)/bench/gen.o $(BUILD)/bench/data.o

@@ -11,6 +11,7 @@
 #include "api/log.h"
 #include "api/pol_input.h"
 #include "api/retag.h"
+#include "push/sign.h"
 #include "common/xalloc.h"
 #include "tags/date.h"
 
@@ -45,6 +46,20 @@ static const route_t app_routes[] = {
     {HTTPD_POST, "/v1/policies/:id/withdraw", h_pol_withdraw, 0, "policies.withdraw", NULL},
     {HTTPD_GET, "/v1/policies/:id/audience", h_pol_audience, 0, "policies.audience", NULL},
     {HTTPD_POST, "/v1/audience", h_audience_preview, ROUTE_BODY, "audience.preview", NULL},
+    {HTTPD_POST, "/v1/policies/:id/push", h_pol_push, 0, "policies.push", NULL},
+    {HTTPD_POST, "/v1/webhooks", h_wh_create, ROUTE_BODY, "webhooks.create", NULL},
+    {HTTPD_GET, "/v1/webhooks", h_wh_list, 0, "webhooks.list", NULL},
+    {HTTPD_GET, "/v1/webhooks/:id", h_wh_get, 0, "webhooks.get", NULL},
+    {HTTPD_PATCH, "/v1/webhooks/:id", h_wh_update, ROUTE_BODY, "webhooks.update", NULL},
+    {HTTPD_DELETE, "/v1/webhooks/:id", h_wh_delete, 0, "webhooks.delete", NULL},
+    {HTTPD_POST, "/v1/webhooks/:id/rotate", h_wh_rotate, 0, "webhooks.rotate", NULL},
+    {HTTPD_POST, "/v1/webhooks/:id/replay", h_wh_replay, 0, "webhooks.replay", NULL},
+    {HTTPD_GET, "/v1/jobs/:id", h_job_get, 0, "jobs.get", NULL},
+    {HTTPD_GET, "/v1/jobs/:id/matches", h_job_matches, 0, "jobs.matches", NULL},
+    {HTTPD_POST, "/v1/jobs/:id/cancel", h_job_cancel, 0, "jobs.cancel", NULL},
+    {HTTPD_GET, "/v1/deliveries", h_dlv_list, 0, "deliveries.list", NULL},
+    {HTTPD_GET, "/v1/deliveries/:id", h_dlv_get, 0, "deliveries.get", NULL},
+    {HTTPD_POST, "/v1/deliveries/:id/retry", h_dlv_retry, 0, "deliveries.retry", NULL},
 };
 
 #define NROUTES (sizeof app_routes / sizeof app_routes[0])
@@ -154,6 +169,40 @@ static void app_on_done(void *arg, api_req_t *req, size_t body_len) {
  * Store events and signals
  * ------------------------------------------------------------------------- */
 
+static void app_on_ent_secret(void *arg, int rc, const store_kv_t *kv, size_t n) {
+    app_t *app = arg;
+    if (rc == 0 && n == 1 && kv[0].vlen < sizeof app->ent_secret) {
+        memcpy(app->ent_secret, kv[0].v, kv[0].vlen);
+        app->ent_secret[kv[0].vlen] = '\0';
+    }
+}
+
+/* The secret for enterprises' own endpoints lives in Redis, made once. */
+static void app_load_ent_secret(app_t *app) {
+    whsig_secret_t s;
+    char text[96];
+    if (whsig_secret_generate(&s, text, sizeof text) == 0) {
+        store_cfg_get_or_set(app->store, "ent_webhook_secret", text, app_on_ent_secret, app);
+    }
+}
+
+static const char *app_ent_secret(void *arg) {
+    app_t *app = arg;
+    return app->ent_secret;
+}
+
+static int32_t app_today_cb(void *arg) {
+    return app_today(arg);
+}
+
+static void app_on_ent_change(void *arg, const char *uscc, uint32_t ord, const uint64_t *old_row,
+                              const uint64_t *new_row) {
+    app_t *app = arg;
+    if (app->push) {
+        push_on_enterprise(app->push, uscc, ord, old_row, new_row);
+    }
+}
+
 static void app_on_store_event(void *arg, int event, const char *detail) {
     app_t *app = arg;
     char d[512];
@@ -163,6 +212,7 @@ static void app_on_store_event(void *arg, int event, const char *detail) {
         /* Policies may have been reloaded with ids and versions that collide with
          * cached views of different content (Redis came back empty). */
         pol_cache_free(app);
+        app_load_ent_secret(app);
         LOG_INFO("ready", "\"detail\":\"%s\"", d);
         break;
     case STORE_EV_DOWN:
@@ -297,6 +347,30 @@ int app_start(app_t *app, uv_loop_t *loop, const config_t *cfg) {
         fprintf(stderr, "huiqid: bad Redis address\n");
         return -1;
     }
+    if (cfg->webhook_allow[0] && ssrf_allow_parse(&app->ssrf, cfg->webhook_allow) != 0) {
+        fprintf(stderr, "huiqid: bad --webhook-allow '%s' (comma-separated CIDRs)\n",
+                cfg->webhook_allow);
+        return -1;
+    }
+    app->ssrf.allow_http = cfg->webhook_allow_http != 0;
+    push_opts_t po;
+    push_opts_default(&po);
+    po.ssrf = app->ssrf;
+    po.timeout_ms = cfg->webhook_timeout_ms;
+    po.max_inflight = cfg->webhook_inflight;
+    if (cfg->retry_schedule[0] && push_schedule_parse(&po, cfg->retry_schedule) != 0) {
+        fprintf(stderr, "huiqid: bad --retry-schedule '%s' (e.g. 5s,5m,30m,2h)\n",
+                cfg->retry_schedule);
+        return -1;
+    }
+    push_app_t pa = {.app = app, .render = app_render, .today = app_today_cb,
+                     .enterprise_secret = app_ent_secret};
+    app->push = push_new(loop, app->store, &po, &pa);
+    if (app->push == NULL) {
+        fprintf(stderr, "huiqid: cannot start the webhook client\n");
+        return -1;
+    }
+    store_set_ent_hook(app->store, app_on_ent_change, app);
     server_cbs_t cbs = {.on_head = app_on_head, .on_request = app_on_request,
                         .on_done = app_on_done, .on_body = app_on_body,
                         .on_abort = app_on_abort};
@@ -346,6 +420,9 @@ void app_stop(app_t *app) {
     }
     if (app->retag) {
         retag_close(app->retag);
+    }
+    if (app->push) {
+        push_close(app->push, NULL, NULL);
     }
     if (app->store) {
         store_close(app->store, NULL, NULL);

@@ -12,6 +12,8 @@
 #include "api/router.h"
 #include "api/server.h"
 #include "matcher/matcher.h"
+#include "push/push.h"
+#include "push/ssrf.h"
 #include "store/store.h"
 #include "tags/rules.h"
 #include "tags/taxonomy.h"
@@ -31,6 +33,9 @@ typedef struct app {
     uint64_t requests;
     struct pol_cache *pcache; /* policy views, see pol_input.h */
     struct retag *retag;      /* the re-tag worker, see retag.h */
+    push_t *push;             /* jobs and webhook deliveries */
+    ssrf_policy_t ssrf;       /* where webhooks may go */
+    char ent_secret[96];      /* signs deliveries to enterprises' own endpoints */
     /* Audience keys per matcher group: [0] "unknown", then one per region tag. */
     char **group_keys;
     unsigned ngroups;
@@ -96,6 +101,23 @@ void h_ent_import(app_t *app, api_req_t *req);
 int h_ent_import_body(app_t *app, api_req_t *req, const char *p, size_t n);
 void h_ent_import_abort(app_t *app, api_req_t *req);
 void h_retag_start(app_t *app, api_req_t *req);
+void h_wh_create(app_t *app, api_req_t *req);
+void h_wh_update(app_t *app, api_req_t *req);
+void h_wh_get(app_t *app, api_req_t *req);
+void h_wh_list(app_t *app, api_req_t *req);
+void h_wh_delete(app_t *app, api_req_t *req);
+void h_wh_rotate(app_t *app, api_req_t *req);
+void h_wh_replay(app_t *app, api_req_t *req);
+void h_job_get(app_t *app, api_req_t *req);
+void h_job_matches(app_t *app, api_req_t *req);
+void h_job_cancel(app_t *app, api_req_t *req);
+void h_dlv_list(app_t *app, api_req_t *req);
+void h_dlv_get(app_t *app, api_req_t *req);
+void h_dlv_retry(app_t *app, api_req_t *req);
+void h_pol_push(app_t *app, api_req_t *req);
+/* The push engine's renderer (api/render.c). */
+void app_render(void *app, const push_item_t *item, const char *stored, size_t stored_len,
+                push_render_done done, void *ctx);
 void h_retag_status(app_t *app, api_req_t *req);
 void h_pol_create(app_t *app, api_req_t *req);
 void h_pol_list(app_t *app, api_req_t *req);

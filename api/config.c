@@ -38,6 +38,16 @@ static const opt_t config_opts[] = {
     {"--today", "HUIQI_TODAY", "YYYY-MM-DD",
      "pretend today is this date (what-if runs and tests; default: the real date)"},
     {"--log-level", "HUIQI_LOG_LEVEL", "LEVEL", "debug, info, warn, error or off (default info)"},
+    {"--webhook-allow", "HUIQI_WEBHOOK_ALLOW", "CIDR,...",
+     "networks webhooks may reach despite the private-address ban (default none)"},
+    {"--webhook-allow-http", "HUIQI_WEBHOOK_ALLOW_HTTP", "on|off",
+     "accept http:// webhook URLs, not only https:// (default off)"},
+    {"--retry-schedule", "HUIQI_RETRY_SCHEDULE", "LIST",
+     "delays between delivery attempts (default 5s,5m,30m,2h,5h,10h,10h)"},
+    {"--webhook-timeout", "HUIQI_WEBHOOK_TIMEOUT_MS", "MS",
+     "a delivery must be answered 2xx within this (default 15000)"},
+    {"--webhook-inflight", "HUIQI_WEBHOOK_INFLIGHT", "N",
+     "webhook requests in flight in all (default 256)"},
     {"--access-log", "HUIQI_ACCESS_LOG", "on|off", "one log line per request (default on)"},
 };
 
@@ -136,6 +146,17 @@ static int config_offset(const char *v, int *out) {
     return 0;
 }
 
+static int config_bool(const char *v, int *out) {
+    if (strcmp(v, "on") == 0 || strcmp(v, "1") == 0 || strcmp(v, "true") == 0) {
+        *out = 1;
+    } else if (strcmp(v, "off") == 0 || strcmp(v, "0") == 0 || strcmp(v, "false") == 0) {
+        *out = 0;
+    } else {
+        return -EINVAL;
+    }
+    return 0;
+}
+
 static int config_apply(config_t *c, size_t i, const char *v) {
     unsigned long long n;
     const char *flag = config_opts[i].flag;
@@ -197,15 +218,39 @@ static int config_apply(config_t *c, size_t i, const char *v) {
         c->log_level = v;
         return log_set_level_name(v);
     }
-    if (strcmp(flag, "--access-log") == 0) {
-        if (strcmp(v, "on") == 0 || strcmp(v, "1") == 0) {
-            c->access_log = 1;
-        } else if (strcmp(v, "off") == 0 || strcmp(v, "0") == 0) {
-            c->access_log = 0;
-        } else {
+    if (strcmp(flag, "--webhook-allow") == 0) {
+        if (strlen(v) >= sizeof c->webhook_allow) {
             return -EINVAL;
         }
+        strcpy(c->webhook_allow, v);
         return 0;
+    }
+    if (strcmp(flag, "--webhook-allow-http") == 0) {
+        return config_bool(v, &c->webhook_allow_http);
+    }
+    if (strcmp(flag, "--retry-schedule") == 0) {
+        if (strlen(v) >= sizeof c->retry_schedule) {
+            return -EINVAL;
+        }
+        strcpy(c->retry_schedule, v);
+        return 0;
+    }
+    if (strcmp(flag, "--webhook-timeout") == 0) {
+        if (config_uint(v, 100, 600000, &n)) {
+            return -EINVAL;
+        }
+        c->webhook_timeout_ms = (unsigned)n;
+        return 0;
+    }
+    if (strcmp(flag, "--webhook-inflight") == 0) {
+        if (config_uint(v, 1, 100000, &n)) {
+            return -EINVAL;
+        }
+        c->webhook_inflight = (unsigned)n;
+        return 0;
+    }
+    if (strcmp(flag, "--access-log") == 0) {
+        return config_bool(v, &c->access_log);
     }
     return -EINVAL;
 }
@@ -224,6 +269,8 @@ int config_load(config_t *c, int argc, char **argv) {
     c->redis_max_inflight = 10000;
     c->utc_offset_min = 8 * 60;
     c->today = DATE_NONE;
+    c->webhook_timeout_ms = 15000;
+    c->webhook_inflight = 256;
     c->log_level = "info";
     c->access_log = 1;
     for (size_t i = 0; i < NOPTS; i++) {

@@ -25,6 +25,12 @@ typedef struct config {
     int32_t today;      /* a fixed "today" (days since 1970), or DATE_NONE */
     const char *log_level;
     int access_log;
+    /* webhooks */
+    char webhook_allow[512]; /* CIDRs admitted despite the private-address ban */
+    int webhook_allow_http;  /* accept http:// webhook URLs (not only https://) */
+    char retry_schedule[256];
+    unsigned webhook_timeout_ms;
+    unsigned webhook_inflight; /* requests in flight in all */
 } config_t;
 
 /* Fills 'c' from defaults, the environment and argv. Returns 0, 1 when help or

@@ -243,7 +243,7 @@ static int ent_quals(const app_t *app, json_t *v, ent_input_t *in, ent_err_t *er
     return 0;
 }
 
-static int ent_contact(json_t *v, json_t *attrs, ent_err_t *err) {
+static int ent_contact(const ssrf_policy_t *ssrf, json_t *v, json_t *attrs, ent_err_t *err) {
     if (!json_is_object(v)) {
         return ent_fail(err, 400, "invalid_type", "contact", "contact must be an object");
     }
@@ -266,9 +266,15 @@ static int ent_contact(json_t *v, json_t *attrs, ent_err_t *err) {
                 }
             }
         } else if (strcmp(k, "webhook") == 0) {
+            ssrf_url_t u;
+            char why[160];
             if (!json_is_string(x) || !ent_http_url(json_string_value(x))) {
                 return ent_fail(err, 400, "invalid_url", "contact.webhook",
                                 "contact.webhook must be an http:// or https:// URL");
+            }
+            if (ssrf_check_url(ssrf, json_string_value(x), &u, why, sizeof why) != 0) {
+                return ent_fail(err, 400, "invalid_url", "contact.webhook", "contact.webhook: %s",
+                                why);
             }
         } else if (strcmp(k, "email") == 0 || strcmp(k, "person") == 0) {
             if (ent_str(x, 200, k[0] == 'e' ? "contact.email" : "contact.person", err)) {
@@ -423,7 +429,7 @@ static int ent_field(const app_t *app, const char *k, json_t *v, ent_input_t *in
         json_object_set_new(in->attrs, "interests",
                             ent_codes(app, TAX_POLICY, in->interests, in->ninterests));
     } else if (strcmp(k, "contact") == 0) {
-        return ent_contact(v, in->attrs, err);
+        return ent_contact(&app->ssrf, v, in->attrs, err);
     } else if (strcmp(k, "overrides") == 0) {
         return ent_overrides(app, v, in, err);
     } else {
@@ -587,4 +593,8 @@ void ent_merge_patch(json_t *target, json_t *patch) {
             json_object_set(target, k, v);
         }
     }
+}
+
+const char *ent_input_webhook(const ent_input_t *in) {
+    return json_string_value(json_object_get(json_object_get(in->attrs, "contact"), "webhook"));
 }

@@ -38,6 +38,9 @@ int ent_input_parse(const app_t *app, json_t *body, const char *path_uscc, ent_i
                     ent_err_t *err);
 void ent_input_free(ent_input_t *in);
 
+/* The enterprise's own webhook URL (contact.webhook), or NULL. */
+const char *ent_input_webhook(const ent_input_t *in);
+
 /* Normalises and checks a credit code from a URL or body into 'out' (19 bytes).
  * Returns 0 or -1 with 'err' filled. */
 int ent_uscc_parse(const char *s, size_t len, char *out, const char *field, ent_err_t *err);

@@ -134,6 +134,7 @@ static void ent_write(ent_ctx_t *c, json_t *body, const char *path_uscc, int64_t
         .mode = c->mode,
         .expect_ver = expect_ver,
         .retag_on = out->next_change,
+        .webhook = ent_input_webhook(&in),
     };
     int rc = store_ent_put(app->store, &w, ent_on_written, c);
     free(text);

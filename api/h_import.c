@@ -182,6 +182,7 @@ static void import_line(import_t *im, const char *p, size_t n) {
         .mode = STORE_UPSERT,
         .expect_ver = -1,
         .retag_on = out->next_change,
+        .webhook = ent_input_webhook(&in),
     };
     int rc = store_ent_put(app->store, &w, import_on_written, op);
     free(text);

@@ -18,6 +18,7 @@ typedef struct pol_ctx {
     uint32_t id;
     int created;
     int action;
+    int was_published; /* before a publish: then it starts no new job */
 } pol_ctx_t;
 
 /* Reads the {id} path parameter; answers and returns -1 when it is not an id. */
@@ -33,9 +34,32 @@ static int pol_path_id(api_req_t *req, uint32_t *id) {
     return 0;
 }
 
+static void pol_on_job(void *arg, int rc, uint64_t job) {
+    pol_ctx_t *c = arg;
+    const store_policy_t *p = store_policy(c->app->store, c->id);
+    json_t *o = p ? pol_render(c->app, p) : json_object();
+    /* The publish itself succeeded; a job that could not start is reported, and
+     * POST /v1/policies/{id}/push starts one later. */
+    json_object_set_new(o, "job", rc == 0 ? json_integer((json_int_t)job) : json_null());
+    api_reply_json(c->req, 200, o, NULL);
+    free(c);
+}
+
 static void pol_on_written(void *arg, int rc, const store_policy_t *p) {
     pol_ctx_t *c = arg;
     api_req_t *req = c->req;
+    if (rc == 0 && p && c->action == STORE_PUBLISH && !c->was_published &&
+        p->status == STORE_POL_PUBLISHED) {
+        /* Publishing pushes: a job walks the audience and queues the notices. */
+        if (push_job_start(c->app->push, p->id, "publish", pol_on_job, c) == 0) {
+            return;
+        }
+        json_t *o = pol_render(c->app, p);
+        json_object_set_new(o, "job", json_null());
+        api_reply_json(req, 200, o, NULL);
+        free(c);
+        return;
+    }
     if (rc == -ENOENT) {
         api_error(req, 404, "not_found", NULL, "no policy %u", c->id);
     } else if (rc == -ESTALE) {
@@ -142,6 +166,8 @@ static void pol_status(app_t *app, api_req_t *req, int action) {
     }
     pol_ctx_t *c = pol_ctx_new(app, req, id);
     c->action = action;
+    const store_policy_t *cur = store_policy(app->store, id);
+    c->was_published = cur && cur->status == STORE_POL_PUBLISHED;
     int rc = store_pol_set_status(app->store, id, action, pol_on_written, c);
     if (rc) {
         free(c);

@@ -8,6 +8,7 @@
 #include "api/app.h"
 #include "api/config.h"
 #include "api/log.h"
+#include "push/http.h"
 
 int main(int argc, char **argv) {
     config_t cfg;
@@ -17,6 +18,10 @@ int main(int argc, char **argv) {
     }
     /* Writes to a closed socket must fail with EPIPE, not kill the process. */
     signal(SIGPIPE, SIG_IGN);
+    if (pushhttp_global_init() != 0) {
+        fprintf(stderr, "huiqid: libcurl failed to initialise\n");
+        return 1;
+    }
     uv_loop_t loop;
     uv_loop_init(&loop);
     app_t app;
@@ -35,6 +40,7 @@ int main(int argc, char **argv) {
         uv_walk(&loop, NULL, NULL);
         exit_code = exit_code ? exit_code : 1;
     }
+    pushhttp_global_cleanup();
     LOG_INFO("stopped", "\"exit\":%d", exit_code);
     return exit_code;
 }

@@ -142,6 +142,7 @@ static void retag_on_read(void *arg, int rc, const store_doc_t *d) {
         .mode = STORE_UPDATE,
         .expect_ver = (int64_t)d->ver,
         .retag_on = out->next_change,
+        .webhook = ent_input_webhook(&in),
     };
     rc = store_ent_put(app->store, &w, retag_on_written, op);
     free(text);

@@ -148,13 +148,14 @@ start_redis() {
     REDIS_PID=$!
     PIDS+=("$REDIS_PID")
     wait_until 30 "$REDIS_PID" "redis-server on port $port" \
-        sh -c "redis-cli -p $port ping | grep -q PONG" || die "see $dir/redis.log"
+        sh -c "redis-cli -p $port ping | grep -q PONG" || die "redis-server; see var/bench/failed-run-logs/$(basename "$dir")_redis.log"
     # A larger data set takes a while to load from disk: wait for loading:0.
     wait_until 600 "$REDIS_PID" "redis-server loading" \
-        sh -c "redis-cli -p $port info persistence | grep -q '^loading:0'" || die "see $dir/redis.log"
+        sh -c "redis-cli -p $port info persistence | grep -q '^loading:0'" || die "redis-server; see var/bench/failed-run-logs/$(basename "$dir")_redis.log"
 }
 
 mkdir -p "$VAR"
+rm -rf "$VAR/failed-run-logs"
 : >"$RAW"
 
 # --- 1. dependencies and build ------------------------------------------------
@@ -253,7 +254,7 @@ else
     PGPORT=$(free_port)
     say "peers: PostgreSQL 15 (private cluster, socket only, port $PGPORT)"
     "${PG_RUNAS[@]}" "$PGBIN/initdb" -D "$TMP/pg/data" -A trust -U postgres -E UTF8 --no-locale \
-        >"$TMP/pg-initdb.log" 2>&1 || die "initdb failed; see $TMP/pg-initdb.log"
+        >"$TMP/pg-initdb.log" 2>&1 || die "initdb failed; see var/bench/failed-run-logs/pg-initdb.log"
     # No TCP (listen_addresses ''), a unix socket in PGTMP. Durability is not what is
     # measured: fsync off for the load. Memory settings large enough that the
     # table, the index and the bitmaps of a query stay in memory.
@@ -261,7 +262,7 @@ else
     "${PG_RUNAS[@]}" "$PGBIN/pg_ctl" -D "$PG_DATA" -l "$TMP/pg/server.log" -w -t 120 \
         -o "-p $PGPORT -k $PGTMP -c listen_addresses='' -c shared_buffers=1GB -c work_mem=64MB \
             -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_wal_size=8GB" \
-        start >/dev/null || die "PostgreSQL did not start; see $TMP/pg/server.log"
+        start >/dev/null || die "PostgreSQL did not start; see var/bench/failed-run-logs/pg_server.log"
     PGARGS=(--pg "host=$PGTMP port=$PGPORT user=postgres dbname=postgres")
     if [ "$PG_ALL" = 1 ]; then PGARGS+=(--pg-all); fi
     timeout 7200 "$BUILD/bench/peers" "${BENCH_ARGS[@]}" "${PGARGS[@]}" | tee -a "$RAW" ||
@@ -282,7 +283,7 @@ if [ "$USE_HTTP" != 0 ]; then
     "$BUILD/huiqid" "${HUIQID_ARGS[@]}" 2>>"$TMP/huiqid.log" &
     HPID=$!
     PIDS+=("$HPID")
-    wait_until 60 "$HPID" huiqid curl -sf "$URL/readyz" || die "huiqid; see $TMP/huiqid.log"
+    wait_until 60 "$HPID" huiqid curl -sf "$URL/readyz" || die "huiqid; see var/bench/failed-run-logs/huiqid.log"
 
     say "HTTP: importing $N enterprises (POST /v1/enterprises:import, NDJSON streamed)"
     T0=$EPOCHREALTIME
@@ -362,7 +363,7 @@ while time.time() < end:
     time.sleep(0.002)
 sys.exit("not ready after 300 s")
 EOF
-    ) || die "huiqid did not become ready; see $TMP/huiqid.log"
+    ) || die "huiqid did not become ready; see var/bench/failed-run-logs/huiqid.log"
     kv cold_start_s "$(python3 -c "print('%.3f' % ($T200 - $T0))")"
     kv huiqid_rss_kb "$(sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$HPID/status")"
     kv huiqid_hwm_kb "$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$HPID/status")"
@@ -456,7 +457,7 @@ EOF
         NGPID=$!
         PIDS+=("$NGPID")
         NGINX_URL=http://127.0.0.1:$NPORT
-        wait_until 30 "$NGPID" nginx curl -sf "$NGINX_URL/package.json" || die "nginx; see $NGX/error.log"
+        wait_until 30 "$NGPID" nginx curl -sf "$NGINX_URL/package.json" || die "nginx; see var/bench/failed-run-logs/nginx_error.log"
         kv nginx_version "$(nginx -v 2>&1 | sed 's/.*nginx\///')"
     else
         kv nginx_status "skipped: nginx is not installed"
@@ -500,7 +501,7 @@ EOF
     else
         kv wrk_status "skipped: wrk is not installed"
     fi
-    kill -0 "$HPID" 2>/dev/null || die "huiqid died during the run; see $TMP/huiqid.log"
+    kill -0 "$HPID" 2>/dev/null || die "huiqid died during the run; see var/bench/failed-run-logs/huiqid.log"
     if [ -s "$TMP/huiqid.log" ]; then
         say "huiqid logged (warn and above):"
         head -20 "$TMP/huiqid.log" >&2

@@ -650,7 +650,12 @@ static void q_on_reply(void *arg, redisReply *r) {
         return;
     }
     if (r->type == REDIS_REPLY_ERROR) {
-        op->cb.hash(op->arg, strncmp(r->str, "NOGROUP", 7) == 0 ? -ENOENT : -EPROTO, NULL, 0);
+        int missing = strncmp(r->str, "NOGROUP", 7) == 0;
+        if (missing) {
+            /* Someone deleted the stream (FLUSHALL): make the group again. */
+            store__q_ensure_group(op->s);
+        }
+        op->cb.hash(op->arg, missing ? -ENOENT : -EPROTO, NULL, 0);
         free(op);
         return;
     }
@@ -863,4 +868,31 @@ int store_cfg_get_or_set(store_t *s, const char *name, const char *init, store_h
     cb_op_t *op = cb_op_new(s, arg);
     op->cb.hash = cb;
     return send_eval(s, op, cfg_on_reply, STORE_SCRIPT_CFG_GET, 2, args, lens);
+}
+
+static void str_on_reply(void *arg, redisReply *r) {
+    cb_op_t *op = arg;
+    if (r == NULL || (r->type != REDIS_REPLY_STRING && r->type != REDIS_REPLY_NIL)) {
+        op->cb.hash(op->arg, r == NULL ? -EIO : -EPROTO, NULL, 0);
+    } else if (r->type == REDIS_REPLY_NIL) {
+        op->cb.hash(op->arg, -ENOENT, NULL, 0);
+    } else {
+        store_kv_t kv = {.k = "value", .klen = 5, .v = r->str, .vlen = r->len};
+        op->cb.hash(op->arg, 0, &kv, 1);
+    }
+    free(op);
+}
+
+int store_grant_get(store_t *s, uint32_t policy, const char *uscc, store_hash_cb cb, void *arg) {
+    if (!store__link_up(s->link)) {
+        return -ENOTCONN;
+    }
+    char key[32], u[19];
+    snprintf(key, sizeof key, "hq:grant:%u", policy);
+    memcpy(u, uscc, 18);
+    u[18] = '\0';
+    const char *argv[3] = {"HGET", key, u};
+    cb_op_t *op = cb_op_new(s, arg);
+    op->cb.hash = cb;
+    return send_cmd(s, op, str_on_reply, 3, argv);
 }

@@ -332,6 +332,9 @@ int store_dlv_list(store_t *s, uint32_t wh, int64_t since_ms, int64_t until_ms, 
                    store_hash_cb cb, void *arg);
 /* Puts a recorded delivery back in the queue (a replay). -ENOENT when unknown. */
 int store_dlv_requeue(store_t *s, const char *id, store_id_cb cb, void *arg);
+/* The grant record of an enterprise under an auto-mode policy: kv[0].v is
+ * "<granted ms>:<policy version>"; -ENOENT when none. */
+int store_grant_get(store_t *s, uint32_t policy, const char *uscc, store_hash_cb cb, void *arg);
 /* A value kept in hq:cfg (created with 'init' if absent), e.g. a service secret. */
 int store_cfg_get_or_set(store_t *s, const char *name, const char *init, store_hash_cb cb,
                          void *arg);
