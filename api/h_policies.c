@@ -19,6 +19,7 @@ typedef struct pol_ctx {
     int created;
     int action;
     int was_published; /* before a publish: then it starts no new job */
+    int kind_status;   /* a publish or withdraw (answers carry "job" for publish) */
 } pol_ctx_t;
 
 /* Reads the {id} path parameter; answers and returns -1 when it is not an id. */
@@ -48,7 +49,7 @@ static void pol_on_job(void *arg, int rc, uint64_t job) {
 static void pol_on_written(void *arg, int rc, const store_policy_t *p) {
     pol_ctx_t *c = arg;
     api_req_t *req = c->req;
-    if (rc == 0 && p && c->action == STORE_PUBLISH && !c->was_published &&
+    if (rc == 0 && p && c->kind_status && c->action == STORE_PUBLISH && !c->was_published &&
         p->status == STORE_POL_PUBLISHED) {
         /* Publishing pushes: a job walks the audience and queues the notices. */
         if (push_job_start(c->app->push, p->id, "publish", pol_on_job, c) == 0) {
@@ -76,8 +77,11 @@ static void pol_on_written(void *arg, int rc, const store_policy_t *p) {
     } else {
         char loc[64];
         snprintf(loc, sizeof loc, "Location: /v1/policies/%u\r\n", p->id);
-        api_reply_json(req, c->created ? 201 : 200, pol_render(c->app, p),
-                       c->created ? loc : NULL);
+        json_t *o = pol_render(c->app, p);
+        if (c->action == STORE_PUBLISH && c->kind_status) {
+            json_object_set_new(o, "job", json_null()); /* already published: no new job */
+        }
+        api_reply_json(req, c->created ? 201 : 200, o, c->created ? loc : NULL);
     }
     free(c);
 }
@@ -168,6 +172,7 @@ static void pol_status(app_t *app, api_req_t *req, int action) {
     c->action = action;
     const store_policy_t *cur = store_policy(app->store, id);
     c->was_published = cur && cur->status == STORE_POL_PUBLISHED;
+    c->kind_status = 1;
     int rc = store_pol_set_status(app->store, id, action, pol_on_written, c);
     if (rc) {
         free(c);
