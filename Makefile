@@ -27,13 +27,13 @@ PURE_SRC := common/xalloc.c \
             matcher/rule.c matcher/cont.c matcher/matcher.c matcher/eval.c matcher/polset.c \
             tags/uscc.c tags/taxonomy.c tags/date.c tags/rules.c common/sbuf.c
 STORE_SRC := store/redis_uv.c store/link.c store/store.c store/store_load.c store/codec.c \
-            store/push.c \
+            store/push.c store/keys.c \
             store/scripts.c
 API_SRC  := api/main.c api/config.c api/log.c api/server.c api/httpd.c api/router.c \
             api/json.c api/json_out.c api/app.c api/ent_input.c api/pol_input.c api/h_tags.c \
             api/h_enterprises.c api/h_policies.c api/h_match.c api/h_health.c \
             api/h_import.c api/h_retag.c api/retag.c api/render.c api/h_webhooks.c \
-            api/h_push.c
+            api/h_push.c api/auth.c api/access.c api/h_keys.c
 PUSH_SRC := push/sign.c push/ssrf.c push/http.c push/engine.c push/jobs.c
 UNIT_SRC := tests/unit_main.c tests/test_matcher.c tests/test_tags.c tests/test_rules.c \
             tests/test_push.c
@@ -146,7 +146,7 @@ bench:
 bench-smoke:
 	BUILD=$(BUILD) MAKE="$(MAKE)" BENCH_N=50000 BENCH_POLICIES=200 BENCH_PG=0 \
 	    BENCH_DURATION=3s BENCH_REPORT=var/bench/smoke/benchmarks.md \
-	    BENCH_CMD="make bench-smoke" ./bench/run.sh
+	    BENCH_RAW=var/bench/smoke/last-run.txt BENCH_CMD="make bench-smoke" ./bench/run.sh
 
 run: deps all
 	./deploy/run.sh $(BUILD)/huiqid

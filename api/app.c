@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "api/access.h"
 #include "api/log.h"
 #include "api/pol_input.h"
 #include "api/retag.h"
@@ -22,44 +23,55 @@ extern const char huiqi_default_rules_end[];
 
 #define SMALL_BODY (64 * 1024) /* what a route without a body may still send */
 
+/* Who may do what: admins everything; operators policies, publishing, pushes,
+ * audiences and all enterprises; integrators enterprises, packages and webhooks;
+ * enterprise keys their own record and package (ROUTE_SCOPED), tags and policies. */
+#define R_AO  (ROLE_ADMIN | ROLE_OPERATOR)
+#define R_AOI (ROLE_ADMIN | ROLE_OPERATOR | ROLE_INTEGRATOR)
+
 static const route_t app_routes[] = {
-    {HTTPD_GET, "/healthz", h_healthz, ROUTE_PUBLIC, "healthz", NULL},
-    {HTTPD_GET, "/readyz", h_readyz, ROUTE_PUBLIC, "readyz", NULL},
-    {HTTPD_GET, "/v1/tags", h_tags_list, 0, "tags.list", NULL},
-    {HTTPD_POST, "/v1/enterprises", h_ent_create, ROUTE_BODY, "enterprises.create", NULL},
-    {HTTPD_POST, "/v1/enterprises:import", h_ent_import, 0, "enterprises.import",
-     h_ent_import_body},
-    {HTTPD_POST, "/v1/enterprises:retag", h_retag_start, 0, "enterprises.retag", NULL},
-    {HTTPD_GET, "/v1/enterprises:retag", h_retag_status, 0, "enterprises.retag_status", NULL},
-    {HTTPD_GET, "/v1/enterprises", h_ent_list, 0, "enterprises.list", NULL},
-    {HTTPD_GET, "/v1/enterprises/:uscc", h_ent_get, 0, "enterprises.get", NULL},
-    {HTTPD_PUT, "/v1/enterprises/:uscc", h_ent_put, ROUTE_BODY, "enterprises.put", NULL},
-    {HTTPD_PATCH, "/v1/enterprises/:uscc", h_ent_patch, ROUTE_BODY, "enterprises.patch", NULL},
-    {HTTPD_DELETE, "/v1/enterprises/:uscc", h_ent_delete, 0, "enterprises.delete", NULL},
-    {HTTPD_GET, "/v1/enterprises/:uscc/policies", h_ent_package, 0, "enterprises.package", NULL},
-    {HTTPD_POST, "/v1/policies", h_pol_create, ROUTE_BODY, "policies.create", NULL},
-    {HTTPD_GET, "/v1/policies", h_pol_list, 0, "policies.list", NULL},
-    {HTTPD_GET, "/v1/policies/:id", h_pol_get, 0, "policies.get", NULL},
-    {HTTPD_PUT, "/v1/policies/:id", h_pol_put, ROUTE_BODY, "policies.put", NULL},
-    {HTTPD_DELETE, "/v1/policies/:id", h_pol_delete, 0, "policies.delete", NULL},
-    {HTTPD_POST, "/v1/policies/:id/publish", h_pol_publish, 0, "policies.publish", NULL},
-    {HTTPD_POST, "/v1/policies/:id/withdraw", h_pol_withdraw, 0, "policies.withdraw", NULL},
-    {HTTPD_GET, "/v1/policies/:id/audience", h_pol_audience, 0, "policies.audience", NULL},
-    {HTTPD_POST, "/v1/audience", h_audience_preview, ROUTE_BODY, "audience.preview", NULL},
-    {HTTPD_POST, "/v1/policies/:id/push", h_pol_push, 0, "policies.push", NULL},
-    {HTTPD_POST, "/v1/webhooks", h_wh_create, ROUTE_BODY, "webhooks.create", NULL},
-    {HTTPD_GET, "/v1/webhooks", h_wh_list, 0, "webhooks.list", NULL},
-    {HTTPD_GET, "/v1/webhooks/:id", h_wh_get, 0, "webhooks.get", NULL},
-    {HTTPD_PATCH, "/v1/webhooks/:id", h_wh_update, ROUTE_BODY, "webhooks.update", NULL},
-    {HTTPD_DELETE, "/v1/webhooks/:id", h_wh_delete, 0, "webhooks.delete", NULL},
-    {HTTPD_POST, "/v1/webhooks/:id/rotate", h_wh_rotate, 0, "webhooks.rotate", NULL},
-    {HTTPD_POST, "/v1/webhooks/:id/replay", h_wh_replay, 0, "webhooks.replay", NULL},
-    {HTTPD_GET, "/v1/jobs/:id", h_job_get, 0, "jobs.get", NULL},
-    {HTTPD_GET, "/v1/jobs/:id/matches", h_job_matches, 0, "jobs.matches", NULL},
-    {HTTPD_POST, "/v1/jobs/:id/cancel", h_job_cancel, 0, "jobs.cancel", NULL},
-    {HTTPD_GET, "/v1/deliveries", h_dlv_list, 0, "deliveries.list", NULL},
-    {HTTPD_GET, "/v1/deliveries/:id", h_dlv_get, 0, "deliveries.get", NULL},
-    {HTTPD_POST, "/v1/deliveries/:id/retry", h_dlv_retry, 0, "deliveries.retry", NULL},
+    {HTTPD_GET, "/healthz", h_healthz, ROUTE_PUBLIC, "healthz", NULL, 0},
+    {HTTPD_GET, "/readyz", h_readyz, ROUTE_PUBLIC, "readyz", NULL, 0},
+    {HTTPD_GET, "/v1/tags", h_tags_list, 0, "tags.list", NULL, ROLE_ANY},
+    {HTTPD_POST, "/v1/enterprises", h_ent_create, ROUTE_BODY, "enterprises.create", NULL, R_AOI},
+    {HTTPD_POST, "/v1/enterprises:import", h_ent_import, 0, "enterprises.import", h_ent_import_body, R_AOI},
+    {HTTPD_POST, "/v1/enterprises:retag", h_retag_start, 0, "enterprises.retag", NULL, ROLE_ADMIN},
+    {HTTPD_GET, "/v1/enterprises:retag", h_retag_status, 0, "enterprises.retag_status", NULL, R_AO},
+    {HTTPD_GET, "/v1/enterprises", h_ent_list, 0, "enterprises.list", NULL, R_AOI},
+    {HTTPD_GET, "/v1/enterprises/:uscc", h_ent_get, ROUTE_SCOPED, "enterprises.get", NULL, R_AOI},
+    {HTTPD_PUT, "/v1/enterprises/:uscc", h_ent_put, ROUTE_BODY | ROUTE_SCOPED, "enterprises.put", NULL, R_AOI},
+    {HTTPD_PATCH, "/v1/enterprises/:uscc", h_ent_patch, ROUTE_BODY | ROUTE_SCOPED,
+     "enterprises.patch", NULL, R_AOI},
+    {HTTPD_DELETE, "/v1/enterprises/:uscc", h_ent_delete, 0, "enterprises.delete", NULL, R_AOI},
+    {HTTPD_GET, "/v1/enterprises/:uscc/policies", h_ent_package, ROUTE_SCOPED,
+     "enterprises.package", NULL, R_AOI},
+    {HTTPD_POST, "/v1/policies", h_pol_create, ROUTE_BODY, "policies.create", NULL, R_AO},
+    {HTTPD_GET, "/v1/policies", h_pol_list, 0, "policies.list", NULL, R_AOI},
+    {HTTPD_GET, "/v1/policies/:id", h_pol_get, 0, "policies.get", NULL, ROLE_ANY},
+    {HTTPD_PUT, "/v1/policies/:id", h_pol_put, ROUTE_BODY, "policies.put", NULL, R_AO},
+    {HTTPD_DELETE, "/v1/policies/:id", h_pol_delete, 0, "policies.delete", NULL, R_AO},
+    {HTTPD_POST, "/v1/policies/:id/publish", h_pol_publish, 0, "policies.publish", NULL, R_AO},
+    {HTTPD_POST, "/v1/policies/:id/withdraw", h_pol_withdraw, 0, "policies.withdraw", NULL, R_AO},
+    {HTTPD_GET, "/v1/policies/:id/audience", h_pol_audience, 0, "policies.audience", NULL, R_AO},
+    {HTTPD_POST, "/v1/audience", h_audience_preview, ROUTE_BODY, "audience.preview", NULL, R_AO},
+    {HTTPD_POST, "/v1/policies/:id/push", h_pol_push, 0, "policies.push", NULL, R_AO},
+    {HTTPD_POST, "/v1/webhooks", h_wh_create, ROUTE_BODY, "webhooks.create", NULL, R_AOI},
+    {HTTPD_GET, "/v1/webhooks", h_wh_list, 0, "webhooks.list", NULL, R_AOI},
+    {HTTPD_GET, "/v1/webhooks/:id", h_wh_get, 0, "webhooks.get", NULL, R_AOI},
+    {HTTPD_PATCH, "/v1/webhooks/:id", h_wh_update, ROUTE_BODY, "webhooks.update", NULL, R_AOI},
+    {HTTPD_DELETE, "/v1/webhooks/:id", h_wh_delete, 0, "webhooks.delete", NULL, R_AOI},
+    {HTTPD_POST, "/v1/webhooks/:id/rotate", h_wh_rotate, 0, "webhooks.rotate", NULL, R_AOI},
+    {HTTPD_POST, "/v1/webhooks/:id/replay", h_wh_replay, 0, "webhooks.replay", NULL, R_AOI},
+    {HTTPD_GET, "/v1/jobs/:id", h_job_get, 0, "jobs.get", NULL, R_AO},
+    {HTTPD_GET, "/v1/jobs/:id/matches", h_job_matches, 0, "jobs.matches", NULL, R_AO},
+    {HTTPD_POST, "/v1/jobs/:id/cancel", h_job_cancel, 0, "jobs.cancel", NULL, R_AO},
+    {HTTPD_GET, "/v1/deliveries", h_dlv_list, 0, "deliveries.list", NULL, R_AOI},
+    {HTTPD_GET, "/v1/deliveries/:id", h_dlv_get, 0, "deliveries.get", NULL, R_AOI},
+    {HTTPD_POST, "/v1/deliveries/:id/retry", h_dlv_retry, 0, "deliveries.retry", NULL, R_AOI},
+    {HTTPD_POST, "/v1/keys", h_key_create, ROUTE_BODY, "keys.create", NULL, ROLE_ADMIN},
+    {HTTPD_GET, "/v1/keys", h_key_list, 0, "keys.list", NULL, ROLE_ADMIN},
+    {HTTPD_GET, "/v1/keys/:id", h_key_get, 0, "keys.get", NULL, ROLE_ADMIN},
+    {HTTPD_DELETE, "/v1/keys/:id", h_key_revoke, 0, "keys.revoke", NULL, ROLE_ADMIN},
 };
 
 #define NROUTES (sizeof app_routes / sizeof app_routes[0])
@@ -75,6 +87,12 @@ int32_t app_today(const app_t *app) {
         return app->cfg->today;
     }
     return date_at(time(NULL), app->cfg->utc_offset_min);
+}
+
+int64_t app_now_ms(void) {
+    uv_timeval64_t tv;
+    uv_gettimeofday(&tv);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
 /* ---------------------------------------------------------------------------
@@ -97,7 +115,7 @@ static int app_on_head(void *arg, api_req_t *req) {
         if (rt->body_fn) {
             req->http->stream = 1;
         }
-        return 0;
+        return access_head(app, req, rt);
     }
     miss->status = st;
     req->ctx = miss;
@@ -131,38 +149,47 @@ static void app_on_request(void *arg, api_req_t *req) {
         }
         return;
     }
-    rt->fn(app, req);
+    access_request(app, req);
 }
 
 static int app_on_body(void *arg, api_req_t *req, const char *p, size_t n) {
     const route_t *rt = req->route;
-    return rt && rt->body_fn ? rt->body_fn(arg, req, p, n) : 0;
+    return rt && rt->body_fn ? access_body(arg, req, p, n) : 0;
 }
 
-static void app_on_abort(void *arg, api_req_t *req) {
+/* What a request left attached when it ends early (refused or abandoned). */
+static void app_release(app_t *app, api_req_t *req) {
     const route_t *rt = req->route;
     if (rt == NULL) {
         free(req->ctx); /* a route_miss */
-    } else if (rt->body_fn) {
-        h_ent_import_abort(arg, req);
+    } else if (rt->body_fn && req->ctx) {
+        h_ent_import_abort(app, req);
     }
     req->ctx = NULL;
+    access_release(app, req);
+}
+
+static void app_on_abort(void *arg, api_req_t *req) {
+    app_release(arg, req);
 }
 
 static void app_on_done(void *arg, api_req_t *req, size_t body_len) {
     app_t *app = arg;
-    if (!app->cfg->access_log || log_level() > LOG_LEVEL_INFO) {
-        return;
+    if (app->cfg->access_log && log_level() <= LOG_LEVEL_INFO) {
+        const route_t *rt = req->route;
+        double ms = (double)(uv_hrtime() - req->start_ns) / 1e6;
+        char path[256];
+        log_escape(req->path, strlen(req->path), path, sizeof path);
+        const char *kid = access_kid(req);
+        /* The key's id only: the secret never reaches a log. */
+        log_write(LOG_LEVEL_INFO, "request",
+                  "\"rid\":\"%s\",\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\","
+                  "\"status\":%d,\"bytes\":%zu,\"ms\":%.3f,\"key\":%s%s%s",
+                  req->id, httpd_method_name(req->http ? req->http->method : HTTPD_OTHER), path,
+                  rt ? rt->name : "-", req->status, body_len, ms, kid ? "\"" : "",
+                  kid ? kid : "null", kid ? "\"" : "");
     }
-    const route_t *rt = req->route;
-    double ms = (double)(uv_hrtime() - req->start_ns) / 1e6;
-    char path[256];
-    log_escape(req->path, strlen(req->path), path, sizeof path);
-    log_write(LOG_LEVEL_INFO, "request",
-              "\"rid\":\"%s\",\"method\":\"%s\",\"path\":\"%s\",\"route\":\"%s\",\"status\":%d,"
-              "\"bytes\":%zu,\"ms\":%.3f",
-              req->id, httpd_method_name(req->http ? req->http->method : HTTPD_OTHER), path,
-              rt ? rt->name : "-", req->status, body_len, ms);
+    app_release(app, req);
 }
 
 /* ---------------------------------------------------------------------------
@@ -184,6 +211,31 @@ static void app_load_ent_secret(app_t *app) {
     if (whsig_secret_generate(&s, text, sizeof text) == 0) {
         store_cfg_get_or_set(app->store, "ent_webhook_secret", text, app_on_ent_secret, app);
     }
+}
+
+static void app_on_bootstrap(void *arg, int rc, const store_kv_t *kv, size_t n) {
+    (void)arg;
+    (void)kv;
+    (void)n;
+    if (rc == 0) {
+        LOG_INFO("admin key created", "\"from\":\"HUIQI_ADMIN_KEY\"");
+    } else if (rc != -EEXIST) {
+        LOG_WARN("admin key not created", "\"rc\":%d", rc);
+    }
+}
+
+/* The admin key given at start exists (created if missing; one revoked stays
+ * revoked: an id is never brought back). */
+static void app_bootstrap_key(app_t *app) {
+    char kid[AUTH_KID_LEN + 1], secret[AUTH_SECRET_LEN + 1], hash[65], now[24];
+    if (!app->cfg->admin_key[0] || auth_split(app->cfg->admin_key, kid, secret) != 0) {
+        return;
+    }
+    auth_hash_hex(secret, hash);
+    snprintf(now, sizeof now, "%lld", (long long)app_now_ms());
+    const char *f[] = {"hash", hash, "role", "admin", "name", "bootstrap (HUIQI_ADMIN_KEY)",
+                       "created", now};
+    store_key_put(app->store, kid, f, 8, app_on_bootstrap, app);
 }
 
 static const char *app_ent_secret(void *arg) {
@@ -213,6 +265,7 @@ static void app_on_store_event(void *arg, int event, const char *detail) {
          * cached views of different content (Redis came back empty). */
         pol_cache_free(app);
         app_load_ent_secret(app);
+        app_bootstrap_key(app);
         LOG_INFO("ready", "\"detail\":\"%s\"", d);
         break;
     case STORE_EV_DOWN:
@@ -332,6 +385,15 @@ int app_start(app_t *app, uv_loop_t *loop, const config_t *cfg) {
         fprintf(stderr, "huiqid: rules %s: %s\n", cfg->rules_path ? cfg->rules_path : "(built-in)", err);
         return -1;
     }
+    if (cfg->admin_key[0]) {
+        char kid[AUTH_KID_LEN + 1], secret[AUTH_SECRET_LEN + 1];
+        if (auth_split(cfg->admin_key, kid, secret) != 0) {
+            fprintf(stderr, "huiqid: the admin key (HUIQI_ADMIN_KEY or --admin-key-file) is "
+                            "malformed: expected hq_<12 lower-case letters or digits>_<32 "
+                            "letters or digits>, as 'huiqi keys create' makes\n");
+            return -1;
+        }
+    }
     app_group_keys(app);
     app->scratch = matcher_scratch_new();
     store_opts_t so = {
@@ -371,6 +433,7 @@ int app_start(app_t *app, uv_loop_t *loop, const config_t *cfg) {
         return -1;
     }
     store_set_ent_hook(app->store, app_on_ent_change, app);
+    app->auth = auth_new(app->store, cfg->key_rate, cfg->enterprise_key_rate);
     server_cbs_t cbs = {.on_head = app_on_head, .on_request = app_on_request,
                         .on_done = app_on_done, .on_body = app_on_body,
                         .on_abort = app_on_abort};
@@ -434,6 +497,7 @@ void app_stop(app_t *app) {
 }
 
 void app_destroy(app_t *app) {
+    auth_free(app->auth);
     pol_cache_free(app);
     for (int v = 0; v < TAX_NVOCAB; v++) {
         free(app->tags_json[v]);

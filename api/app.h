@@ -34,6 +34,7 @@ typedef struct app {
     struct pol_cache *pcache; /* policy views, see pol_input.h */
     struct retag *retag;      /* the re-tag worker, see retag.h */
     push_t *push;             /* jobs and webhook deliveries */
+    struct auth *auth;        /* API keys, see auth.h */
     ssrf_policy_t ssrf;       /* where webhooks may go */
     char ent_secret[96];      /* signs deliveries to enterprises' own endpoints */
     /* Audience keys per matcher group: [0] "unknown", then one per region tag. */
@@ -54,6 +55,8 @@ void app_destroy(app_t *app);
 
 /* Today's date in the configured zone, as days since 1970-01-01. */
 int32_t app_today(const app_t *app);
+/* Wall-clock milliseconds since 1970. */
+int64_t app_now_ms(void);
 
 /* ---- answering --------------------------------------------------------- */
 
@@ -88,6 +91,11 @@ int api_if_match(api_req_t *req, int64_t *ver);
 /* ---- handlers (api/h_*.c) ------------------------------------------------- */
 
 void h_healthz(app_t *app, api_req_t *req);
+void h_metrics(app_t *app, api_req_t *req);
+void h_key_create(app_t *app, api_req_t *req);
+void h_key_list(app_t *app, api_req_t *req);
+void h_key_get(app_t *app, api_req_t *req);
+void h_key_revoke(app_t *app, api_req_t *req);
 void h_readyz(app_t *app, api_req_t *req);
 void h_tags_list(app_t *app, api_req_t *req);
 void h_ent_create(app_t *app, api_req_t *req);

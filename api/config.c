@@ -49,6 +49,14 @@ static const opt_t config_opts[] = {
     {"--webhook-inflight", "HUIQI_WEBHOOK_INFLIGHT", "N",
      "webhook requests in flight in all (default 256)"},
     {"--access-log", "HUIQI_ACCESS_LOG", "on|off", "one log line per request (default on)"},
+    {"--admin-key-file", "HUIQI_ADMIN_KEY_FILE", "FILE",
+     "a file holding an admin key to create at start if missing (or set HUIQI_ADMIN_KEY)"},
+    {"--key-rate", "HUIQI_KEY_RATE", "R",
+     "requests per second per key without its own rate; 0 = unlimited (default 0)"},
+    {"--enterprise-key-rate", "HUIQI_ENTERPRISE_KEY_RATE", "R",
+     "the same for enterprise keys (default 5)"},
+    {"--metrics-public", "HUIQI_METRICS_PUBLIC", "on|off",
+     "serve GET /metrics without a key (default off: admin or operator keys)"},
 };
 
 #define NOPTS (sizeof config_opts / sizeof config_opts[0])
@@ -157,6 +165,31 @@ static int config_bool(const char *v, int *out) {
     return 0;
 }
 
+/* The first line of a key file, without surrounding blanks. */
+static int config_key_file(const char *path, char *out, size_t outlen) {
+    FILE *f = fopen(path, "r");
+    if (f == NULL) {
+        return -EINVAL;
+    }
+    char line[256] = "";
+    char *ok = fgets(line, sizeof line, f);
+    fclose(f);
+    if (ok == NULL) {
+        return -EINVAL;
+    }
+    char *p = line;
+    while (*p == ' ' || *p == '\t') {
+        p++;
+    }
+    size_t n = strcspn(p, " \t\r\n");
+    if (n == 0 || n >= outlen) {
+        return -EINVAL;
+    }
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return 0;
+}
+
 static int config_apply(config_t *c, size_t i, const char *v) {
     unsigned long long n;
     const char *flag = config_opts[i].flag;
@@ -252,6 +285,21 @@ static int config_apply(config_t *c, size_t i, const char *v) {
     if (strcmp(flag, "--access-log") == 0) {
         return config_bool(v, &c->access_log);
     }
+    if (strcmp(flag, "--admin-key-file") == 0) {
+        return config_key_file(v, c->admin_key, sizeof c->admin_key);
+    }
+    if (strcmp(flag, "--key-rate") == 0 || strcmp(flag, "--enterprise-key-rate") == 0) {
+        char *end = NULL;
+        double r = strtod(v, &end);
+        if (end == v || *end != '\0' || !(r >= 0) || r > 1e6) {
+            return -EINVAL;
+        }
+        *(flag[2] == 'k' ? &c->key_rate : &c->enterprise_key_rate) = r;
+        return 0;
+    }
+    if (strcmp(flag, "--metrics-public") == 0) {
+        return config_bool(v, &c->metrics_public);
+    }
     return -EINVAL;
 }
 
@@ -273,6 +321,15 @@ int config_load(config_t *c, int argc, char **argv) {
     c->webhook_inflight = 256;
     c->log_level = "info";
     c->access_log = 1;
+    c->enterprise_key_rate = 5;
+    const char *ak = getenv("HUIQI_ADMIN_KEY");
+    if (ak && *ak) {
+        if (strlen(ak) >= sizeof c->admin_key) {
+            fprintf(stderr, "huiqid: HUIQI_ADMIN_KEY is not a huiqi key\n");
+            return -EINVAL;
+        }
+        strcpy(c->admin_key, ak);
+    }
     for (size_t i = 0; i < NOPTS; i++) {
         const char *v = getenv(config_opts[i].env);
         if (v && *v && config_apply(c, i, v) != 0) {

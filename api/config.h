@@ -31,6 +31,11 @@ typedef struct config {
     char retry_schedule[256];
     unsigned webhook_timeout_ms;
     unsigned webhook_inflight; /* requests in flight in all */
+    /* access */
+    char admin_key[128];    /* HUIQI_ADMIN_KEY or --admin-key-file: made an admin key at start */
+    double key_rate;        /* requests/s for keys without their own rate; 0: unlimited */
+    double enterprise_key_rate;
+    int metrics_public;     /* GET /metrics without a key */
 } config_t;
 
 /* Fills 'c' from defaults, the environment and argv. Returns 0, 1 when help or

@@ -14,7 +14,9 @@ typedef int (*api_body_fn)(struct app *app, api_req_t *req, const char *p, size_
 
 enum {
     ROUTE_BODY = 1 << 0,   /* takes a JSON body */
-    ROUTE_PUBLIC = 1 << 1, /* outside /v1 (health) */
+    ROUTE_PUBLIC = 1 << 1, /* no key needed (health probes) */
+    ROUTE_SCOPED = 1 << 2, /* an enterprise key may use it on its own credit code
+                              (the first path parameter) */
 };
 
 typedef struct route {
@@ -24,6 +26,7 @@ typedef struct route {
     unsigned flags;
     const char *name; /* for logs and metrics, e.g. "enterprises.get" */
     api_body_fn body_fn; /* set: the body is streamed to it instead of buffered */
+    unsigned roles;      /* the key roles (ROLE_* of auth.h) allowed */
 } route_t;
 
 /* Finds the route for 'method' and 'path' in 'routes' and fills req->param. Returns

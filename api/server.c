@@ -31,10 +31,15 @@ typedef struct server_conn {
     int writes;      /* writes in flight */
     int in_process;
     int timer_mode;
-    int body_paused; /* the app asked to stop reading a streamed body */
+    int body_paused; /* pauses of a streamed body the app holds (each resumed once) */
+    int lingering;   /* answered and shut down for writing; draining until EOF */
+    uv_shutdown_t shut;
 } server_conn_t;
 
-enum { TM_NONE, TM_IDLE, TM_HEAD, TM_BODY };
+enum { TM_NONE, TM_IDLE, TM_HEAD, TM_BODY, TM_LINGER };
+
+/* How long a closing connection may keep sending what we will not read. */
+#define SERVER_LINGER_MS 2000
 
 struct server {
     uv_loop_t *loop;
@@ -191,6 +196,9 @@ static void conn_timer(server_conn_t *c, int mode) {
     case TM_BODY:
         ms = s->o.idle_timeout_ms;
         break;
+    case TM_LINGER:
+        ms = SERVER_LINGER_MS;
+        break;
     default:
         uv_timer_stop(&c->timer);
         return;
@@ -202,14 +210,47 @@ static void conn_timer(server_conn_t *c, int mode) {
  * Writing
  * ------------------------------------------------------------------------- */
 
+static void conn_on_shutdown(uv_shutdown_t *req, int status) {
+    (void)status;
+    server_conn_t *c = req->data;
+    c->writes--;
+    conn_maybe_free(c);
+}
+
+/* Closing right after the answer would reset the connection if the client is
+ * still sending (a body we refused, pipelined requests), and a reset can destroy
+ * the answer before the client reads it. So: send FIN, then read and discard until
+ * the client closes too, for at most SERVER_LINGER_MS. */
+static void conn_linger(server_conn_t *c) {
+    if (c->lingering || c->closing) {
+        return;
+    }
+    if (c->srv->stopping) {
+        conn_close(c);
+        return;
+    }
+    c->lingering = 1;
+    c->shut.data = c;
+    if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, conn_on_shutdown) != 0) {
+        conn_close(c);
+        return;
+    }
+    c->writes++; /* the shutdown request holds the struct like a write */
+    c->npending = 0;
+    conn_timer(c, TM_LINGER);
+    uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc, conn_on_read);
+}
+
 static void conn_on_write(uv_write_t *w, int status) {
     server_write_t *sw = (server_write_t *)w;
     server_conn_t *c = sw->c;
     free(sw->buf);
     free(sw);
     c->writes--;
-    if (status < 0 || (c->close_after && c->writes == 0)) {
+    if (status < 0) {
         conn_close(c);
+    } else if (c->close_after && c->writes == 0) {
+        conn_linger(c);
     }
     conn_maybe_free(c);
 }
@@ -331,12 +372,18 @@ static int conn_on_body(void *arg, httpd_req_t *h, const char *p, size_t n) {
     return s->cbs.on_body(s->app, &c->req, p, n);
 }
 
+void server_close_after(api_req_t *req) {
+    req->conn->close_after = 1;
+}
+
 void server_pause_body(api_req_t *req) {
     server_conn_t *c = req->conn;
-    if (c->body_paused || c->closing) {
+    if (c->closing) {
         return;
     }
-    c->body_paused = 1;
+    if (c->body_paused++) {
+        return;
+    }
     uv_read_stop((uv_stream_t *)&c->tcp);
     /* The stall is ours, not the client's: no body timeout meanwhile. */
     conn_timer(c, TM_NONE);
@@ -344,10 +391,9 @@ void server_pause_body(api_req_t *req) {
 
 void server_resume_body(api_req_t *req) {
     server_conn_t *c = req->conn;
-    if (!c->body_paused) {
+    if (!c->body_paused || --c->body_paused) {
         return;
     }
-    c->body_paused = 0;
     if (c->closing || c->handling || c->close_after || c->in_process) {
         return;
     }
@@ -366,6 +412,10 @@ static void conn_fail(server_conn_t *c) {
         status = 400;
     }
     const char *code = status == 413   ? "body_too_large"
+                       : status == 401 ? "unauthorized"
+                       : status == 403 ? "forbidden"
+                       : status == 429 ? "rate_limited"
+                       : status == 503 ? "unavailable"
                        : status == 414 ? "uri_too_long"
                        : status == 431 ? "headers_too_large"
                        : status == 505 ? "http_version_not_supported"
@@ -375,6 +425,9 @@ static void conn_fail(server_conn_t *c) {
     char esc[256];
     size_t k = 0;
     const char *rs = reason ? reason : httpd_status_text(status);
+    if (c->head_done && c->req.refuse_msg) {
+        rs = c->req.refuse_msg;
+    }
     for (size_t i = 0; rs[i] && k + 2 < sizeof esc; i++) {
         char ch = rs[i];
         if (ch == '"' || ch == '\\') {
@@ -394,7 +447,9 @@ static void conn_fail(server_conn_t *c) {
                                       c->srv->rid_seq++ * UINT64_C(0x9e3779b97f4a7c15)));
     }
     c->req.conn = c;
-    server_respond(&c->req, status, "application/json", NULL, body, (size_t)n);
+    char hdr[sizeof c->req.refuse_hdr];
+    snprintf(hdr, sizeof hdr, "%s", c->head_done ? c->req.refuse_hdr : "");
+    server_respond(&c->req, status, "application/json", hdr[0] ? hdr : NULL, body, (size_t)n);
 }
 
 /* Parses buffered bytes until a request is complete or they run out. */
@@ -446,8 +501,8 @@ static void conn_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
         conn_close(c);
         return;
     }
-    if (n == 0 || c->closing) {
-        return;
+    if (n == 0 || c->closing || c->lingering) {
+        return; /* a lingering connection's bytes are dropped */
     }
     /* Parse straight from the shared buffer; only the unparsed tail is copied. */
     const char *p = buf->base;

@@ -28,6 +28,11 @@ typedef struct api_req {
     int nparams;
     int status; /* the status answered (for logs and metrics) */
     void *ctx;  /* handler's per-request state */
+    void *auth; /* the app's authorisation state */
+    /* When the head callback refuses a request: extra header lines and the message
+     * of the error answer (both optional). */
+    char refuse_hdr[128];
+    const char *refuse_msg;
     struct server_conn *conn;
 } api_req_t;
 
@@ -66,8 +71,13 @@ void server_stop(server_t *srv, void (*done)(void *), void *arg);
 int server_port(const server_t *srv);
 unsigned server_conns(const server_t *srv);
 
+/* Closes the connection after the next response (e.g. a request refused while
+ * its body is still arriving). */
+void server_close_after(api_req_t *req);
+
 /* Backpressure for a streamed body: stop reading from the client until resumed.
- * Bytes already read are still delivered. */
+ * Bytes already read are still delivered. Pauses count: reading resumes when each
+ * pause has been resumed (the app's access check and a handler may both pause). */
 void server_pause_body(api_req_t *req);
 void server_resume_body(api_req_t *req);
 

@@ -2,7 +2,8 @@
 # `make run`: start a private Redis (data in var/redis, loopback only) and huiqid,
 # load the demo data on first start, print how to use it, and stop both cleanly on
 # Ctrl-C. Settings: HUIQI_LISTEN (default 127.0.0.1:8080), HUIQI_REDIS_PORT
-# (default 6479), HUIQI_NO_DEMO=1 to skip the demo data.
+# (default 6479), HUIQI_NO_DEMO=1 to skip the demo data. A development admin key
+# is made once in var/admin.key (huiqid creates it in Redis at start).
 set -eu
 
 HUIQID=${1:-build/huiqid}
@@ -58,7 +59,14 @@ until redis-cli -p "$RPORT" ping 2>/dev/null | grep -q PONG; do
     sleep 0.1
 done
 
-"$HUIQID" --listen "$LISTEN" --redis "127.0.0.1:$RPORT" 2>>"$VAR/huiqid.log" &
+KEYFILE="$VAR/admin.key"
+if [ ! -s "$KEYFILE" ]; then
+    (umask 077 && python3 "$ROOT/tools/huiqi" keys generate >"$KEYFILE")
+fi
+HUIQI_KEY=$(cat "$KEYFILE")
+
+"$HUIQID" --listen "$LISTEN" --redis "127.0.0.1:$RPORT" --admin-key-file "$KEYFILE" \
+    2>>"$VAR/huiqid.log" &
 HUIQID_PID=$!
 
 URL="http://$LISTEN"
@@ -70,9 +78,17 @@ until curl -sf "$URL/readyz" >/dev/null 2>&1; do
     sleep 0.1
 done
 
-if [ "${HUIQI_NO_DEMO:-0}" != 1 ] && curl -s "$URL/v1/enterprises?limit=1" | grep -q '"items":\[\]'; then
+AUTH="Authorization: Bearer $HUIQI_KEY"
+# The key is created in Redis once huiqid is ready; ask until it is accepted.
+i=0
+until curl -s -o /dev/null -w '%{http_code}' -H "$AUTH" "$URL/v1/policies?limit=1" | grep -q 200; do
+    i=$((i + 1))
+    if [ $i -gt 100 ]; then echo "make run: the admin key in var/admin.key is not accepted; see var/huiqid.log" >&2; exit 1; fi
+    sleep 0.1
+done
+if [ "${HUIQI_NO_DEMO:-0}" != 1 ] && curl -s -H "$AUTH" "$URL/v1/enterprises?limit=1" | grep -q '"items":\[\]'; then
     echo "loading the demo data (Wuxi enterprises and policies)..."
-    python3 "$ROOT/tools/load_demo.py" --url "$URL"
+    python3 "$ROOT/tools/load_demo.py" --url "$URL" --key "$HUIQI_KEY"
 fi
 
 DEMO=$(head -1 "$ROOT/deploy/demo/enterprises.ndjson" 2>/dev/null | sed 's/.*"uscc": *"\([0-9A-Z]*\)".*/\1/')
@@ -80,11 +96,16 @@ cat <<MSG
 
 huiqi is running at $URL   (Redis on 127.0.0.1:$RPORT, data in var/redis, logs in var/)
 
+Development admin key (kept in var/admin.key; every /v1 call needs a key):
+  export HUIQI_KEY=$HUIQI_KEY
+
 Try:
-  curl -s '$URL/v1/tags?vocab=policy'
-  curl -s '$URL/v1/policies?status=published'
-  curl -s '$URL/v1/enterprises/$DEMO/policies'
-  curl -s '$URL/v1/policies/1/audience'
+  curl -s -H "Authorization: Bearer \$HUIQI_KEY" '$URL/v1/tags?vocab=policy'
+  curl -s -H "Authorization: Bearer \$HUIQI_KEY" '$URL/v1/policies?status=published'
+  curl -s -H "Authorization: Bearer \$HUIQI_KEY" '$URL/v1/enterprises/$DEMO/policies'
+  curl -s -H "Authorization: Bearer \$HUIQI_KEY" '$URL/v1/policies/1/audience'
+
+More keys: python3 tools/huiqi keys create --role operator   (see docs/api.md, "Access")
 
 Press Ctrl-C to stop.
 MSG

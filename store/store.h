@@ -339,6 +339,21 @@ int store_grant_get(store_t *s, uint32_t policy, const char *uscc, store_hash_cb
 int store_cfg_get_or_set(store_t *s, const char *name, const char *init, store_hash_cb cb,
                          void *arg);
 
+/* ---- API keys (store/keys.c) ------------------------------------------------ */
+
+/* The record of key 'kid' (fields: hash, role, name, scope, rate, created,
+ * revoked); -ENOENT when none. */
+int store_key_get(store_t *s, const char *kid, store_hash_cb cb, void *arg);
+/* Creates key 'kid' with 'nfields' strings (name, value pairs; at most 20) and
+ * indexes it; -EEXIST (through cb) when the id exists, revoked or not. */
+int store_key_put(store_t *s, const char *kid, const char *const *fields, unsigned nfields,
+                  store_hash_cb cb, void *arg);
+/* Every key record, flat: each starts with the pair ("id", <kid>) followed by its
+ * fields. */
+int store_key_list(store_t *s, store_hash_cb cb, void *arg);
+/* Marks a key revoked; -ENOENT when it does not exist. */
+int store_key_revoke(store_t *s, const char *kid, int64_t now_ms, store_hash_cb cb, void *arg);
+
 /* ---- Statistics ------------------------------------------------------------ */
 
 typedef struct store_stats {

@@ -43,7 +43,8 @@ class Client:
     """One keep-alive HTTP/1.1 connection. Idempotent requests are retried once
     on a fresh connection when the server closed the old one."""
 
-    def __init__(self, url, timeout):
+    def __init__(self, url, timeout, key=None):
+        self.key = key
         u = urllib.parse.urlsplit(url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise SystemExit("--url must look like http://HOST:PORT (got %r)" % url)
@@ -65,6 +66,8 @@ class Client:
         """Returns (status, parsed JSON or None). Raises ApiError outside 2xx."""
         data = None
         headers = {"Accept": "application/json"}
+        if self.key:
+            headers["Authorization"] = "Bearer " + self.key
         if body is not None:
             data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             headers["Content-Type"] = "application/json"
@@ -155,7 +158,10 @@ def load(c, ents, pols):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--url", default="http://127.0.0.1:8080", help="huiqid base URL")
+    ap.add_argument("--url", default=os.environ.get("HUIQI_URL", "http://127.0.0.1:8080"),
+                    help="huiqid base URL ($HUIQI_URL)")
+    ap.add_argument("--key", default=os.environ.get("HUIQI_KEY"),
+                    help="an admin or operator API key ($HUIQI_KEY)")
     ap.add_argument("--dir", default=DEFAULT_DIR,
                     help="directory with enterprises.ndjson and policies.json (default deploy/demo)")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
@@ -166,7 +172,7 @@ def main():
     ents = read_enterprises(os.path.join(args.dir, "enterprises.ndjson"))
     with open(os.path.join(args.dir, "policies.json"), encoding="utf-8") as f:
         pols = json.load(f)
-    c = Client(args.url, args.timeout)
+    c = Client(args.url, args.timeout, args.key)
     try:
         ids, published = load(c, ents, pols)
         print("%d enterprises, %d policies (%d published)" % (len(ents), len(ids), published))

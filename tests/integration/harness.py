@@ -129,14 +129,22 @@ class Resp:
         return "<%d %s>" % (self.status, body)
 
 
-class Client:
-    """A keep-alive HTTP/1.1 client on one connection (reopened when closed)."""
+# The admin key every test huiqid is started with (HUIQI_ADMIN_KEY), so that raw
+# requests can carry it too. Format: hq_<12 of [a-z0-9]>_<32 of [A-Za-z0-9]>.
+TEST_ADMIN_KEY = "hq_itadmin00001_TestAdminSecret0123456789abcdefX"
+AUTH = b"Authorization: Bearer " + TEST_ADMIN_KEY.encode() + b"\r\n"
 
-    def __init__(self, host, port, timeout=30, keepalive=True):
+
+class Client:
+    """A keep-alive HTTP/1.1 client on one connection (reopened when closed). Sends
+    'key' as a bearer token unless the request sets its own Authorization."""
+
+    def __init__(self, host, port, timeout=30, keepalive=True, key=None):
         self.host = host
         self.port = port
         self.timeout = timeout
         self.keepalive = keepalive
+        self.key = key
         self.conn = None
 
     def close(self):
@@ -146,6 +154,9 @@ class Client:
 
     def request(self, method, path, body=None, headers=None, content_type="application/json"):
         hdrs = dict(headers or {})
+        if self.key and not any(k.lower() == "authorization" for k in hdrs):
+            hdrs["Authorization"] = "Bearer " + self.key
+        hdrs = {k: v for k, v in hdrs.items() if v is not None}
         data = None
         if body is not None:
             if isinstance(body, (bytes, bytearray)):
@@ -454,6 +465,8 @@ class Env:
         err_path = os.path.join(self.dir, "huiqid.%d.err" % self.starts)
         self.log_paths += [err_path, out_path]
         env = dict(os.environ)
+        env.setdefault("HUIQI_ADMIN_KEY", TEST_ADMIN_KEY)
+        env.update(getattr(self, "huiqid_env", {}))
         if self.opts.sanitized:
             env.setdefault("ASAN_OPTIONS", "detect_leaks=1")
             env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
@@ -461,8 +474,7 @@ class Env:
             self.huiqid_proc = subprocess.Popen(cmd, stdout=out, stderr=err,
                                                 stdin=subprocess.DEVNULL, env=env)
         self.huiqid_err_path = err_path
-        self.client = Client("127.0.0.1", self.huiqid_port, timeout=30 * self.opts.slow,
-                             keepalive=self.opts.keepalive)
+        self.client = self.new_client()
         if wait_ready:
             try:
                 self.wait_ready()
@@ -477,6 +489,12 @@ class Env:
                     return self.start_huiqid(extra_args, wait_ready, None)
                 raise
         return self.huiqid_proc
+
+    def new_client(self, key=TEST_ADMIN_KEY, keepalive=None):
+        """A client of this huiqid sending 'key' (None: no key)."""
+        return Client("127.0.0.1", self.huiqid_port, timeout=30 * self.opts.slow,
+                      keepalive=self.opts.keepalive if keepalive is None else keepalive,
+                      key=key)
 
     def wait_ready(self, timeout=15):
         proc = self.huiqid_proc

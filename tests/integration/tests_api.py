@@ -570,7 +570,8 @@ def test_enterprise_body_too_large(o):
         payload = json.dumps(dict(big, uscc=u2)).encode()
         chunks = b"".join(b"%x\r\n%s\r\n" % (len(payload[i:i + 500]), payload[i:i + 500])
                           for i in range(0, len(payload), 500)) + b"0\r\n\r\n"
-        req = (b"POST /v1/enterprises HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        from harness import AUTH
+        req = (b"POST /v1/enterprises HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n" + AUTH +
                b"Transfer-Encoding: chunked\r\n\r\n" + chunks)
         buf, closed = raw_exchange(env.huiqid_port, req, timeout=5 * o.slow)
         resps = parse_responses(buf)
@@ -1175,7 +1176,7 @@ def test_enterprise_concurrent_patches(o):
         start = threading.Barrier(len(patches))
 
         def worker(i):
-            cl = Client("127.0.0.1", env.huiqid_port, timeout=30 * o.slow, keepalive=False)
+            cl = env.new_client(keepalive=False)
             try:
                 start.wait(5)
                 results[i] = cl.patch("/v1/enterprises/" + u, patches[i])

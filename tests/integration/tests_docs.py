@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 
-from harness import Env, TestFailure
+from harness import TEST_ADMIN_KEY, Env, TestFailure
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -26,16 +26,20 @@ def sh_blocks(path, start_heading=None, stop_heading=None):
 
 def run_examples(env, blocks, what):
     base = "http://127.0.0.1:%d" % env.huiqid_port
+    env_vars = dict(os.environ, HUIQI_KEY=TEST_ADMIN_KEY, HUIQI_URL=base)
     load = subprocess.run([sys.executable, os.path.join(REPO, "tools", "load_demo.py"), "--url",
-                           base], capture_output=True, text=True, timeout=120)
+                           base], capture_output=True, text=True, timeout=120, env=env_vars)
     if load.returncode != 0:
         raise TestFailure("load_demo.py failed: %s %s" % (load.stdout, load.stderr))
     script = ["cd %s" % REPO]
+    # The key comes from the environment here, not from make run's var/.
+    blocks = [re.sub(r"(?m)^export HUIQI_KEY=.*$", "", b) for b in blocks]
+    blocks = [b for b in blocks if b.strip()]
     for i, b in enumerate(blocks):
         script.append("echo '@@@ example %d'" % (i + 1))
         script.append(b.replace("http://127.0.0.1:8080", base))
     proc = subprocess.run(["bash", "-c", "\n".join(script)], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, env=env_vars)
     if proc.returncode != 0:
         raise TestFailure("%s: the examples exited %d: %s" % (what, proc.returncode,
                                                               proc.stderr[-500:]))

@@ -6,11 +6,11 @@ import random
 import socket
 import time
 
-from harness import (Client, Env, TestFailure, check, eq, make_uscc, parse_responses,
+from harness import (AUTH, TEST_ADMIN_KEY, Client, Env, TestFailure, check, eq, make_uscc, parse_responses,
                      raw_exchange, read_until_closed)
 from tests_api import expect_error, get_ok
 
-H = b"Host: huiqi.test\r\n"
+H = b"Host: huiqi.test\r\n" + AUTH
 JSON_CT = b"Content-Type: application/json\r\n"
 
 
@@ -192,7 +192,7 @@ def test_keepalive_sequential(o):
         finally:
             s.close()
         # A keep-alive client library session mixing writes and reads.
-        c = Client("127.0.0.1", port, timeout=3 * o.slow, keepalive=True)
+        c = Client("127.0.0.1", port, timeout=3 * o.slow, keepalive=True, key=TEST_ADMIN_KEY)
         try:
             for i in range(10):
                 u = make_uscc("320211", rng=rng)

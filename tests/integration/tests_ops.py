@@ -10,7 +10,7 @@ import socket
 import time
 
 import model
-from harness import Env, TestFailure, check, eq, make_uscc, read_until_closed, wait_until
+from harness import AUTH, Env, TestFailure, check, eq, make_uscc, read_until_closed, wait_until
 from model import Taxonomy
 from tests_api import expect_error, get_ok, post_ok
 
@@ -421,14 +421,14 @@ def test_clean_shutdown(o):
         idle = socket.create_connection(("127.0.0.1", port))
         socks.append(idle)
         half_head = socket.create_connection(("127.0.0.1", port))
-        half_head.sendall(b"GET /v1/enterprises/" + u.encode() + b" HTTP/1.1\r\nHost: x\r\n")
+        half_head.sendall(b"GET /v1/enterprises/" + u.encode() + b" HTTP/1.1\r\nHost: x\r\n" + AUTH + b"")
         socks.append(half_head)
         half_body = socket.create_connection(("127.0.0.1", port))
-        half_body.sendall(b"POST /v1/enterprises HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        half_body.sendall(b"POST /v1/enterprises HTTP/1.1\r\nHost: x\r\n" + AUTH + b"Content-Type: "
                           b"application/json\r\nContent-Length: 100\r\n\r\n{\"uscc\":")
         socks.append(half_body)
         used = socket.create_connection(("127.0.0.1", port))
-        used.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        used.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + AUTH + b"\r\n")
         used.settimeout(5)
         check(b"200 OK" in used.recv(4096), "first request on the kept-alive connection")
         socks.append(used)
@@ -451,7 +451,7 @@ def test_clean_shutdown(o):
             reqs = b""
             for j in range(10):
                 body = json.dumps({"uscc": make_uscc("320214", rng=rng), "name": "n"}).encode()
-                reqs += (b"POST /v1/enterprises HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                reqs += (b"POST /v1/enterprises HTTP/1.1\r\nHost: x\r\n" + AUTH + b"Content-Type: "
                          b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
             s.sendall(reqs)
             burst.append(s)
