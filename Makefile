@@ -25,15 +25,15 @@ LDLIBS_ALL = $(PKG_LIBS) -lpthread -lm $(LDLIBS)
 
 PURE_SRC := common/xalloc.c \
             matcher/rule.c matcher/cont.c matcher/matcher.c matcher/eval.c matcher/polset.c \
-            tags/uscc.c tags/taxonomy.c tags/date.c tags/rules.c common/sbuf.c
+            tags/uscc.c tags/taxonomy.c tags/date.c tags/rules.c common/sbuf.c common/histo.c
 STORE_SRC := store/redis_uv.c store/link.c store/store.c store/store_load.c store/codec.c \
-            store/push.c store/keys.c \
-            store/scripts.c
+            store/push.c store/keys.c store/scripts.c store/mirror.c
 API_SRC  := api/main.c api/config.c api/log.c api/server.c api/httpd.c api/router.c \
             api/json.c api/json_out.c api/app.c api/ent_input.c api/pol_input.c api/h_tags.c \
             api/h_enterprises.c api/h_policies.c api/h_match.c api/h_health.c \
             api/h_import.c api/h_retag.c api/retag.c api/render.c api/h_webhooks.c \
-            api/h_push.c api/auth.c api/access.c api/h_keys.c
+            api/h_push.c api/auth.c api/access.c api/h_keys.c \
+            api/metrics.c api/h_metrics.c
 PUSH_SRC := push/sign.c push/ssrf.c push/http.c push/engine.c push/jobs.c
 UNIT_SRC := tests/unit_main.c tests/test_matcher.c tests/test_tags.c tests/test_rules.c \
             tests/test_push.c
@@ -114,6 +114,10 @@ $(BUILD)/bench/peers.flags: FORCE
 $(BUILD)/bench/peers: $(PEERS_OBJ) $(PURE_OBJ) $(BLOB_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL) $(PEERS_LIBS)
 FORCE:
+
+# bench/loadgen: the open-loop HTTP load generator (latency from intended send time).
+$(BUILD)/bench/loadgen: $(BUILD)/bench/loadgen.o
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
 $(BUILD)/api/%.o: ALL_CFLAGS += -I$(LLHTTP_INC)
 

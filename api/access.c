@@ -142,7 +142,7 @@ static void access_on_auth(void *arg, int result, const auth_id_t *id) {
 }
 
 int access_head(app_t *app, api_req_t *req, const route_t *rt) {
-    if (rt->flags & ROUTE_PUBLIC) {
+    if ((rt->flags & ROUTE_PUBLIC) || ((rt->flags & ROUTE_METRICS) && app->cfg->metrics_public)) {
         return 0;
     }
     access_t *ac = xcalloc(1, sizeof *ac);

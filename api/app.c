@@ -10,6 +10,7 @@
 
 #include "api/access.h"
 #include "api/log.h"
+#include "api/metrics.h"
 #include "api/pol_input.h"
 #include "api/retag.h"
 #include "push/sign.h"
@@ -32,6 +33,7 @@ extern const char huiqi_default_rules_end[];
 static const route_t app_routes[] = {
     {HTTPD_GET, "/healthz", h_healthz, ROUTE_PUBLIC, "healthz", NULL, 0},
     {HTTPD_GET, "/readyz", h_readyz, ROUTE_PUBLIC, "readyz", NULL, 0},
+    {HTTPD_GET, "/metrics", h_metrics, ROUTE_METRICS, "metrics", NULL, R_AO},
     {HTTPD_GET, "/v1/tags", h_tags_list, 0, "tags.list", NULL, ROLE_ANY},
     {HTTPD_POST, "/v1/enterprises", h_ent_create, ROUTE_BODY, "enterprises.create", NULL, R_AOI},
     {HTTPD_POST, "/v1/enterprises:import", h_ent_import, 0, "enterprises.import", h_ent_import_body, R_AOI},
@@ -75,6 +77,10 @@ static const route_t app_routes[] = {
 };
 
 #define NROUTES (sizeof app_routes / sizeof app_routes[0])
+
+const route_t *app_route_table(void) {
+    return app_routes;
+}
 
 /* Per-request routing outcome kept between head and request time. */
 typedef struct route_miss {
@@ -175,9 +181,10 @@ static void app_on_abort(void *arg, api_req_t *req) {
 
 static void app_on_done(void *arg, api_req_t *req, size_t body_len) {
     app_t *app = arg;
+    const route_t *rt = req->route;
+    double ms = (double)(uv_hrtime() - req->start_ns) / 1e6;
+    metrics_request(app->metrics, rt ? (long)(rt - app_routes) : -1, req->status, ms / 1e3);
     if (app->cfg->access_log && log_level() <= LOG_LEVEL_INFO) {
-        const route_t *rt = req->route;
-        double ms = (double)(uv_hrtime() - req->start_ns) / 1e6;
         char path[256];
         log_escape(req->path, strlen(req->path), path, sizeof path);
         const char *kid = access_kid(req);
@@ -434,6 +441,8 @@ int app_start(app_t *app, uv_loop_t *loop, const config_t *cfg) {
     }
     store_set_ent_hook(app->store, app_on_ent_change, app);
     app->auth = auth_new(app->store, cfg->key_rate, cfg->enterprise_key_rate);
+    app->metrics = metrics_new(NROUTES);
+    app->started_ms = app_now_ms();
     server_cbs_t cbs = {.on_head = app_on_head, .on_request = app_on_request,
                         .on_done = app_on_done, .on_body = app_on_body,
                         .on_abort = app_on_abort};
@@ -498,6 +507,7 @@ void app_stop(app_t *app) {
 
 void app_destroy(app_t *app) {
     auth_free(app->auth);
+    metrics_free(app->metrics);
     pol_cache_free(app);
     for (int v = 0; v < TAX_NVOCAB; v++) {
         free(app->tags_json[v]);

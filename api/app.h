@@ -35,6 +35,8 @@ typedef struct app {
     struct retag *retag;      /* the re-tag worker, see retag.h */
     push_t *push;             /* jobs and webhook deliveries */
     struct auth *auth;        /* API keys, see auth.h */
+    struct metrics *metrics;  /* request counters, see metrics.h */
+    int64_t started_ms;
     ssrf_policy_t ssrf;       /* where webhooks may go */
     char ent_secret[96];      /* signs deliveries to enterprises' own endpoints */
     /* Audience keys per matcher group: [0] "unknown", then one per region tag. */
@@ -57,6 +59,8 @@ void app_destroy(app_t *app);
 int32_t app_today(const app_t *app);
 /* Wall-clock milliseconds since 1970. */
 int64_t app_now_ms(void);
+/* The route table (for metrics). */
+const route_t *app_route_table(void);
 
 /* ---- answering --------------------------------------------------------- */
 

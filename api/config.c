@@ -10,7 +10,6 @@
 #include "api/log.h"
 #include "tags/date.h"
 
-#define HUIQI_VERSION "0.1.0"
 
 typedef struct opt {
     const char *flag;

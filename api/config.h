@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define HUIQI_VERSION "0.1.0"
+
 typedef struct config {
     char listen_host[64];
     int listen_port;

@@ -17,6 +17,7 @@ enum {
     ROUTE_PUBLIC = 1 << 1, /* no key needed (health probes) */
     ROUTE_SCOPED = 1 << 2, /* an enterprise key may use it on its own credit code
                               (the first path parameter) */
+    ROUTE_METRICS = 1 << 3, /* public when the server runs with --metrics-public */
 };
 
 typedef struct route {

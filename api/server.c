@@ -15,7 +15,15 @@
 #define SERVER_RBUF (64 * 1024)
 
 typedef struct server_conn {
-    uv_tcp_t tcp;
+    /* The client's stream: a TCP connection accepted from the listener, or a pipe
+     * over a socket handed to server_adopt_fd. Everything after set-up goes
+     * through 'stream'. */
+    union {
+        uv_handle_t handle;
+        uv_stream_t stream;
+        uv_tcp_t tcp;
+        uv_pipe_t pipe;
+    } io;
     uv_timer_t timer;
     server_t *srv;
     struct server_conn *prev, *next;
@@ -33,10 +41,22 @@ typedef struct server_conn {
     int timer_mode;
     int body_paused; /* pauses of a streamed body the app holds (each resumed once) */
     int lingering;   /* answered and shut down for writing; draining until EOF */
+    int wq_blocked;  /* the client is not reading its answers: parsing is paused */
+    uint64_t rx;      /* bytes read on this connection */
+    uint64_t rx_mark; /* rx when the current body-progress window began */
     uv_shutdown_t shut;
 } server_conn_t;
 
-enum { TM_NONE, TM_IDLE, TM_HEAD, TM_BODY, TM_LINGER };
+enum { TM_NONE, TM_IDLE, TM_HEAD, TM_BODY, TM_LINGER, TM_WRITE };
+
+/* A body must arrive at SERVER_MIN_BODY_RATE bytes/s or more, measured over
+ * windows of the header timeout: a client trickling one byte a second is cut off
+ * with 408, however long its Content-Length. */
+#define SERVER_MIN_BODY_RATE 1024u
+/* Answers queued to a client that does not read them: beyond this, no more of
+ * its pipelined requests are parsed until it catches up (or the idle timeout
+ * closes it). */
+#define SERVER_WQ_MAX (1u << 20)
 
 /* How long a closing connection may keep sending what we will not read. */
 #define SERVER_LINGER_MS 2000
@@ -160,12 +180,19 @@ static void conn_close(server_conn_t *c) {
     c->prev->next = c->next;
     c->next->prev = c->prev;
     s->nconns--;
-    uv_close((uv_handle_t *)&c->tcp, conn_on_handle_close);
+    uv_close(&c->io.handle, conn_on_handle_close);
     uv_close((uv_handle_t *)&c->timer, conn_on_handle_close);
 }
 
 static void conn_on_timer(uv_timer_t *t) {
     server_conn_t *c = t->data;
+    if (c->timer_mode == TM_BODY) {
+        uint64_t need = (uint64_t)SERVER_MIN_BODY_RATE * c->srv->o.header_timeout_ms / 1000;
+        if (c->rx - c->rx_mark >= need) {
+            c->rx_mark = c->rx; /* enough progress: another window */
+            return;
+        }
+    }
     if (c->timer_mode == TM_HEAD || c->timer_mode == TM_BODY) {
         /* A client that is too slow to send its request: say so, then close. */
         static const char msg[] = "{\"error\":{\"code\":\"request_timeout\",\"message\":\"the "
@@ -182,10 +209,11 @@ static void conn_on_timer(uv_timer_t *t) {
 static void conn_timer(server_conn_t *c, int mode) {
     server_t *s = c->srv;
     unsigned ms = 0;
-    if (mode == c->timer_mode && mode != TM_BODY) {
-        return; /* header timeouts run from the request's first byte */
+    if (mode == c->timer_mode) {
+        return; /* header deadlines and body windows run on, not restarted per read */
     }
     c->timer_mode = mode;
+    unsigned repeat = 0;
     switch (mode) {
     case TM_IDLE:
         ms = s->o.idle_timeout_ms;
@@ -194,16 +222,20 @@ static void conn_timer(server_conn_t *c, int mode) {
         ms = s->o.header_timeout_ms;
         break;
     case TM_BODY:
-        ms = s->o.idle_timeout_ms;
+        ms = repeat = s->o.header_timeout_ms;
+        c->rx_mark = c->rx;
         break;
     case TM_LINGER:
         ms = SERVER_LINGER_MS;
+        break;
+    case TM_WRITE:
+        ms = s->o.idle_timeout_ms;
         break;
     default:
         uv_timer_stop(&c->timer);
         return;
     }
-    uv_timer_start(&c->timer, conn_on_timer, ms, 0);
+    uv_timer_start(&c->timer, conn_on_timer, ms, repeat);
 }
 
 /* ---------------------------------------------------------------------------
@@ -231,14 +263,14 @@ static void conn_linger(server_conn_t *c) {
     }
     c->lingering = 1;
     c->shut.data = c;
-    if (uv_shutdown(&c->shut, (uv_stream_t *)&c->tcp, conn_on_shutdown) != 0) {
+    if (uv_shutdown(&c->shut, &c->io.stream, conn_on_shutdown) != 0) {
         conn_close(c);
         return;
     }
     c->writes++; /* the shutdown request holds the struct like a write */
     c->npending = 0;
     conn_timer(c, TM_LINGER);
-    uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc, conn_on_read);
+    uv_read_start(&c->io.stream, conn_on_alloc, conn_on_read);
 }
 
 static void conn_on_write(uv_write_t *w, int status) {
@@ -251,6 +283,12 @@ static void conn_on_write(uv_write_t *w, int status) {
         conn_close(c);
     } else if (c->close_after && c->writes == 0) {
         conn_linger(c);
+    } else if (c->wq_blocked && c->io.stream.write_queue_size < SERVER_WQ_MAX / 2 && !c->closing) {
+        c->wq_blocked = 0;
+        conn_timer(c, TM_NONE);
+        if (!c->handling && !c->in_process) {
+            conn_process(c);
+        }
     }
     conn_maybe_free(c);
 }
@@ -260,7 +298,7 @@ static void conn_write(server_conn_t *c, char *buf, size_t len) {
     sw->c = c;
     sw->buf = buf;
     uv_buf_t b = uv_buf_init(buf, (unsigned)len);
-    if (uv_write(&sw->w, (uv_stream_t *)&c->tcp, &b, 1, conn_on_write) != 0) {
+    if (uv_write(&sw->w, &c->io.stream, &b, 1, conn_on_write) != 0) {
         free(buf);
         free(sw);
         conn_close(c);
@@ -318,7 +356,7 @@ void server_respond(api_req_t *req, int status, const char *content_type, const 
     }
     httpd_next(c->http);
     if (c->close_after) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        uv_read_stop(&c->io.stream);
         conn_timer(c, TM_NONE);
         return;
     }
@@ -384,7 +422,7 @@ void server_pause_body(api_req_t *req) {
     if (c->body_paused++) {
         return;
     }
-    uv_read_stop((uv_stream_t *)&c->tcp);
+    uv_read_stop(&c->io.stream);
     /* The stall is ours, not the client's: no body timeout meanwhile. */
     conn_timer(c, TM_NONE);
 }
@@ -402,7 +440,7 @@ void server_resume_body(api_req_t *req) {
         return;
     }
     conn_timer(c, TM_BODY);
-    uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc, conn_on_read);
+    uv_read_start(&c->io.stream, conn_on_alloc, conn_on_read);
 }
 
 static void conn_fail(server_conn_t *c) {
@@ -455,7 +493,11 @@ static void conn_fail(server_conn_t *c) {
 /* Parses buffered bytes until a request is complete or they run out. */
 static void conn_process(server_conn_t *c) {
     c->in_process = 1;
-    while (!c->closing && !c->handling && !c->close_after && !c->body_paused && c->npending) {
+    if (c->io.stream.write_queue_size > SERVER_WQ_MAX && !c->closing && !c->close_after) {
+        c->wq_blocked = 1;
+    }
+    while (!c->closing && !c->handling && !c->close_after && !c->body_paused && !c->wq_blocked &&
+           c->npending) {
         size_t used = 0;
         int rc = httpd_feed(c->http, c->pending, c->npending, &used);
         if (rc < 0) {
@@ -471,19 +513,27 @@ static void conn_process(server_conn_t *c) {
         c->handling = 1;
         conn_timer(c, TM_NONE);
         c->srv->cbs.on_request(c->srv->app, &c->req);
+        if (c->io.stream.write_queue_size > SERVER_WQ_MAX && !c->closing && !c->close_after) {
+            c->wq_blocked = 1;
+        }
     }
     c->in_process = 0;
     if (c->closing || c->close_after) {
         return;
     }
+    if (c->wq_blocked && !c->handling) {
+        uv_read_stop(&c->io.stream);
+        conn_timer(c, TM_WRITE);
+        return;
+    }
     if (c->handling || c->body_paused) {
         /* Backpressure: no reading while the app holds a request or asked us to
          * wait with a streamed body. */
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        uv_read_stop(&c->io.stream);
         return;
     }
     conn_timer(c, httpd_in_request(c->http) ? (c->head_done ? TM_BODY : TM_HEAD) : TM_IDLE);
-    uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc, conn_on_read);
+    uv_read_start(&c->io.stream, conn_on_alloc, conn_on_read);
 }
 
 static void conn_on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
@@ -504,6 +554,7 @@ static void conn_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
     if (n == 0 || c->closing || c->lingering) {
         return; /* a lingering connection's bytes are dropped */
     }
+    c->rx += (uint64_t)n;
     /* Parse straight from the shared buffer; only the unparsed tail is copied. */
     const char *p = buf->base;
     size_t len = (size_t)n;
@@ -526,7 +577,7 @@ static void conn_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
             }
             c->handling = 1;
             conn_timer(c, TM_NONE);
-            uv_read_stop((uv_stream_t *)&c->tcp);
+            uv_read_stop(&c->io.stream);
             c->in_process = 1;
             c->srv->cbs.on_request(c->srv->app, &c->req);
             c->in_process = 0;
@@ -555,6 +606,30 @@ static void server_on_reject_close(uv_handle_t *h) {
     free(h);
 }
 
+/* A connection struct with its timer, linked in and counted; the caller inits
+ * c->io and then calls conn_start (or conn_close when that fails). */
+static server_conn_t *conn_new(server_t *s) {
+    server_conn_t *c = xcalloc(1, sizeof *c);
+    c->srv = s;
+    uv_timer_init(s->loop, &c->timer);
+    c->timer.data = c;
+    c->handles = 2;
+    s->structs++;
+    c->next = s->head.next;
+    c->prev = &s->head;
+    s->head.next->prev = c;
+    s->head.next = c;
+    s->nconns++;
+    return c;
+}
+
+static void conn_start(server_conn_t *c) {
+    c->io.handle.data = c;
+    c->http = httpd_new(&c->srv->hcbs, c);
+    conn_timer(c, TM_IDLE);
+    uv_read_start(&c->io.stream, conn_on_alloc, conn_on_read);
+}
+
 static void server_on_connection(uv_stream_t *l, int status) {
     server_t *s = l->data;
     if (status < 0 || s->stopping) {
@@ -569,26 +644,36 @@ static void server_on_connection(uv_stream_t *l, int status) {
         uv_close((uv_handle_t *)t, server_on_reject_close);
         return;
     }
-    server_conn_t *c = xcalloc(1, sizeof *c);
-    c->srv = s;
-    uv_tcp_init(s->loop, &c->tcp);
-    uv_timer_init(s->loop, &c->timer);
-    c->tcp.data = c->timer.data = c;
-    c->handles = 2;
-    s->structs++;
-    c->next = s->head.next;
-    c->prev = &s->head;
-    s->head.next->prev = c;
-    s->head.next = c;
-    s->nconns++;
-    if (uv_accept(l, (uv_stream_t *)&c->tcp) != 0) {
+    server_conn_t *c = conn_new(s);
+    uv_tcp_init(s->loop, &c->io.tcp);
+    c->io.handle.data = c;
+    if (uv_accept(l, &c->io.stream) != 0) {
         conn_close(c);
         return;
     }
-    uv_tcp_nodelay(&c->tcp, 1);
-    c->http = httpd_new(&s->hcbs, c);
-    conn_timer(c, TM_IDLE);
-    uv_read_start((uv_stream_t *)&c->tcp, conn_on_alloc, conn_on_read);
+    uv_tcp_nodelay(&c->io.tcp, 1);
+    conn_start(c);
+}
+
+int server_adopt_fd(server_t *s, int fd) {
+    if (s->stopping) {
+        return UV_ECANCELED;
+    }
+    if (s->nconns >= s->o.max_conns) {
+        return UV_EMFILE;
+    }
+    server_conn_t *c = conn_new(s);
+    uv_pipe_init(s->loop, &c->io.pipe, 0);
+    c->io.handle.data = c;
+    int rc = uv_pipe_open(&c->io.pipe, fd);
+    if (rc != 0) {
+        /* The pipe never took the descriptor, so closing it leaves 'fd' to the
+         * caller, as the header promises. */
+        conn_close(c);
+        return rc;
+    }
+    conn_start(c);
+    return 0;
 }
 
 static void server_on_failed_close(uv_handle_t *h) {

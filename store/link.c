@@ -23,6 +23,7 @@ typedef struct link_cmd {
     store_link_reply_cb cb;
     void *arg;
     uint64_t sent_ms;
+    uint64_t sent_ns;
 } link_cmd_t;
 
 struct store_link {
@@ -106,6 +107,10 @@ static void link_on_reply(redisAsyncContext *ac, void *reply, void *priv) {
     link_cmd_unlink(c);
     l->inflight--;
     l->last_activity = uv_now(l->loop);
+    if (reply != NULL) {
+        histo_add(&l->stats.rtt, (double)(uv_hrtime() - c->sent_ns) / 1e9);
+        l->stats.errors += ((redisReply *)reply)->type == REDIS_REPLY_ERROR;
+    }
     if (reply == NULL) {
         l->stats.failed++;
         /* The context is going away; refuse new commands from here on. */
@@ -247,6 +252,7 @@ int store__link_command(store_link_t *l, store_link_reply_cb cb, void *arg, int 
     c->cb = cb;
     c->arg = arg;
     c->sent_ms = uv_now(l->loop);
+    c->sent_ns = uv_hrtime();
     if (redisAsyncCommandArgv(l->ac, link_on_reply, c, argc, argv, argvlen) != REDIS_OK) {
         free(c);
         return -ENOTCONN;

@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "common/histo.h"
+
 #include <hiredis/hiredis.h>
 
 typedef struct store_link store_link_t;
@@ -47,6 +49,8 @@ unsigned store__link_inflight(const store_link_t *l);
 
 typedef struct store_link_stats {
     uint64_t connects, disconnects, timeouts, commands, failed;
+    uint64_t errors; /* error replies */
+    histo_t rtt;     /* send to reply, answered commands */
 } store_link_stats_t;
 void store__link_stats(const store_link_t *l, store_link_stats_t *out);
 

@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "common/histo.h"
 #include "matcher/matcher.h"
 #include "matcher/polset.h"
 #include "matcher/rule.h"
@@ -358,10 +359,17 @@ int store_key_revoke(store_t *s, const char *kid, int64_t now_ms, store_hash_cb 
 
 typedef struct store_stats {
     uint64_t redis_connects, redis_disconnects, redis_timeouts, redis_commands, redis_failed;
+    uint64_t redis_errors; /* error replies */
+    histo_t redis_rtt;     /* round trips of answered commands */
     unsigned redis_inflight;
     uint64_t reloads;
     uint64_t load_ms; /* duration of the last full load */
 } store_stats_t;
 void store_get_stats(const store_t *s, store_stats_t *out);
+
+/* The delivery queue in Redis: entries not yet done (XLEN hq:q), retries waiting
+ * (ZCARD hq:retry) and jobs in the running state; kv holds "queued", "retrying",
+ * "jobs_running" with decimal values. */
+int store_queue_stats(store_t *s, store_hash_cb cb, void *arg);
 
 #endif

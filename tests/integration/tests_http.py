@@ -366,6 +366,121 @@ def test_header_timeout(o):
         still_serving(port, "after the timeouts")
 
 
+def test_slow_body_cut_off(o):
+    """A body trickled at a byte per 50 ms is answered 408 and closed within a few
+    windows (--header-timeout); a body sent at a normal pace in pieces is not."""
+    with Env(o, huiqid_args=["--header-timeout", "500"]) as env:
+        port = env.huiqid_port
+        s = socket.create_connection(("127.0.0.1", port))
+        t0 = time.monotonic()
+        s.sendall(b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT +
+                  b"Content-Length: 100000\r\n\r\n{")
+        got = b""
+        s.settimeout(0.05)
+        while time.monotonic() - t0 < 10 * o.slow and not got.endswith(b"}}"):
+            try:
+                s.sendall(b" ")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            try:
+                more = s.recv(4096)
+                if not more:
+                    break
+                got += more
+            except socket.timeout:
+                pass
+        dt = time.monotonic() - t0
+        s.close()
+        one_error(got, 408, "trickled body", "request_timeout")
+        check(dt <= 3 * o.slow, "the trickled body was cut only after %.2fs", dt)
+        # 200 KB in 20 pieces over ~1 s (well above 1 KiB/s) is fine.
+        body = json.dumps({"rule": {"all": ["size.sme"]}, "pad": "x" * 200000}).encode()
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT +
+                  b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
+        step = len(body) // 20 + 1
+        for i in range(0, len(body), step):
+            s.sendall(body[i:i + step])
+            time.sleep(0.05)
+        data, _ = read_until_closed(s, 5 * o.slow)
+        s.close()
+        resps = parse_responses(data)
+        check(resps and resps[0][0] in (200, 400), "a paced body was refused: %r", data[:200])
+        check(resps[0][0] != 408, "a paced body got 408")
+        still_serving(port, "after the slow bodies")
+
+
+def test_unread_answers_bounded(o):
+    """A client that pipelines requests and never reads the answers does not make
+    huiqid buffer without bound, and other clients are served meanwhile."""
+    with Env(o, huiqid_args=["--idle-timeout", "3000"]) as env:
+        port = env.huiqid_port
+        s = socket.create_connection(("127.0.0.1", port))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        req = b"GET /v1/tags?vocab=enterprise HTTP/1.1\r\n" + H + b"\r\n"
+        s.settimeout(0.2)
+        sent = 0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3 * o.slow:
+            try:
+                s.sendall(req * 50)
+                sent += 50
+            except (socket.timeout, BrokenPipeError, ConnectionResetError):
+                break
+        # Each answer is ~60 KB: thousands pipelined would be hundreds of MB.
+        rss = int(open("/proc/%d/statm" % env.huiqid_proc.pid).read().split()[1]) * 4096
+        check(rss < 300 << 20, "huiqid RSS %d MB with %d unread answers queued", rss >> 20, sent)
+        still_serving(port, "while a client does not read")
+        s.close()
+        still_serving(port, "after the non-reader left")
+
+
+def test_metrics(o):
+    """GET /metrics: operator and admin keys (401 without, 403 for integrators),
+    Prometheus text with the families operations rely on, counters that move."""
+    with Env(o) as env:
+        c = env.c
+        expect_error(env.new_client(key=None).get("/metrics"), 401, "unauthorized")
+        r = c.post("/v1/keys", {"role": "integrator"})
+        eq(r.status, 201, "integrator key")
+        expect_error(env.new_client(key=r.json["key"]).get("/metrics"), 403, "forbidden")
+        for _ in range(3):
+            c.get("/v1/tags?vocab=policy")
+        c.get("/v1/enterprises/nope")
+        r = c.get("/metrics")
+        eq(r.status, 200, "GET /metrics")
+        check((r.header("content-type") or "").startswith("text/plain; version=0.0.4"),
+              "content type %r", r.header("content-type"))
+        text = r.raw.decode()
+        samples = {}
+        for line in text.splitlines():
+            if not line or line.startswith("#"):
+                continue
+            name, _, value = line.rpartition(" ")
+            float(value)  # every sample has a number
+            samples[name] = float(value)
+        for fam in ("huiqi_http_request_duration_seconds_bucket", "huiqi_redis_roundtrip_seconds_count",
+                    "huiqi_enterprises", "huiqi_push_queue_depth", "huiqi_deliveries_total",
+                    "process_resident_memory_bytes", "huiqi_redis_up", "huiqi_jobs_running"):
+            check(any(k.startswith(fam) for k in samples), "no %s in /metrics", fam)
+        check(samples.get('huiqi_http_requests_total{route="tags.list",status="200"}', 0) >= 3,
+              "tags.list 200 count: %r", [k for k in samples if "tags.list" in k])
+        check(samples.get('huiqi_http_requests_total{route="enterprises.get",status="400"}', 0) +
+              samples.get('huiqi_http_requests_total{route="enterprises.get",status="404"}', 0) >= 1,
+              "enterprises.get error not counted")
+        check(samples.get("huiqi_redis_up") == 1, "redis_up")
+        # Histogram buckets are cumulative and end with +Inf == count.
+        b = [v for k, v in samples.items()
+             if k.startswith('huiqi_http_request_duration_seconds_bucket{route="tags.list"')]
+        check(b == sorted(b), "buckets not cumulative: %r", b)
+        eq(samples['huiqi_http_request_duration_seconds_bucket{route="tags.list",le="+Inf"}'],
+           samples['huiqi_http_request_duration_seconds_count{route="tags.list"}'], "+Inf == count")
+        # With --metrics-public it needs no key.
+        env.stop_huiqid()
+        env.start_huiqid(extra_args=["--metrics-public", "on"])
+        eq(env.new_client(key=None).get("/metrics").status, 200, "public /metrics")
+
+
 def test_chunked_body(o):
     rng = random.Random(54)
     with Env(o) as env:
