@@ -67,6 +67,13 @@ int server_start(uv_loop_t *loop, const server_opts_t *opts, const server_cbs_t 
 /* Stops accepting and closes every connection; done(arg) runs once all handles
  * are closed. Requests still being handled get their responses dropped. */
 void server_stop(server_t *srv, void (*done)(void *), void *arg);
+/* Serves 'fd', an already connected stream socket (e.g. one end of socketpair(2)),
+ * exactly like an accepted TCP connection, through a libuv pipe. Lets tests and
+ * the fuzzer (tests/fuzz) drive the server without a network. Returns 0 (the
+ * server now owns 'fd' and closes it with the connection), UV_EMFILE at the
+ * connection cap, UV_ECANCELED while stopping, or the libuv error of
+ * uv_pipe_open; on an error 'fd' stays the caller's. */
+int server_adopt_fd(server_t *srv, int fd);
 /* The bound port (useful with port 0). */
 int server_port(const server_t *srv);
 unsigned server_conns(const server_t *srv);
