@@ -27,7 +27,7 @@ PURE_SRC := common/xalloc.c \
             matcher/rule.c matcher/cont.c matcher/matcher.c matcher/eval.c matcher/polset.c \
             tags/uscc.c tags/taxonomy.c tags/date.c tags/rules.c common/sbuf.c common/histo.c
 STORE_SRC := store/redis_uv.c store/link.c store/store.c store/store_load.c store/codec.c \
-            store/push.c store/keys.c store/scripts.c store/mirror.c
+            store/push.c store/keys.c store/scripts.c
 API_SRC  := api/main.c api/config.c api/log.c api/server.c api/httpd.c api/router.c \
             api/json.c api/json_out.c api/app.c api/ent_input.c api/pol_input.c api/h_tags.c \
             api/h_enterprises.c api/h_policies.c api/h_match.c api/h_health.c \
