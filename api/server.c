@@ -312,9 +312,6 @@ void server_respond(api_req_t *req, int status, const char *content_type, const 
     server_conn_t *c = req->conn;
     server_t *s = c->srv;
     req->status = status;
-    if (s->cbs.on_done && req->path) {
-        s->cbs.on_done(s->app, req, body_len);
-    }
     if (!c->closing) {
         httpd_req_t *h = req->http;
         int keep = h && h->keep_alive && !c->close_after && !s->stopping;
@@ -345,6 +342,12 @@ void server_respond(api_req_t *req, int status, const char *content_type, const 
             c->close_after = 1;
         }
         conn_write(c, buf, off);
+    }
+    /* Only now: the app's done callback releases what it attached to the request,
+     * which may own 'headers' or 'body' (a refusal's header lives in its access
+     * state), so they are copied into the answer first. */
+    if (s->cbs.on_done && req->path) {
+        s->cbs.on_done(s->app, req, body_len);
     }
     c->handling = 0;
     c->head_done = 0;
