@@ -178,6 +178,47 @@ void auth_free(auth_t *a) {
     }
 }
 
+/* Drops every record not being read right now and rebuilds the table. */
+static void auth_restart(auth_t *a) {
+    entry_t **old = a->slots;
+    size_t oldcap = a->cap;
+    a->cap = 256;
+    a->n = 0;
+    a->slots = xcalloc(a->cap, sizeof *a->slots);
+    for (size_t i = 0; i < oldcap; i++) {
+        entry_t *e = old[i];
+        if (e == NULL) {
+            continue;
+        }
+        if (!e->fetching) {
+            free(e); /* no waiters: those exist only while fetching */
+            continue;
+        }
+        if ((a->n + 1) * 2 > a->cap) {
+            entry_t **grown = xcalloc(a->cap * 2, sizeof *grown);
+            for (size_t k = 0; k < a->cap; k++) {
+                if (a->slots[k]) {
+                    size_t h = auth_hash_kid(a->slots[k]->kid) & (a->cap * 2 - 1);
+                    while (grown[h]) {
+                        h = (h + 1) & (a->cap * 2 - 1);
+                    }
+                    grown[h] = a->slots[k];
+                }
+            }
+            free(a->slots);
+            a->slots = grown;
+            a->cap *= 2;
+        }
+        size_t h = auth_hash_kid(e->kid) & (a->cap - 1);
+        while (a->slots[h]) {
+            h = (h + 1) & (a->cap - 1);
+        }
+        a->slots[h] = e;
+        a->n++;
+    }
+    free(old);
+}
+
 static entry_t *auth_entry(auth_t *a, const char *kid, int create) {
     size_t h = auth_hash_kid(kid) & (a->cap - 1);
     while (a->slots[h] && strcmp(a->slots[h]->kid, kid) != 0) {
@@ -186,10 +227,13 @@ static entry_t *auth_entry(auth_t *a, const char *kid, int create) {
     if (a->slots[h] || !create) {
         return a->slots[h];
     }
+    if (a->n >= AUTH_MAX_KEYS) {
+        /* Garbage ids must not fill memory, nor lock real keys out: start over
+         * (keys in use are read again from Redis on their next request). */
+        auth_restart(a);
+        return auth_entry(a, kid, create);
+    }
     if ((a->n + 1) * 2 > a->cap) {
-        if (a->n >= AUTH_MAX_KEYS) {
-            return NULL; /* refuse to grow without bound on garbage ids */
-        }
         entry_t **old = a->slots;
         size_t oldcap = a->cap;
         a->cap *= 2;
@@ -265,7 +309,9 @@ static void auth_on_record(void *arg, int rc, const store_kv_t *kv, size_t n) {
         return;
     }
     e->fetching = 0;
-    int was_known = e->known && e->fetched_ms;
+    /* Known before this read: a key in use keeps working through Redis trouble,
+     * however many re-reads fail (a revocation needs Redis anyway). */
+    int was_known = e->known;
     e->fetched_ms = auth_now_ms();
     e->unavailable = 0;
     int known = 0;

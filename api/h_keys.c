@@ -137,12 +137,14 @@ void h_key_create(app_t *app, api_req_t *req) {
     c->req = req;
     const char *bad = NULL;
     const char *why = NULL;
+    const char *code = "invalid_value";
     const char *k;
     json_t *v;
     json_object_foreach(in, k, v) {
         if (strcmp(k, "role") && strcmp(k, "name") && strcmp(k, "scope") && strcmp(k, "rate")) {
             bad = k;
             why = "unknown field";
+            code = "unknown_field";
             break;
         }
     }
@@ -155,6 +157,7 @@ void h_key_create(app_t *app, api_req_t *req) {
     } else if (r == 0) {
         bad = "role";
         why = "role must be one of admin, operator, integrator, enterprise";
+        code = role == NULL ? "missing_field" : "invalid_value";
     } else if (name && !json_is_null(name) &&
                (!json_is_string(name) || json_string_length(name) > KEY_NAME_MAX ||
                 strlen(json_string_value(name)) != json_string_length(name))) {
@@ -163,6 +166,7 @@ void h_key_create(app_t *app, api_req_t *req) {
     } else if (r == ROLE_ENTERPRISE && !json_is_string(scope)) {
         bad = "scope";
         why = "an enterprise key needs scope: the enterprise's credit code";
+        code = scope == NULL ? "missing_field" : "invalid_type";
     } else if (r != ROLE_ENTERPRISE && scope && !json_is_null(scope)) {
         bad = "scope";
         why = "only enterprise keys have a scope";
@@ -186,7 +190,7 @@ void h_key_create(app_t *app, api_req_t *req) {
         }
     }
     if (bad) {
-        api_error(req, 400, "invalid_field", bad, "%s", why);
+        api_error(req, 400, code, bad, "%s", why);
         json_decref(in);
         key_ctx_free(c);
         return;

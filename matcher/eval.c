@@ -38,6 +38,10 @@ void matcher_scratch_free(matcher_scratch_t *s) {
 
 enum { SINK_COUNT, SINK_GROUPS, SINK_LIST };
 
+/* Above this many matches in a block, counting by group columns beats a lookup
+ * per match (about ngroups x 1,024 word operations against one load per match). */
+#define SINK_GROUPS_BY_COLUMN 4096u
+
 typedef struct sink {
     int mode;
     uint64_t count;
@@ -103,7 +107,13 @@ static void sink_block(sink_t *k, const matcher_t *m, const matcher_blk_t *b, ui
             total += (uint64_t)__builtin_popcountll(acc[i]);
         }
         k->count += total;
-        if (b->multi == 0) {
+        if (total == 0) {
+            return;
+        }
+        /* Few matches: look each one's group up (one byte per ordinal). Many, and
+         * the groups partition the block: one AND-popcount per group is cheaper
+         * than a lookup per match. */
+        if (b->multi == 0 && total > SINK_GROUPS_BY_COLUMN) {
             /* Every enterprise here holds at most one group tag, so the groups
              * partition the matches and each is one AND-popcount away. */
             uint64_t grouped = 0;

@@ -185,8 +185,8 @@ static curl_socket_t http_open_socket(void *clientp, curlsocktype purpose,
 }
 
 static int http_close_socket(void *clientp, curl_socket_t fd) {
-    xfer_t *x = clientp;
-    http_forget_socket(x->h, fd);
+    pushhttp_t *h = clientp;
+    http_forget_socket(h, fd);
     return close(fd);
 }
 
@@ -343,7 +343,10 @@ int pushhttp_post(pushhttp_t *h, const char *url, const char *const *headers, un
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, http_open_socket);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, http_close_socket);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, x);
+    /* The connection may outlive this transfer in curl's cache and be closed
+     * by a later one or by curl_multi_cleanup: its close callback gets the
+     * client, which lives until then, never the transfer. */
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, h);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);

@@ -32,6 +32,7 @@ struct push {
     uint64_t last_move_ms;
     uint64_t rng;
     push_job_t *jobs; /* running jobs */
+    unsigned job_steps; /* job steps in flight to Redis, all jobs together */
     int resuming;
     push_stats_t stats;
 };

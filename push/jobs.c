@@ -16,6 +16,12 @@
 
 #define JOB_CHUNK    1000 /* enterprises per step */
 #define JOB_RETRY_MS 500  /* after a failed step */
+/* Steps in flight to Redis for all jobs together. Each step is a script that
+ * holds Redis for a millisecond or two; with one at a time, a request of the API
+ * waits behind at most one, however many policies are being pushed at once (an
+ * operator publishing a hundred policies must not stall everyone else). Jobs
+ * take turns. */
+#define JOB_MAX_STEPS 1u
 
 struct push_job {
     push_job_t *next;
@@ -26,6 +32,7 @@ struct push_job {
     uint32_t next_cursor;
     int done_walk; /* this step reached the end of the audience */
     int in_step;
+    int waiting;   /* due, but other jobs' steps hold the turn */
     int closing;
     uv_timer_t timer;
     matcher_scratch_t *scratch;
@@ -62,6 +69,38 @@ static push_job_t *job_find(push_t *p, uint64_t id) {
     return NULL;
 }
 
+/* Takes a turn for a Redis step: 0, or -EBUSY (then the job waits its turn). */
+static int job_begin(push_job_t *j) {
+    push_t *p = j->p;
+    if (p->job_steps >= JOB_MAX_STEPS) {
+        j->waiting = 1;
+        return -EBUSY;
+    }
+    p->job_steps++;
+    j->in_step = 1;
+    return 0;
+}
+
+/* Gives the turn back and wakes the job that has waited longest: the list is
+ * newest first, so the last waiting one. */
+static void job_finish(push_job_t *j) {
+    push_t *p = j->p;
+    j->in_step = 0;
+    if (p->job_steps) {
+        p->job_steps--;
+    }
+    push_job_t *next = NULL;
+    for (push_job_t *x = p->jobs; x; x = x->next) {
+        if (x->waiting && !x->closing) {
+            next = x;
+        }
+    }
+    if (next) {
+        next->waiting = 0;
+        job_schedule(next, 0);
+    }
+}
+
 unsigned push__jobs_running(const push_t *p) {
     unsigned n = 0;
     for (const push_job_t *j = p->jobs; j; j = j->next) {
@@ -79,7 +118,7 @@ void push__jobs_close(push_t *p) {
 static void job_on_end(void *arg, int rc, uint64_t v) {
     (void)v;
     push_job_t *j = arg;
-    j->in_step = 0;
+    job_finish(j);
     if (rc && rc != -ENOENT) {
         job_schedule(j, JOB_RETRY_MS); /* try to end it again */
         return;
@@ -88,16 +127,18 @@ static void job_on_end(void *arg, int rc, uint64_t v) {
 }
 
 static void job_end(push_job_t *j, const char *state) {
-    j->in_step = 1;
+    if (job_begin(j) != 0) {
+        return;
+    }
     if (store_job_end(j->p->store, j->id, state, job_on_end, j) != 0) {
-        j->in_step = 0;
+        job_finish(j);
         job_schedule(j, JOB_RETRY_MS);
     }
 }
 
 static void job_on_reload(void *arg, int rc, const store_kv_t *kv, size_t n) {
     push_job_t *j = arg;
-    j->in_step = 0;
+    job_finish(j);
     if (rc == -ENOENT) {
         job_remove(j);
         return;
@@ -124,9 +165,11 @@ static void job_on_reload(void *arg, int rc, const store_kv_t *kv, size_t n) {
 
 /* After an uncertain failure the cursor in Redis says whether the step ran. */
 static void job_reload(push_job_t *j) {
-    j->in_step = 1;
+    if (job_begin(j) != 0) {
+        return;
+    }
     if (store_job_get(j->p->store, j->id, job_on_reload, j) != 0) {
-        j->in_step = 0;
+        job_finish(j);
         job_schedule(j, JOB_RETRY_MS);
     }
 }
@@ -134,7 +177,7 @@ static void job_reload(push_job_t *j) {
 static void job_on_step(void *arg, int rc, uint64_t newly, uint64_t queued) {
     (void)newly;
     push_job_t *j = arg;
-    j->in_step = 0;
+    job_finish(j);
     if (j->closing) {
         return;
     }
@@ -167,6 +210,10 @@ static void job_step(uv_timer_t *t) {
         job_schedule(j, JOB_RETRY_MS);
         return;
     }
+    if (p->job_steps >= JOB_MAX_STEPS) {
+        j->waiting = 1; /* job_finish of the step in flight wakes it */
+        return;
+    }
     const store_policy_t *pol = store_policy(p->store, j->policy);
     if (pol == NULL || pol->status != STORE_POL_PUBLISHED) {
         /* Withdrawn or deleted while the job ran: nothing more goes out. */
@@ -184,10 +231,10 @@ static void job_step(uv_timer_t *t) {
     if (j->next_cursor < j->cursor) {
         j->next_cursor = j->cursor;
     }
-    j->in_step = 1;
+    job_begin(j); /* cannot fail: the turn was checked above */
     if (store_job_step(p->store, j->id, j->policy, j->cursor, j->next_cursor, j->ords, j->keys, n,
                        job_on_step, j) != 0) {
-        j->in_step = 0;
+        job_finish(j);
         job_schedule(j, JOB_RETRY_MS);
     }
 }

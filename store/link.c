@@ -35,6 +35,7 @@ struct store_link {
     redisAsyncContext *ac;
     int state;
     int announced; /* state_cb(1) was called for the current connection */
+    int reset;     /* store__link_reset asked for a reconnect */
     uint64_t connect_started;
     uint64_t last_activity;
     unsigned backoff;
@@ -195,6 +196,13 @@ static void link_connect(store_link_t *l) {
 static void link_on_tick(uv_timer_t *t) {
     store_link_t *l = t->data;
     uint64_t now = uv_now(l->loop);
+    if (l->reset) {
+        l->reset = 0;
+        if (l->ac) {
+            link_kill(l);
+            return;
+        }
+    }
     if (l->state == LINK_CONNECTING && l->ac &&
         now - l->connect_started >= l->o.connect_timeout_ms) {
         l->stats.timeouts++;
@@ -264,6 +272,13 @@ int store__link_command(store_link_t *l, store_link_reply_cb cb, void *arg, int 
     l->inflight++;
     l->stats.commands++;
     return 0;
+}
+
+void store__link_reset(store_link_t *l) {
+    l->reset = 1;
+    if (l->state == LINK_UP) {
+        l->state = LINK_DOWN; /* refuse new commands until reconnected */
+    }
 }
 
 bool store__link_up(const store_link_t *l) {

@@ -44,6 +44,11 @@ store_link_t *store__link_new(uv_loop_t *loop, const store_link_opts_t *opts,
 int store__link_command(store_link_t *l, store_link_reply_cb cb, void *arg, int argc,
                         const char **argv, const size_t *argvlen);
 
+/* Drops the connection at the next tick (within LINK_TICK_MS) and reconnects with
+ * backoff, as after a failure: for a server that answered but cannot serve yet
+ * (LOADING). Safe from inside a reply callback. */
+void store__link_reset(store_link_t *l);
+
 bool store__link_up(const store_link_t *l);
 unsigned store__link_inflight(const store_link_t *l);
 

@@ -764,10 +764,8 @@ int store_dlv_record(store_t *s, const store_dlv_rec_t *d, store_id_cb cb, void 
                              d->wh ? d->wh : "", d->body ? d->body : "", nf};
     for (int i = 0; i < 13; i++) {
         args[i] = fixed[i];
-        lens[i] = strlen(fixed[i]);
-    }
-    if (d->body) {
-        lens[11] = d->body_len;
+        /* The body is bytes with a length, not a C string. */
+        lens[i] = i == 11 && d->body ? d->body_len : strlen(fixed[i]);
     }
     for (unsigned i = 0; i < d->nfields; i++) {
         args[13 + i] = d->fields[i];

@@ -603,6 +603,16 @@ static void sync_on_reply(void *arg, redisReply *r) {
     if (r == NULL) {
         return; /* the link is going down; the next connection starts over */
     }
+    if (r->type == REDIS_REPLY_ERROR &&
+        (strncmp(r->str, "LOADING", 7) == 0 || strncmp(r->str, "BUSY ", 5) == 0 ||
+         strncmp(r->str, "MASTERDOWN", 10) == 0 || strncmp(r->str, "TRYAGAIN", 8) == 0)) {
+        /* Redis is up but cannot serve yet (loading its data after a restart, a
+         * script running): not fatal. Reconnect with backoff and set up again. */
+        s->state = ST_DOWN;
+        store__link_reset(s->link);
+        store__emit(s, STORE_EV_DOWN, r->str);
+        return;
+    }
     if (r->type == REDIS_REPLY_ERROR) {
         char why[256];
         snprintf(why, sizeof why, "Redis refused setup: %s", r->str);

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
 import tests_api  # noqa: E402
+import tests_auth  # noqa: E402
 import tests_docs  # noqa: E402
 import tests_http  # noqa: E402
 import tests_matching  # noqa: E402
@@ -68,6 +69,20 @@ TESTS = [
     ("http_chunked_body", tests_http.test_chunked_body),
     ("http_request_id", tests_http.test_request_id),
     ("http_max_conns", tests_http.test_max_conns),
+    ("http_slow_body_cut_off", tests_http.test_slow_body_cut_off),
+    ("http_unread_answers_bounded", tests_http.test_unread_answers_bounded),
+    ("metrics_prometheus", tests_http.test_metrics),
+    ("auth_refusals_401_and_open_paths", tests_auth.test_auth_refusals),
+    ("auth_roles_and_scopes", tests_auth.test_auth_roles),
+    ("auth_keys_api", tests_auth.test_keys_api),
+    ("auth_revoked_in_redis_within_ttl", tests_auth.test_revoked_in_redis_refused_within_ttl),
+    ("auth_cli_keys", tests_auth.test_cli_keys),
+    ("auth_admin_key_bootstrap", tests_auth.test_admin_key_bootstrap),
+    ("auth_rate_limits", tests_auth.test_rate_limits),
+    ("auth_keys_not_in_logs", tests_auth.test_keys_not_in_logs),
+    ("auth_import_streamed", tests_auth.test_import_auth),
+    ("auth_keys_while_redis_down", tests_auth.test_keys_while_redis_down),
+    ("auth_cached_key_while_redis_stalls", tests_auth.test_cached_key_while_redis_stalls),
     ("docs_api_examples", tests_docs.test_docs_api_examples),
     ("readme_examples", tests_docs.test_readme_examples),
 ]
