@@ -27,7 +27,7 @@ PURE_SRC := common/xalloc.c \
             matcher/rule.c matcher/cont.c matcher/matcher.c matcher/eval.c matcher/polset.c \
             tags/uscc.c tags/taxonomy.c tags/date.c tags/rules.c common/sbuf.c common/histo.c
 STORE_SRC := store/redis_uv.c store/link.c store/store.c store/store_load.c store/codec.c \
-            store/push.c store/keys.c store/scripts.c
+            store/push.c store/keys.c store/scripts.c store/mirror.c
 API_SRC  := api/main.c api/config.c api/log.c api/server.c api/httpd.c api/router.c \
             api/json.c api/json_out.c api/app.c api/ent_input.c api/pol_input.c api/h_tags.c \
             api/h_enterprises.c api/h_policies.c api/h_match.c api/h_health.c \
@@ -46,8 +46,9 @@ UNIT_OBJ  := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 LLHTTP_OBJ := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o
 BLOB_OBJ  := $(BUILD)/tags/default_taxonomy.o $(BUILD)/tags/default_rules.o
 
-.PHONY: all deps test unit integration asan test-asan run stop demo bench bench-smoke fuzz \
-        clean format check-format lint help
+.PHONY: all deps test unit integration asan test-asan run stop demo bench bench-smoke load soak \
+        load-smoke fuzz \
+        fuzz-smoke fuzz-build clean format check-format lint help
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/huiqid $(BUILD)/unit
@@ -60,6 +61,10 @@ help:
 	@echo "make asan       build into build-asan/ with -fsanitize=address,undefined"
 	@echo "make bench      huiqi vs Redis, CRoaring, PostgreSQL, nginx -> docs/benchmarks.md"
 	@echo "                (BENCH_N=11100000 for 10x; make bench-smoke: a tiny run for CI)"
+	@echo "make load       wrk (256 conns) and the open-loop generator on a 1.11M city; make soak:"
+	@echo "                10 min with RSS samples; make load-smoke: a tiny run for CI"
+	@echo "make fuzz       libFuzzer (clang, ASan+UBSan) on the HTTP API for FUZZ_SECONDS (600)"
+	@echo "                with an in-memory store; make fuzz-smoke: 60 s"
 	@echo "make format / check-format / lint"
 
 deps:
@@ -142,6 +147,37 @@ test: deps
 	python3 tests/integration/run.py --huiqid $(BUILD)/huiqid
 	$(MAKE) test-asan
 
+# The fuzz build: clang's libFuzzer with ASan and UBSan, the whole API but with the
+# in-memory fake store (store/fake.c) in place of the Redis one, fed through a
+# socketpair by tests/fuzz/fuzz_api.c. Seeds are copied into build-fuzz/corpus,
+# where the corpus grows, so tests/fuzz/corpus keeps only the hand-written seeds.
+FUZZ_BUILD   := build-fuzz
+FUZZ_SECONDS ?= 600
+FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
+                -fno-omit-frame-pointer
+FUZZ_SRC     := $(filter-out api/main.c,$(API_SRC)) $(PUSH_SRC) $(PURE_SRC) store/mirror.c \
+                store/fake.c store/fake_rec.c store/fake_push.c store/fake_read.c \
+                tests/fuzz/fuzz_api.c
+FUZZ_FLAGS   := -dict=tests/fuzz/http.dict -max_len=65536 -timeout=10 -rss_limit_mb=4096 \
+                -print_final_stats=1 -artifact_prefix=$(FUZZ_BUILD)/artifacts/
+$(BUILD)/fuzz_api: $(FUZZ_SRC:%.c=$(BUILD)/%.o) $(LLHTTP_OBJ) $(BLOB_OBJ)
+	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS_ALL)
+
+fuzz-build:
+	@./deploy/install-deps.sh --fuzz
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang OPT=-O1 SAN="$(FUZZ_SAN)" $(FUZZ_BUILD)/fuzz_api
+
+# First the inputs of crashes found before (regressions), then the fuzzing run.
+fuzz: fuzz-build
+	mkdir -p $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/artifacts
+	cp tests/fuzz/corpus/* $(FUZZ_BUILD)/corpus/
+	UBSAN_OPTIONS=print_stacktrace=1 ./$(FUZZ_BUILD)/fuzz_api $(FUZZ_FLAGS) tests/fuzz/crashes/*
+	UBSAN_OPTIONS=print_stacktrace=1 ./$(FUZZ_BUILD)/fuzz_api $(FUZZ_FLAGS) \
+	    -max_total_time=$(FUZZ_SECONDS) $(FUZZ_BUILD)/corpus
+
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=60
+
 # bench/run.sh installs what it needs, builds, runs bench and the peers, load-tests
 # huiqid against nginx and writes docs/benchmarks.md (raw lines: var/bench/last-run.txt).
 bench:
@@ -151,6 +187,18 @@ bench-smoke:
 	BUILD=$(BUILD) MAKE="$(MAKE)" BENCH_N=50000 BENCH_POLICIES=200 BENCH_PG=0 \
 	    BENCH_DURATION=3s BENCH_REPORT=var/bench/smoke/benchmarks.md \
 	    BENCH_RAW=var/bench/smoke/last-run.txt BENCH_CMD="make bench-smoke" ./bench/run.sh
+
+# Load and soak tests over HTTP (bench/load.sh): wrk at 256 connections, the
+# open-loop generator at 80% of its maximum, 1,000 slow connections, a soak.
+load:
+	BUILD=$(BUILD) MAKE="$(MAKE)" LOAD_SOAK=0 ./bench/load.sh
+
+soak:
+	BUILD=$(BUILD) MAKE="$(MAKE)" LOAD_STEPS=0 ./bench/load.sh
+
+load-smoke:
+	BUILD=$(BUILD) MAKE="$(MAKE)" LOAD_N=20000 LOAD_NP=20 LOAD_DURATION=3 SOAK_SECONDS=20 \
+	    LOAD_SLOW_CONNS=200 LOAD_OUT=var/load/smoke ./bench/load.sh
 
 run: deps all
 	./deploy/run.sh $(BUILD)/huiqid
@@ -166,6 +214,6 @@ lint:
 	    --suppress=missingIncludeSystem -I. $$(git ls-files '*.c')
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
--include $(wildcard $(BUILD)/*/*.d)
+-include $(wildcard $(BUILD)/*/*.d $(BUILD)/*/*/*.d)

@@ -3,6 +3,7 @@
 #include "api/app.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,6 +274,9 @@ static void app_on_store_event(void *arg, int event, const char *detail) {
         pol_cache_free(app);
         app_load_ent_secret(app);
         app_bootstrap_key(app);
+        /* A full load leaves megabytes of freed reply buffers in the heap: give
+         * them back to the system rather than keep them resident. */
+        malloc_trim(0);
         LOG_INFO("ready", "\"detail\":\"%s\"", d);
         break;
     case STORE_EV_DOWN:

@@ -18,18 +18,49 @@ typedef struct pkg_entry {
     const store_policy_t *p;
     unsigned overlap;
     int32_t closes;
+    uint32_t id;
 } pkg_entry_t;
+
+/* Package order: most shared interests first, then the soonest deadline, then id. */
+static int pkg_before(const pkg_entry_t *x, const pkg_entry_t *y) {
+    if (x->overlap != y->overlap) {
+        return x->overlap > y->overlap;
+    }
+    if (x->closes != y->closes) {
+        return x->closes < y->closes;
+    }
+    return x->id < y->id;
+}
 
 static int pkg_cmp(const void *a, const void *b) {
     const pkg_entry_t *x = a;
     const pkg_entry_t *y = b;
-    if (x->overlap != y->overlap) {
-        return x->overlap > y->overlap ? -1 : 1;
+    return pkg_before(x, y) ? -1 : pkg_before(y, x);
+}
+
+static void pkg_sort(pkg_entry_t *e, size_t n) {
+    if (n > 64) {
+        qsort(e, n, sizeof *e, pkg_cmp);
+        return;
     }
-    if (x->closes != y->closes) {
-        return x->closes < y->closes ? -1 : 1;
+    /* A package is a few dozen entries: insertion sort, no allocation. */
+    for (size_t i = 1; i < n; i++) {
+        pkg_entry_t x = e[i];
+        size_t j = i;
+        while (j > 0 && pkg_before(&x, &e[j - 1])) {
+            e[j] = e[j - 1];
+            j--;
+        }
+        e[j] = x;
     }
-    return x->p->id < y->p->id ? -1 : x->p->id > y->p->id;
+}
+
+static void pkg_code(sbuf_t *s, const app_t *app, tax_vocab_t v, uint16_t bit, int first) {
+    /* Tag codes are [A-Za-z0-9_.-], so they need no escaping. */
+    const char *code = taxonomy_tag(app->tax, v, bit)->code;
+    sbuf_add(s, first ? "\"" : ",\"", first ? 1 : 2);
+    sbuf_adds(s, code);
+    sbuf_add(s, "\"", 1);
 }
 
 static unsigned pkg_overlap(const uint16_t *a, unsigned na, const uint16_t *b, unsigned nb) {
@@ -48,20 +79,16 @@ static unsigned pkg_overlap(const uint16_t *a, unsigned na, const uint16_t *b, u
     return n;
 }
 
-static void pkg_codes(sbuf_t *s, const app_t *app, tax_vocab_t v, const uint16_t *bits,
-                      unsigned n, const uint64_t *row, int want) {
-    /* Tag codes are [A-Za-z0-9_.-], so they need no escaping. */
+/* The tags of 'bits' that 'row' holds, as a JSON array of codes. */
+static void pkg_codes(sbuf_t *s, const app_t *app, const uint16_t *bits, unsigned n,
+                      const uint64_t *row) {
     sbuf_add(s, "[", 1);
     int first = 1;
     for (unsigned i = 0; i < n; i++) {
-        if (row && bitset_test(row, bits[i]) != want) {
-            continue;
+        if (bitset_test(row, bits[i])) {
+            pkg_code(s, app, TAX_ENTERPRISE, bits[i], first);
+            first = 0;
         }
-        if (!first) {
-            sbuf_add(s, ",", 1);
-        }
-        first = 0;
-        sbuf_addf(s, "\"%s\"", taxonomy_tag(app->tax, v, bits[i])->code);
     }
     sbuf_add(s, "]", 1);
 }
@@ -73,8 +100,7 @@ static void pkg_interests(sbuf_t *s, const app_t *app, const uint16_t *a, unsign
     int first = 1;
     while (i < na && j < nb) {
         if (a[i] == b[j]) {
-            sbuf_addf(s, "%s\"%s\"", first ? "" : ",",
-                      taxonomy_tag(app->tax, TAX_POLICY, a[i])->code);
+            pkg_code(s, app, TAX_POLICY, a[i], first);
             first = 0;
             i++;
             j++;
@@ -128,9 +154,10 @@ void h_ent_package(app_t *app, api_req_t *req) {
         ent[k].p = p;
         ent[k].overlap = pkg_overlap(p->ptags, p->nptags, ib, ni);
         ent[k].closes = p->closes == DATE_NONE ? INT32_MAX : p->closes;
+        ent[k].id = p->id;
         k++;
     }
-    qsort(ent, k, sizeof *ent, pkg_cmp);
+    pkg_sort(ent, k);
     char date[11];
     date_format(today, date);
     sbuf_t s;
@@ -138,21 +165,17 @@ void h_ent_package(app_t *app, api_req_t *req) {
     sbuf_addf(&s, "{\"uscc\":\"%s\",\"date\":\"%s\",\"count\":%zu,\"policies\":[", uscc, date, k);
     for (size_t i = 0; i < k; i++) {
         const store_policy_t *p = ent[i].p;
-        size_t plen;
-        const char *prefix = pol_package_prefix(app, p, &plen);
+        size_t plen, mlen;
+        const char *mid;
+        const char *prefix = pol_package_prefix(app, p, &plen, &mid, &mlen);
         if (i) {
             sbuf_add(&s, ",", 1);
         }
         sbuf_add(&s, prefix, plen);
-        sbuf_adds(&s, ",\"why\":{\"all\":");
-        pkg_codes(&s, app, TAX_ENTERPRISE, p->rule.all, p->rule.nall, NULL, 1);
-        sbuf_adds(&s, ",\"any\":");
-        pkg_codes(&s, app, TAX_ENTERPRISE, p->rule.any, p->rule.nany, row, 1);
-        sbuf_adds(&s, ",\"none\":");
-        pkg_codes(&s, app, TAX_ENTERPRISE, p->rule.none, p->rule.nnone, NULL, 1);
-        sbuf_adds(&s, ",\"interests\":");
+        pkg_codes(&s, app, p->rule.any, p->rule.nany, row);
+        sbuf_add(&s, mid, mlen);
         pkg_interests(&s, app, p->ptags, p->nptags, ib, ni);
-        sbuf_adds(&s, "}}");
+        sbuf_add(&s, "}}", 2);
     }
     sbuf_adds(&s, "]}");
     server_respond(req, 200, "application/json", NULL, s.p, s.len);

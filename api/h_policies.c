@@ -19,6 +19,7 @@ typedef struct pol_ctx {
     int created;
     int action;
     int was_published; /* before a publish: then it starts no new job */
+    int quiet;         /* publish?notify=false: live in packages, no push job */
     int kind_status;   /* a publish or withdraw (answers carry "job" for publish) */
 } pol_ctx_t;
 
@@ -50,6 +51,7 @@ static void pol_on_written(void *arg, int rc, const store_policy_t *p) {
     pol_ctx_t *c = arg;
     api_req_t *req = c->req;
     if (rc == 0 && p && c->kind_status && c->action == STORE_PUBLISH && !c->was_published &&
+        !c->quiet &&
         p->status == STORE_POL_PUBLISHED) {
         /* Publishing pushes: a job walks the audience and queues the notices. */
         if (push_job_start(c->app->push, p->id, "publish", pol_on_job, c) == 0) {
@@ -163,12 +165,13 @@ void h_pol_delete(app_t *app, api_req_t *req) {
     }
 }
 
-static void pol_status(app_t *app, api_req_t *req, int action) {
+static void pol_status(app_t *app, api_req_t *req, int action, int quiet) {
     uint32_t id;
     if (pol_path_id(req, &id)) {
         return;
     }
     pol_ctx_t *c = pol_ctx_new(app, req, id);
+    c->quiet = quiet;
     c->action = action;
     const store_policy_t *cur = store_policy(app->store, id);
     c->was_published = cur && cur->status == STORE_POL_PUBLISHED;
@@ -181,11 +184,17 @@ static void pol_status(app_t *app, api_req_t *req, int action) {
 }
 
 void h_pol_publish(app_t *app, api_req_t *req) {
-    pol_status(app, req, STORE_PUBLISH);
+    char v[8];
+    int has = api_query(req, "notify", v, sizeof v);
+    if (has < 0 || (has > 0 && strcmp(v, "true") != 0 && strcmp(v, "false") != 0)) {
+        api_error(req, 400, "invalid_parameter", "notify", "notify must be true or false");
+        return;
+    }
+    pol_status(app, req, STORE_PUBLISH, has > 0 && strcmp(v, "false") == 0);
 }
 
 void h_pol_withdraw(app_t *app, api_req_t *req) {
-    pol_status(app, req, STORE_WITHDRAW);
+    pol_status(app, req, STORE_WITHDRAW, 0);
 }
 
 void h_pol_get(app_t *app, api_req_t *req) {

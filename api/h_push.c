@@ -306,7 +306,10 @@ typedef struct dlv_ctx {
     json_t *obj;
     /* listing */
     json_t **items;
+    long long *item_ms; /* each fetched id's time, for a cursor after it */
     size_t n, left;
+    unsigned page; /* the client's limit (items answered) */
+    size_t last_index;
     int failed;
     char state[16];
     long long last_ms;
@@ -418,24 +421,36 @@ static void dlv_list_finish(dlv_ctx_t *c) {
         api_store_error(c->req, c->failed, "delivery");
     } else {
         json_t *items = json_array();
+        int more = c->fetched >= c->limit && c->last_id[0];
         for (size_t i = 0; i < c->n; i++) {
-            if (c->items[i]) {
-                json_array_append(items, c->items[i]);
+            if (c->items[i] == NULL) {
+                continue;
             }
+            if (json_array_size(items) == c->page) {
+                /* A full page before the ids read ran out: continue after the
+                 * last one answered. */
+                json_t *last = json_array_get(items, c->page - 1);
+                const char *id = json_string_value(json_object_get(last, "id"));
+                snprintf(c->last_id, sizeof c->last_id, "%s", id ? id : "");
+                c->last_ms = c->item_ms[c->last_index];
+                more = 1;
+                break;
+            }
+            json_array_append(items, c->items[i]);
+            c->last_index = i;
         }
         json_t *root = json_object();
         json_object_set_new(root, "items", items);
         char next[200];
         snprintf(next, sizeof next, "%lld:%s", c->last_ms, c->last_id);
-        json_object_set_new(root, "next",
-                            c->fetched >= c->limit && c->last_id[0] ? json_string(next)
-                                                                    : json_null());
+        json_object_set_new(root, "next", more ? json_string(next) : json_null());
         api_reply_json(c->req, 200, root, NULL);
     }
     for (size_t i = 0; i < c->n; i++) {
         json_decref(c->items[i]);
     }
     free(c->items);
+    free(c->item_ms);
     free(c);
 }
 
@@ -457,6 +472,16 @@ static void dlv_list_on_item(void *arg, int rc, const store_kv_t *kv, size_t n) 
     }
 }
 
+/* Orders ids as Redis orders members of equal score: bytewise, a prefix first. */
+static int dlv_id_cmp(const char *a, size_t alen, const char *b) {
+    size_t blen = strlen(b);
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    if (c) {
+        return c;
+    }
+    return alen < blen ? -1 : alen > blen;
+}
+
 static void dlv_list_on_ids(void *arg, int rc, const store_kv_t *kv, size_t n) {
     dlv_ctx_t *c = arg;
     if (rc && rc != -ENOENT) {
@@ -468,6 +493,7 @@ static void dlv_list_on_ids(void *arg, int rc, const store_kv_t *kv, size_t n) {
         n = 0;
     }
     c->items = xcalloc(n + 1, sizeof *c->items);
+    c->item_ms = xcalloc(n + 1, sizeof *c->item_ms);
     c->left = 1;
     /* Skip what the cursor already covered (same millisecond, smaller id). */
     char after[160];
@@ -480,9 +506,7 @@ static void dlv_list_on_ids(void *arg, int rc, const store_kv_t *kv, size_t n) {
         memcpy(buf, kv[i].v, l);
         buf[l] = '\0';
         long long ms = strtoll(buf, NULL, 10);
-        if (after[0] && ms == after_ms && (kv[i].klen < strlen(after) ||
-                                           (kv[i].klen == strlen(after) &&
-                                            memcmp(kv[i].k, after, kv[i].klen) <= 0))) {
+        if (after[0] && ms == after_ms && dlv_id_cmp(kv[i].k, kv[i].klen, after) <= 0) {
             continue;
         }
         if (c->fetched == c->limit) {
@@ -495,6 +519,7 @@ static void dlv_list_on_ids(void *arg, int rc, const store_kv_t *kv, size_t n) {
         memcpy(it->id, kv[i].k, idl);
         c->fetched++;
         c->last_ms = ms;
+        c->item_ms[it->i] = ms;
         memcpy(c->last_id, it->id, idl + 1);
         if (store_dlv_get(c->app->store, it->id, dlv_list_on_item, it) != 0) {
             free(it);
@@ -574,6 +599,7 @@ void h_dlv_list(app_t *app, api_req_t *req) {
         since = c->last_ms;
     }
     c->limit = (unsigned)limit;
+    c->page = (unsigned)limit;
     /* Read more ids than the page when filtering by state, so a page is rarely
      * short; the cursor still advances over what was read. */
     unsigned fetch = c->state[0] ? (unsigned)limit * 4 : (unsigned)limit + 64;

@@ -464,17 +464,25 @@ void h_wh_rotate(app_t *app, api_req_t *req) {
     snprintf(buf, sizeof buf, "%s", cur->secrets);
     char *save = NULL;
     unsigned kept = 1;
+    long long now = until - (long long)grace * 1000;
     for (char *t = strtok_r(buf, " ", &save); t && kept < WH_MAX_SECRETS;
          t = strtok_r(NULL, " ", &save)) {
         char *colon = strchr(t, ':');
         if (colon) {
+            /* Rotated out before: the sooner of its own deadline and this
+             * rotation's (a new rotation never extends it; expire_old_in=0
+             * ends every old secret now). */
             *colon = '\0';
-            if (strtoll(colon + 1, NULL, 10) < until - (long long)grace * 1000) {
-                continue; /* already past its own grace period */
+            long long own = strtoll(colon + 1, NULL, 10);
+            long long end = own < until ? own : until;
+            if (end > now) {
+                sbuf_addf(&sb, " %s:%lld", t, end);
+                kept++;
             }
+            continue;
         }
         if (grace) {
-            sbuf_addf(&sb, " %s:%lld", t, until);
+            sbuf_addf(&sb, " %s:%lld", t, until); /* the current one, rotated out now */
             kept++;
         }
     }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/sbuf.h"
 #include "common/xalloc.h"
 #include "tags/date.h"
 
@@ -270,8 +271,10 @@ typedef struct pol_view {
     uint32_t id;
     uint64_t ver;
     json_t *doc;
-    char *prefix;
+    char *prefix; /* the package entry up to the "any" reasons */
     size_t prefix_len;
+    char *mid; /* between the "any" reasons and the interests */
+    size_t mid_len;
 } pol_view_t;
 
 struct pol_cache {
@@ -293,6 +296,7 @@ static struct pol_cache *pol_cache_get(app_t *app) {
 static void pol_view_clear(pol_view_t *v) {
     json_decref(v->doc);
     free(v->prefix);
+    free(v->mid);
     memset(v, 0, sizeof *v);
 }
 
@@ -333,6 +337,20 @@ static pol_view_t *pol_view_slot(app_t *app, uint32_t id) {
     return &c->v[h];
 }
 
+/* A JSON array of enterprise tag codes (which need no escaping: [A-Za-z0-9_.-]). */
+static void pol_codes_json(sbuf_t *b, const app_t *app, const uint16_t *bits, unsigned n) {
+    sbuf_add(b, "[", 1);
+    for (unsigned i = 0; i < n; i++) {
+        if (i) {
+            sbuf_add(b, ",", 1);
+        }
+        sbuf_add(b, "\"", 1);
+        sbuf_adds(b, taxonomy_tag(app->tax, TAX_ENTERPRISE, bits[i])->code);
+        sbuf_add(b, "\"", 1);
+    }
+    sbuf_add(b, "]", 1);
+}
+
 static pol_view_t *pol_view(app_t *app, const store_policy_t *p) {
     pol_view_t *v = pol_view_slot(app, p->id);
     if (v->doc && v->ver == p->ver) {
@@ -340,7 +358,8 @@ static pol_view_t *pol_view(app_t *app, const store_policy_t *p) {
     }
     json_decref(v->doc);
     free(v->prefix);
-    v->prefix = NULL;
+    free(v->mid);
+    v->prefix = v->mid = NULL;
     v->ver = p->ver;
     v->doc = json_loadb(p->doc, p->doc_len, 0, NULL);
     if (!json_is_object(v->doc)) {
@@ -360,10 +379,23 @@ static pol_view_t *pol_view(app_t *app, const store_policy_t *p) {
     }
     char *text = json_dumps(e, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(e);
-    size_t n = strlen(text);
-    text[n - 1] = '\0'; /* drop the closing brace */
-    v->prefix = text;
-    v->prefix_len = n - 1;
+    /* What does not depend on the enterprise is rendered here too: the "all"
+     * and "none" reasons are the rule's own tags. */
+    sbuf_t b;
+    sbuf_init(&b, strlen(text) + 256);
+    sbuf_add(&b, text, strlen(text) - 1); /* without the closing brace */
+    free(text);
+    sbuf_adds(&b, ",\"why\":{\"all\":");
+    pol_codes_json(&b, app, p->rule.all, p->rule.nall);
+    sbuf_adds(&b, ",\"any\":");
+    v->prefix_len = b.len;
+    v->prefix = b.p;
+    sbuf_init(&b, 128);
+    sbuf_adds(&b, ",\"none\":");
+    pol_codes_json(&b, app, p->rule.none, p->rule.nnone);
+    sbuf_adds(&b, ",\"interests\":");
+    v->mid_len = b.len;
+    v->mid = b.p;
     return v;
 }
 
@@ -371,9 +403,12 @@ json_t *pol_doc(app_t *app, const store_policy_t *p) {
     return pol_view(app, p)->doc;
 }
 
-const char *pol_package_prefix(app_t *app, const store_policy_t *p, size_t *len) {
+const char *pol_package_prefix(app_t *app, const store_policy_t *p, size_t *len,
+                               const char **mid, size_t *mid_len) {
     pol_view_t *v = pol_view(app, p);
     *len = v->prefix_len;
+    *mid = v->mid;
+    *mid_len = v->mid_len;
     return v->prefix;
 }
 

@@ -32,10 +32,13 @@ int pol_rule_parse(const app_t *app, json_t *v, const char *field, rule_t *out, 
  * New reference. */
 json_t *pol_render(app_t *app, const store_policy_t *p);
 
-/* A cached package entry for the policy: JSON text of an object without its
- * closing brace (the caller appends ",\"why\":{...}}"). Borrowed until the policy
- * changes. */
-const char *pol_package_prefix(app_t *app, const store_policy_t *p, size_t *len);
+/* A cached package entry for the policy, in two pieces around what depends on
+ * the enterprise: the prefix runs up to the "any" reasons (the entry's fields,
+ * then ,"why":{"all":[...],"any":), and 'mid' from there to the interests
+ * (,"none":[...],"interests":). The caller writes: prefix, the "any" array, mid,
+ * the interests array, "}}". Borrowed until the policy changes. */
+const char *pol_package_prefix(app_t *app, const store_policy_t *p, size_t *len,
+                               const char **mid, size_t *mid_len);
 
 /* The parsed stored document (borrowed, cached per version), or NULL if damaged. */
 json_t *pol_doc(app_t *app, const store_policy_t *p);

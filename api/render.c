@@ -208,9 +208,14 @@ void app_render(void *arg, const push_item_t *it, const char *stored, size_t sto
     r->root = json_object();
     json_object_set_new(r->root, "type", json_string(it->ev));
     char ts[40];
-    uv_timeval64_t tv;
-    uv_gettimeofday(&tv);
-    ent_time_format((int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000, ts, sizeof ts);
+    int64_t when = it->queued_ms;
+    if (when <= 0) {
+        uv_timeval64_t tv;
+        uv_gettimeofday(&tv);
+        when = (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    }
+    /* The time the notice was queued: stable across a resend after a crash. */
+    ent_time_format(when, ts, sizeof ts);
     json_object_set_new(r->root, "timestamp", json_string(ts));
     json_t *data = json_object();
     json_object_set_new(r->root, "data", data);
@@ -221,14 +226,10 @@ void app_render(void *arg, const push_item_t *it, const char *stored, size_t sto
         json_object_set_new(data, "job", json_integer(strtoll(it->job, NULL, 10)));
     }
     r->targets = json_array();
-    if (strcmp(it->ev, "package.batch") == 0) {
-        json_object_set_new(data, "recipients", r->targets);
-    } else {
-        /* One enterprise: its object lands in data.enterprise once fetched. */
-        json_t *holder = json_array();
-        r->targets = holder;
-        json_object_set_new(data, "enterprises_", holder);
-    }
+    /* A batch lists its recipients; a single notice's one enterprise lands in
+     * data.enterprise once fetched (held in a temporary array until then). */
+    json_object_set_new(data, strcmp(it->ev, "package.batch") == 0 ? "recipients" : "enterprises_",
+                        r->targets);
     if (strcmp(it->ev, "enterprise.package_changed") == 0) {
         json_t *added = json_array(), *removed = json_array();
         const char *lists[2] = {it->added, it->removed};

@@ -28,6 +28,7 @@ typedef struct pitem {
     char *body;
     size_t body_len;
     int first; /* no record yet: keep the body and the fields */
+    int sent;  /* a request was made in this attempt */
     uint64_t start_ms;
 } pitem_t;
 
@@ -199,7 +200,9 @@ static void item_done_record(void *arg, int rc, uint64_t v) {
 static void item_finish(pitem_t *it, const char *outcome, long status, double latency_ms,
                         const char *error, int64_t next_due) {
     push_t *p = it->p;
-    unsigned attempts = it->attempts + (status || latency_ms > 0 || error ? 1 : 0);
+    /* Only a request that was made counts (an expired or disabled notice that
+     * never left has made none). */
+    unsigned attempts = it->attempts + (it->sent ? 1 : 0);
     sbuf_t a;
     sbuf_init(&a, 256);
     time_t t = (time_t)(now_ms() / 1000);
@@ -265,6 +268,11 @@ static void item_finish(pitem_t *it, const char *outcome, long status, double la
 static void ep_release(push_t *p, push_ep_t *ep) {
     ep->inflight--;
     p->inflight--;
+    if (ep->head) {
+        /* More is waiting for this endpoint: send it on the next loop turn, not
+         * the next tick (the tick alone would cap an endpoint at inflight / 20 ms). */
+        push_kick(p);
+    }
 }
 
 /* Marks a webhook healthy or failing, disabling it after too long. */
@@ -424,8 +432,10 @@ static void item_send(pitem_t *it) {
     snprintf(h_ev, sizeof h_ev, "huiqi-event: %s", it->f[F_EV]);
     const char *hdrs[4] = {h_id, h_ts, h_sig, h_ev};
     p->stats.attempts++;
+    it->sent = 1;
     if (pushhttp_post(p->http, url, hdrs, 4, it->body, it->body_len, p->o.timeout_ms, on_http,
                       it) != 0) {
+        it->sent = 0;
         ep_release(p, it->ep);
         item_finish(it, "retry", 0, 0, "could not start the request",
                     now_ms() + p->o.schedule_ms[0]);
@@ -453,6 +463,16 @@ static void on_rendered(void *ctx, int rc, const char *body, size_t len, const c
     item_send(it);
 }
 
+/* What the renderer sees of a queue entry. */
+static push_item_t item_view(const pitem_t *it) {
+    push_item_t pi = {it->f[F_ID],  it->f[F_EV],  it->f[F_WH],    it->f[F_POL],     it->f[F_U],
+                      it->f[F_JOB], it->f[F_URL], it->f[F_ADDED], it->f[F_REMOVED], 0};
+    if (it->sid) {
+        pi.queued_ms = strtoll(it->sid, NULL, 10); /* "<ms>-<seq>" */
+    }
+    return pi;
+}
+
 static void on_record(void *arg, int rc, const store_kv_t *kv, size_t n) {
     pitem_t *it = arg;
     push_t *p = it->p;
@@ -473,10 +493,8 @@ static void on_record(void *arg, int rc, const store_kv_t *kv, size_t n) {
         item_free(it);
         return;
     }
-    p->app.render(p->app.app, (const push_item_t *)(const void *)&(push_item_t){
-                                  it->f[F_ID], it->f[F_EV], it->f[F_WH], it->f[F_POL], it->f[F_U],
-                                  it->f[F_JOB], it->f[F_URL], it->f[F_ADDED], it->f[F_REMOVED]},
-                  it->body, it->body_len, on_rendered, it);
+    push_item_t pi = item_view(it);
+    p->app.render(p->app.app, &pi, it->body, it->body_len, on_rendered, it);
 }
 
 static void item_begin(pitem_t *it) {
@@ -496,8 +514,7 @@ static void item_begin(pitem_t *it) {
         return;
     }
     it->first = 1;
-    push_item_t pi = {it->f[F_ID], it->f[F_EV], it->f[F_WH], it->f[F_POL], it->f[F_U],
-                      it->f[F_JOB], it->f[F_URL], it->f[F_ADDED], it->f[F_REMOVED]};
+    push_item_t pi = item_view(it);
     p->app.render(p->app.app, &pi, NULL, 0, on_rendered, it);
 }
 

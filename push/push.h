@@ -27,6 +27,10 @@ typedef struct push_item {
     const char *job; /* job id or "" */
     const char *url; /* the endpoint for "ent" */
     const char *added, *removed; /* enterprise.package_changed */
+    /* When the notice was queued (from its stream entry id), 0 when unknown: the
+     * body's timestamp, so a notice sent again after a crash, before its body was
+     * recorded, renders to the same bytes. */
+    int64_t queued_ms;
 } push_item_t;
 
 /* The app's answer to a render request: 0 with the body to send; -ECANCELED when

@@ -9,6 +9,7 @@
 #include <hiredis/hiredis.h>
 
 #include "store/link.h"
+#include "store/mirror.h"
 #include "store/store.h"
 
 #define STORE_CHUNK    128u /* ordinals per hq:idx:<n> hash: small enough for listpack */
@@ -39,24 +40,6 @@ enum {
 extern const char *const store__script_text[STORE_NSCRIPTS];
 
 enum { ST_DOWN, ST_SYNCING, ST_LOADING, ST_READY, ST_FATAL, ST_CLOSING };
-
-/* Interests of enterprises that have any: ordinal -> [count, bits...]. */
-typedef struct store_imap {
-    uint32_t *keys; /* UINT32_MAX: empty */
-    uint16_t **vals;
-    uint32_t mask, n;
-} store_imap_t;
-
-/* Everything matching reads; replaced as a whole by a full reload. */
-typedef struct store_mem {
-    matcher_t *m;
-    polset_t *ps;
-    store_policy_t **pols; /* sorted by id */
-    size_t npols, cappols;
-    store_imap_t imap;
-    store_webhook_t **whs; /* sorted by id */
-    size_t nwhs, capwhs;
-} store_mem_t;
 
 /* An in-progress full load. */
 typedef struct store_load store_load_t;
@@ -103,18 +86,7 @@ int store__meta_decode(const char *p, size_t len, store_policy_t *pol, unsigned 
                        unsigned nptags);
 
 /* ---- store.c helpers used by store_load.c ---- */
-store_mem_t *store__mem_new(const taxonomy_t *tax);
-void store__mem_free(store_mem_t *mem);
-/* Mirrors one enterprise record (or its absence, when row is NULL) into 'mem'. */
-void store__mem_ent_apply(store_mem_t *mem, const char *uscc, uint32_t ord, const uint64_t *row,
-                          const uint16_t *interests, unsigned nint);
-/* Inserts or replaces a policy (takes ownership of 'p'), or removes 'id' when p is
- * NULL. */
-void store__mem_pol_apply(store_mem_t *mem, uint32_t id, store_policy_t *p);
 int store__status_parse(const char *s, size_t len);
-/* Inserts or replaces a webhook (takes 'w'), or removes 'id' when w is NULL. */
-void store__mem_wh_apply(store_mem_t *mem, uint32_t id, store_webhook_t *w);
-void store__webhook_free(store_webhook_t *w);
 /* Builds a webhook from HGETALL fields; NULL when they are incomplete. */
 store_webhook_t *store__webhook_from_kv(uint32_t id, const store_kv_t *kv, size_t n);
 /* Turns a Redis array of alternating names and values into kv pairs (borrowed

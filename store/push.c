@@ -22,22 +22,6 @@ static int push_writable(const store_t *s) {
     return store__link_up(s->link) ? -EAGAIN : -ENOTCONN;
 }
 
-const char *store_kv_get(const store_kv_t *kv, size_t n, const char *k, size_t *len) {
-    size_t kl = strlen(k);
-    for (size_t i = 0; i < n; i++) {
-        if (kv[i].k && kv[i].klen == kl && memcmp(kv[i].k, k, kl) == 0) {
-            if (len) {
-                *len = kv[i].vlen;
-            }
-            return kv[i].v;
-        }
-    }
-    if (len) {
-        *len = 0;
-    }
-    return NULL;
-}
-
 size_t store__kv_from_reply(const redisReply *r, store_kv_t *kv, size_t max) {
     size_t n = 0;
     for (size_t i = 0; i + 1 < r->elements && n < max; i += 2) {
@@ -56,19 +40,8 @@ size_t store__kv_from_reply(const redisReply *r, store_kv_t *kv, size_t max) {
 }
 
 /* ---------------------------------------------------------------------------
- * Webhook mirror
+ * Webhook records read from Redis
  * ------------------------------------------------------------------------- */
-
-void store__webhook_free(store_webhook_t *w) {
-    if (w) {
-        free(w->doc);
-        free(w->url);
-        free(w->secrets);
-        free(w->sk);
-        free(w->reason);
-        free(w);
-    }
-}
 
 static char *kv_dup(const store_kv_t *kv, size_t n, const char *k) {
     size_t len;
@@ -120,56 +93,12 @@ store_webhook_t *store__webhook_from_kv(uint32_t id, const store_kv_t *kv, size_
     return w;
 }
 
-static size_t mem_wh_pos(const store_mem_t *mem, uint32_t id) {
-    size_t lo = 0;
-    size_t hi = mem->nwhs;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (mem->whs[mid]->id < id) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    return lo;
-}
-
-void store__mem_wh_apply(store_mem_t *mem, uint32_t id, store_webhook_t *w) {
-    size_t i = mem_wh_pos(mem, id);
-    int found = i < mem->nwhs && mem->whs[i]->id == id;
-    if (w == NULL) {
-        if (found) {
-            store__webhook_free(mem->whs[i]);
-            memmove(mem->whs + i, mem->whs + i + 1, (mem->nwhs - i - 1) * sizeof *mem->whs);
-            mem->nwhs--;
-        }
-        return;
-    }
-    if (found) {
-        store__webhook_free(mem->whs[i]);
-        mem->whs[i] = w;
-        return;
-    }
-    if (mem->nwhs == mem->capwhs) {
-        mem->capwhs = mem->capwhs ? mem->capwhs * 2 : 16;
-        mem->whs = xreallocarray(mem->whs, mem->capwhs, sizeof *mem->whs);
-    }
-    memmove(mem->whs + i + 1, mem->whs + i, (mem->nwhs - i) * sizeof *mem->whs);
-    mem->whs[i] = w;
-    mem->nwhs++;
-}
-
 const store_webhook_t *store_webhook(const store_t *s, uint32_t id) {
-    size_t i = mem_wh_pos(s->mem, id);
-    return i < s->mem->nwhs && s->mem->whs[i]->id == id ? s->mem->whs[i] : NULL;
+    return store__mem_webhook(s->mem, id);
 }
 
 const store_webhook_t *store_webhook_next(const store_t *s, uint32_t after) {
-    if (after == UINT32_MAX) {
-        return NULL;
-    }
-    size_t i = mem_wh_pos(s->mem, after + 1);
-    return i < s->mem->nwhs ? s->mem->whs[i] : NULL;
+    return store__mem_webhook_next(s->mem, after);
 }
 
 /* ---------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-/* Store: writes through Lua scripts, the in-memory mirror, and reads. Loading and
- * resynchronisation live in store_load.c. */
+/* Store: writes through Lua scripts, applied to the in-memory mirror (mirror.c) when
+ * their replies arrive, and reads. Loading and resynchronisation live in
+ * store_load.c. */
 #include "store/store.h"
 
 #include <errno.h>
@@ -13,233 +14,6 @@
 #include "matcher/bitset.h"
 #include "store/internal.h"
 #include "tags/date.h"
-
-/* ---------------------------------------------------------------------------
- * Interests map
- * ------------------------------------------------------------------------- */
-
-static uint32_t imap_hash(uint32_t k) {
-    k *= 2654435761u;
-    return k ^ (k >> 15);
-}
-
-static void imap_init(store_imap_t *im) {
-    im->mask = 63;
-    im->keys = xmalloc((im->mask + 1) * sizeof *im->keys);
-    memset(im->keys, 0xff, (im->mask + 1) * sizeof *im->keys);
-    im->vals = xcalloc(im->mask + 1, sizeof *im->vals);
-    im->n = 0;
-}
-
-static void imap_destroy(store_imap_t *im) {
-    for (uint32_t i = 0; i <= im->mask; i++) {
-        free(im->vals[i]);
-    }
-    free(im->keys);
-    free(im->vals);
-}
-
-static uint32_t imap_pos(const store_imap_t *im, uint32_t k) {
-    uint32_t h = imap_hash(k) & im->mask;
-    while (im->keys[h] != UINT32_MAX && im->keys[h] != k) {
-        h = (h + 1) & im->mask;
-    }
-    return h;
-}
-
-static void imap_grow(store_imap_t *im) {
-    store_imap_t old = *im;
-    im->mask = old.mask * 2 + 1;
-    im->keys = xmalloc(((size_t)im->mask + 1) * sizeof *im->keys);
-    memset(im->keys, 0xff, ((size_t)im->mask + 1) * sizeof *im->keys);
-    im->vals = xcalloc((size_t)im->mask + 1, sizeof *im->vals);
-    for (uint32_t i = 0; i <= old.mask; i++) {
-        if (old.keys[i] != UINT32_MAX) {
-            uint32_t h = imap_pos(im, old.keys[i]);
-            im->keys[h] = old.keys[i];
-            im->vals[h] = old.vals[i];
-        }
-    }
-    free(old.keys);
-    free(old.vals);
-}
-
-static void imap_remove_at(store_imap_t *im, uint32_t i) {
-    free(im->vals[i]);
-    im->vals[i] = NULL;
-    uint32_t j = i;
-    for (;;) {
-        j = (j + 1) & im->mask;
-        if (im->keys[j] == UINT32_MAX) {
-            break;
-        }
-        uint32_t home = imap_hash(im->keys[j]) & im->mask;
-        int keep = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
-        if (!keep) {
-            im->keys[i] = im->keys[j];
-            im->vals[i] = im->vals[j];
-            im->vals[j] = NULL;
-            i = j;
-        }
-    }
-    im->keys[i] = UINT32_MAX;
-    im->n--;
-}
-
-static void imap_set(store_imap_t *im, uint32_t ord, const uint16_t *bits, unsigned n) {
-    uint32_t h = imap_pos(im, ord);
-    if (n == 0) {
-        if (im->keys[h] == ord) {
-            imap_remove_at(im, h);
-        }
-        return;
-    }
-    if (im->keys[h] != ord) {
-        if ((im->n + 1) * 2 > im->mask + 1) {
-            imap_grow(im);
-            h = imap_pos(im, ord);
-        }
-        im->keys[h] = ord;
-        im->n++;
-    }
-    uint16_t *v = xrealloc(im->vals[h], (n + 1) * sizeof *v);
-    v[0] = (uint16_t)n;
-    memcpy(v + 1, bits, n * sizeof *v);
-    im->vals[h] = v;
-}
-
-static unsigned imap_get(const store_imap_t *im, uint32_t ord, const uint16_t **bits) {
-    uint32_t h = imap_pos(im, ord);
-    if (im->keys[h] != ord) {
-        *bits = NULL;
-        return 0;
-    }
-    *bits = im->vals[h] + 1;
-    return im->vals[h][0];
-}
-
-/* ---------------------------------------------------------------------------
- * The mirror
- * ------------------------------------------------------------------------- */
-
-store_mem_t *store__mem_new(const taxonomy_t *tax) {
-    store_mem_t *mem = xcalloc(1, sizeof *mem);
-    unsigned ntags = taxonomy_count(tax, TAX_ENTERPRISE);
-    mem->m = matcher_new(ntags, 18);
-    mem->ps = polset_new(ntags);
-    /* Group matches by district: the tags of class "region", in taxonomy order. */
-    uint16_t groups[MATCHER_MAX_GROUPS];
-    unsigned ng = 0;
-    for (unsigned i = 0; i < ntags && ng < MATCHER_MAX_GROUPS; i++) {
-        const tax_tag_t *t = taxonomy_tag(tax, TAX_ENTERPRISE, i);
-        if (strcmp(t->klass->code, "region") == 0) {
-            groups[ng++] = (uint16_t)i;
-        }
-    }
-    matcher_set_groups(mem->m, groups, ng);
-    imap_init(&mem->imap);
-    return mem;
-}
-
-static void store_policy_free(store_policy_t *p) {
-    if (p) {
-        free(p->doc);
-        free(p);
-    }
-}
-
-void store__mem_free(store_mem_t *mem) {
-    if (mem == NULL) {
-        return;
-    }
-    for (size_t i = 0; i < mem->nwhs; i++) {
-        store__webhook_free(mem->whs[i]);
-    }
-    free(mem->whs);
-    matcher_free(mem->m);
-    polset_free(mem->ps);
-    for (size_t i = 0; i < mem->npols; i++) {
-        store_policy_free(mem->pols[i]);
-    }
-    free(mem->pols);
-    imap_destroy(&mem->imap);
-    free(mem);
-}
-
-void store__mem_ent_apply(store_mem_t *mem, const char *uscc, uint32_t ord, const uint64_t *row,
-                          const uint16_t *interests, unsigned nint) {
-    uint32_t at = matcher_find(mem->m, uscc);
-    if (row == NULL) {
-        if (at != MATCHER_NONE) {
-            matcher_del(mem->m, at);
-            imap_set(&mem->imap, at, NULL, 0);
-        }
-        return;
-    }
-    if (at != MATCHER_NONE && at != ord) {
-        /* Memory had the code at another ordinal (it was deleted and created again
-         * while we were not listening): follow Redis. */
-        matcher_del(mem->m, at);
-        imap_set(&mem->imap, at, NULL, 0);
-    }
-    if (matcher_put(mem->m, ord, uscc, row) == 0) {
-        imap_set(&mem->imap, ord, interests, nint);
-    }
-}
-
-static size_t mem_pol_pos(const store_mem_t *mem, uint32_t id) {
-    size_t lo = 0;
-    size_t hi = mem->npols;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (mem->pols[mid]->id < id) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    return lo;
-}
-
-static void mem_polset_sync(store_mem_t *mem, const store_policy_t *p, uint32_t id) {
-    if (p && p->status == STORE_POL_PUBLISHED) {
-        unsigned ntags = matcher_ntags(mem->m);
-        uint32_t card[MATCHER_MAX_TAGS];
-        for (unsigned t = 0; t < ntags; t++) {
-            card[t] = matcher_tag_card(mem->m, t);
-        }
-        polset_put(mem->ps, id, &p->rule, card);
-    } else if (polset_has(mem->ps, id)) {
-        polset_del(mem->ps, id);
-    }
-}
-
-void store__mem_pol_apply(store_mem_t *mem, uint32_t id, store_policy_t *p) {
-    size_t i = mem_pol_pos(mem, id);
-    int found = i < mem->npols && mem->pols[i]->id == id;
-    if (p == NULL) {
-        if (found) {
-            store_policy_free(mem->pols[i]);
-            memmove(mem->pols + i, mem->pols + i + 1, (mem->npols - i - 1) * sizeof *mem->pols);
-            mem->npols--;
-        }
-        mem_polset_sync(mem, NULL, id);
-        return;
-    }
-    if (found) {
-        store_policy_free(mem->pols[i]);
-        mem->pols[i] = p;
-    } else {
-        if (mem->npols == mem->cappols) {
-            mem->cappols = mem->cappols ? mem->cappols * 2 : 64;
-            mem->pols = xreallocarray(mem->pols, mem->cappols, sizeof *mem->pols);
-        }
-        memmove(mem->pols + i + 1, mem->pols + i, (mem->npols - i) * sizeof *mem->pols);
-        mem->pols[i] = p;
-        mem->npols++;
-    }
-    mem_polset_sync(mem, p, id);
-}
 
 int store__status_parse(const char *s, size_t len) {
     if (len == 5 && memcmp(s, "draft", 5) == 0) {
@@ -722,7 +496,7 @@ const matcher_t *store_matcher(const store_t *s) {
 }
 
 unsigned store_ent_interests(const store_t *s, uint32_t ord, const uint16_t **bits) {
-    return imap_get(&s->mem->imap, ord, bits);
+    return store__mem_interests(s->mem, ord, bits);
 }
 
 /* ---------------------------------------------------------------------------
@@ -802,12 +576,12 @@ static void pol_on_reply(void *arg, redisReply *r) {
             store__mem_pol_apply(s->mem, p->id, p);
             result = p;
         } else {
-            store_policy_free(p);
+            store__policy_free(p);
         }
         op->p = NULL;
     }
     op->cb(op->arg, rc, result);
-    store_policy_free(op->p);
+    store__policy_free(op->p);
     free(op);
 }
 
@@ -815,7 +589,7 @@ static int pol_send(store_t *s, pol_op_t *op, int script, int nargs, const char 
                     const size_t *lens) {
     int rc = store__eval(s, script, nargs, args, lens, pol_on_reply, op);
     if (rc) {
-        store_policy_free(op->p);
+        store__policy_free(op->p);
         free(op);
     }
     return rc;
@@ -897,16 +671,11 @@ int store_pol_set_status(store_t *s, uint32_t id, int action, store_pol_cb cb, v
 }
 
 const store_policy_t *store_policy(const store_t *s, uint32_t id) {
-    size_t i = mem_pol_pos(s->mem, id);
-    return i < s->mem->npols && s->mem->pols[i]->id == id ? s->mem->pols[i] : NULL;
+    return store__mem_policy(s->mem, id);
 }
 
 const store_policy_t *store_policy_next(const store_t *s, uint32_t after) {
-    if (after == UINT32_MAX) {
-        return NULL;
-    }
-    size_t i = mem_pol_pos(s->mem, after + 1);
-    return i < s->mem->npols ? s->mem->pols[i] : NULL;
+    return store__mem_policy_next(s->mem, after);
 }
 
 size_t store_policy_count(const store_t *s) {

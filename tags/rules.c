@@ -176,6 +176,8 @@ typedef struct parser {
     int failed;
 } parser_t;
 
+static int perr(parser_t *ps, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 static int perr(parser_t *ps, const char *fmt, ...) {
     if (!ps->failed && ps->errlen) {
         int n = snprintf(ps->err, ps->errlen, "line %u: ", ps->line);

@@ -179,6 +179,9 @@ typedef struct tax_field {
     size_t len;
 } tax_field_t;
 
+static void tax_err(char *err, size_t errlen, unsigned line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 static void tax_err(char *err, size_t errlen, unsigned line, const char *fmt, ...) {
     if (errlen == 0) {
         return;

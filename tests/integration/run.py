@@ -26,6 +26,7 @@ import tests_http  # noqa: E402
 import tests_matching  # noqa: E402
 import tests_ops  # noqa: E402
 import tests_oracle  # noqa: E402
+import tests_push  # noqa: E402
 
 # The suite, in order. Names are what --filter matches.
 TESTS = [
@@ -85,6 +86,22 @@ TESTS = [
     ("auth_cached_key_while_redis_stalls", tests_auth.test_cached_key_while_redis_stalls),
     ("docs_api_examples", tests_docs.test_docs_api_examples),
     ("readme_examples", tests_docs.test_readme_examples),
+    ("push_signed_and_batched", tests_push.test_push_signed_and_batched),
+    ("push_deliveries_paging", tests_push.test_push_deliveries_paging),
+    ("push_never_doubled", tests_push.test_push_never_doubled),
+    ("push_receiver_faults_then_recovers", tests_push.test_push_receiver_faults_then_recovers),
+    ("push_410_disables", tests_push.test_push_410_disables),
+    ("push_retry_after_honoured", tests_push.test_push_retry_after_honoured),
+    ("push_3xx_is_a_failure", tests_push.test_push_3xx_is_a_failure),
+    ("push_dead_letter_and_replay", tests_push.test_push_dead_letter_and_replay),
+    ("push_expires_when_withdrawn", tests_push.test_push_expires_when_withdrawn),
+    ("push_auto_mode_grants", tests_push.test_push_auto_mode_grants),
+    ("push_change_driven", tests_push.test_push_change_driven),
+    ("push_rotation", tests_push.test_push_rotation),
+    ("push_ssrf_rules", tests_push.test_push_ssrf_rules),
+    ("push_job_cancel_and_withdraw", tests_push.test_push_job_cancel_and_withdraw),
+    ("push_kill9_mid_job", tests_push.test_push_kill9_mid_job),
+    ("push_redis_restart_mid_job", tests_push.test_push_redis_restart_mid_job),
 ]
 
 

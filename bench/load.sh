@@ -1,0 +1,178 @@
+#!/bin/bash
+# Load and soak tests of huiqid over HTTP (issue: "Load and soak"). Generates a city
+# with bench/bench (LOAD_N enterprises, LOAD_NP policies), imports it into a fresh
+# Redis (deploy/redis.conf) + huiqid on free loopback ports, then:
+#   1. wrk, closed loop, LOAD_CONNS (256) connections, the mixed read/write workload
+#      (bench/wrk_mixed.lua) for LOAD_DURATION: maximum throughput, p50/p99;
+#   2. bench/loadgen, open loop, at 80% of that maximum: p50/p99/p99.9 measured from
+#      each request's intended send time;
+#   3. the same rate (50% of max) with and without 1,000 slow connections that send
+#      one byte a second: the p99 ratio;
+#   4. unless LOAD_SOAK=0: a soak at 50% of max for SOAK_SECONDS (600), huiqid's RSS
+#      sampled every 10 s; growth after a 60 s warm-up.
+# Everything stops by itself. Raw results: var/load/last-run.txt (key value lines).
+#   make load        (steps 1-3)      make soak (steps 1 and 4)
+#   make load-smoke  (20k enterprises, 3 s steps, 20 s soak; for CI)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+BUILD=${BUILD:-build}
+MAKE=${MAKE:-make}
+N=${LOAD_N:-1110000}
+NP=${LOAD_NP:-200}
+CONNS=${LOAD_CONNS:-256}
+DURATION=${LOAD_DURATION:-30}
+SOAK=${LOAD_SOAK:-1}
+STEPS=${LOAD_STEPS:-1}
+SOAK_SECONDS=${SOAK_SECONDS:-600}
+SLOW=${LOAD_SLOW_CONNS:-1000}
+OUT=${LOAD_OUT:-var/load}
+TODAY=2026-11-22
+mkdir -p "$OUT"
+RAW="$OUT/last-run.txt"
+: >"$RAW"
+kv() { echo "$1 $2" | tee -a "$RAW"; }
+say() { echo "load: $*" >&2; }
+die() { say "$*"; exit 1; }
+
+command -v wrk >/dev/null || ./deploy/install-deps.sh --bench >/dev/null || die "cannot install wrk"
+$MAKE -s -j"$(nproc)" BUILD="$BUILD" "$BUILD/huiqid" "$BUILD/bench/bench" "$BUILD/bench/loadgen" >/dev/null
+# 1,000 slow connections and 256 normal ones on both sides of loopback.
+ulimit -n 65536 2>/dev/null || ulimit -n 4096
+
+TMP=$(mktemp -d /tmp/huiqi-load.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+say "generating $N enterprises and $NP policies"
+"$BUILD/bench/bench" --n "$N" --policies "$NP" --today "$TODAY" --only-data \
+    --ndjson "$TMP/city.ndjson" --policies-json "$TMP/policies.json" >/dev/null
+python3 - "$TMP/city.ndjson" "$TMP/usccs.txt" <<'PY'
+import json, random, sys
+rng = random.Random(7)
+codes = [json.loads(l)["uscc"] for l in open(sys.argv[1])]
+rng.shuffle(codes)
+open(sys.argv[2], "w").write("\n".join(codes[:200000]) + "\n")
+PY
+
+RP=$(free_port)
+redis-server "$ROOT/deploy/redis.conf" --port "$RP" --dir "$TMP" --logfile "$TMP/redis.log" \
+    --save "" >/dev/null &
+PIDS+=($!)
+for _ in $(seq 100); do redis-cli -p "$RP" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+HPORT=$(free_port)
+URL=http://127.0.0.1:$HPORT
+export HUIQI_KEY
+HUIQI_KEY=$(python3 tools/huiqi keys generate)
+HUIQI_ADMIN_KEY=$HUIQI_KEY "$BUILD/huiqid" --listen "127.0.0.1:$HPORT" --redis "127.0.0.1:$RP" \
+    --access-log off --log-level warn --today "$TODAY" 2>>"$TMP/huiqid.log" &
+HPID=$!
+PIDS+=("$HPID")
+for _ in $(seq 300); do curl -sf "$URL/readyz" >/dev/null && break; sleep 0.1; done
+AUTH="Authorization: Bearer $HUIQI_KEY"
+for _ in $(seq 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' -H "$AUTH" "$URL/v1/policies?limit=1")" = 200 ] && break
+    sleep 0.1
+done
+
+say "importing"
+curl -sS --fail-with-body --max-time 3600 -X POST -H 'Content-Type: application/x-ndjson' \
+    -H "$AUTH" -H 'Expect:' -T "$TMP/city.ndjson" "$URL/v1/enterprises:import" -o "$TMP/import.json"
+python3 - "$URL" "$TMP/policies.json" <<'PY'
+import http.client, json, os, sys, time, urllib.parse
+u = urllib.parse.urlsplit(sys.argv[1])
+c = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
+h = {"Authorization": "Bearer " + os.environ["HUIQI_KEY"], "Content-Type": "application/json"}
+jobs = []
+for p in json.load(open(sys.argv[2])):
+    c.request("POST", "/v1/policies", json.dumps(p).encode(), h)
+    r = c.getresponse(); d = json.loads(r.read())
+    c.request("POST", "/v1/policies/%d/publish" % d["id"], None, h)
+    r = c.getresponse(); j = json.loads(r.read()).get("job")
+    if j: jobs.append(j)
+# No webhooks are registered, so the jobs only walk their audiences; wait for them.
+for j in jobs:
+    for _ in range(6000):
+        c.request("GET", "/v1/jobs/%d" % j, None, h)
+        r = c.getresponse(); s = json.loads(r.read())
+        if s.get("state") != "running": break
+        time.sleep(0.05)
+PY
+kv load_enterprises "$N"
+kv load_policies "$NP"
+kv huiqid_rss_kb_loaded "$(awk '/VmRSS/ {print $2}' /proc/$HPID/status)"
+
+loadgen() { "$BUILD/bench/loadgen" --port "$HPORT" --usccs "$TMP/usccs.txt" --policies "$NP" "$@"; }
+field() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); v=d
+for k in sys.argv[2].split("."): v=v[k]
+print(v)' "$1" "$2"; }
+
+say "wrk: $CONNS connections, mixed workload, ${DURATION}s"
+LOAD_USCCS=$TMP/usccs.txt LOAD_POLICIES=$NP wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency \
+    -s bench/wrk_mixed.lua "$URL" >"$TMP/wrk.txt" 2>&1 || die "wrk failed: $(cat "$TMP/wrk.txt")"
+cat "$TMP/wrk.txt" >&2
+WRK_RPS=$(awk '/^Requests\/sec/ {printf "%d", $2}' "$TMP/wrk.txt")
+kv wrk_conns "$CONNS"
+kv wrk_rps "$WRK_RPS"
+kv wrk_p50 "$(awk '$1 == "50%" {print $2}' "$TMP/wrk.txt")"
+kv wrk_p99 "$(awk '$1 == "99%" {print $2}' "$TMP/wrk.txt")"
+kv wrk_non2xx "$(awk '/^wrk_non2xx/ {print $2}' "$TMP/wrk.txt")"
+
+if [ "$STEPS" = 1 ]; then
+    R80=$((WRK_RPS * 80 / 100))
+    say "loadgen: open loop at $R80 req/s (80% of wrk's maximum), ${DURATION}s"
+    J=$(loadgen --rate "$R80" --duration "$DURATION" --conns "$CONNS" --mix mixed)
+    echo "$J" >&2
+    kv open80_rate "$R80"
+    kv open80_achieved "$(field "$J" rate_achieved)"
+    kv open80_p50_ms "$(field "$J" latency_ms.p50)"
+    kv open80_p99_ms "$(field "$J" latency_ms.p99)"
+    kv open80_p999_ms "$(field "$J" latency_ms.p999)"
+    kv open80_errors "$(field "$J" errors)"
+
+    R50=$((WRK_RPS * 50 / 100))
+    say "loadgen: $R50 req/s without, then with $SLOW slow connections"
+    J=$(loadgen --rate "$R50" --duration "$DURATION" --conns 64 --mix mixed)
+    echo "$J" >&2
+    kv slow_base_rate "$R50"
+    kv slow_base_p99_ms "$(field "$J" latency_ms.p99)"
+    J=$(loadgen --rate "$R50" --duration "$DURATION" --conns 64 --mix mixed --slow-conns "$SLOW")
+    echo "$J" >&2
+    kv slow_conns "$SLOW"
+    kv slow_with_p99_ms "$(field "$J" latency_ms.p99)"
+    kv slow_with_errors "$(field "$J" errors)"
+fi
+
+if [ "$SOAK" = 1 ]; then
+    RS=$((WRK_RPS * 50 / 100))
+    say "soak: $RS req/s for ${SOAK_SECONDS}s, RSS every 10 s"
+    loadgen --rate "$RS" --duration "$SOAK_SECONDS" --conns 64 --mix mixed >"$TMP/soak.json" &
+    LG=$!
+    T0=$(date +%s)
+    SAMPLES=()
+    while kill -0 "$LG" 2>/dev/null; do
+        SAMPLES+=("$(( $(date +%s) - T0 )):$(awk '/VmRSS/ {print $2}' /proc/$HPID/status)")
+        sleep 10
+    done
+    wait "$LG"
+    cat "$TMP/soak.json" >&2
+    kv soak_rate "$RS"
+    kv soak_seconds "$SOAK_SECONDS"
+    kv soak_rss_kb "${SAMPLES[*]}"
+    kv soak_p99_ms "$(field "$(cat "$TMP/soak.json")" latency_ms.p99)"
+    kv soak_errors "$(field "$(cat "$TMP/soak.json")" errors)"
+    python3 - "${SAMPLES[@]}" <<'PY' | tee -a "$RAW"
+import sys
+s = [tuple(map(int, x.split(":"))) for x in sys.argv[1:]]
+warm = [kb for t, kb in s if t >= 60] or [kb for t, kb in s]
+print("soak_rss_growth_after_warmup_kb %d" % (max(warm) - warm[0]))
+PY
+fi
+kill -0 "$HPID" || die "huiqid died during the load test; see $TMP/huiqid.log"
+say "done; raw results in $RAW"

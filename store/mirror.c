@@ -1,0 +1,341 @@
+/* The in-memory mirror that matching reads: the enterprise index with its interests,
+ * the published-policy set, and the policy and webhook records. Pure: it knows
+ * nothing of Redis, so the Redis-backed store and the in-memory fake used by the
+ * fuzzer (store/fake.c) share it. */
+#include "store/mirror.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/xalloc.h"
+
+/* ---------------------------------------------------------------------------
+ * Interests map
+ * ------------------------------------------------------------------------- */
+
+static uint32_t imap_hash(uint32_t k) {
+    k *= 2654435761u;
+    return k ^ (k >> 15);
+}
+
+static void imap_init(store_imap_t *im) {
+    im->mask = 63;
+    im->keys = xmalloc((im->mask + 1) * sizeof *im->keys);
+    memset(im->keys, 0xff, (im->mask + 1) * sizeof *im->keys);
+    im->vals = xcalloc(im->mask + 1, sizeof *im->vals);
+    im->n = 0;
+}
+
+static void imap_destroy(store_imap_t *im) {
+    for (uint32_t i = 0; i <= im->mask; i++) {
+        free(im->vals[i]);
+    }
+    free(im->keys);
+    free(im->vals);
+}
+
+static uint32_t imap_pos(const store_imap_t *im, uint32_t k) {
+    uint32_t h = imap_hash(k) & im->mask;
+    while (im->keys[h] != UINT32_MAX && im->keys[h] != k) {
+        h = (h + 1) & im->mask;
+    }
+    return h;
+}
+
+static void imap_grow(store_imap_t *im) {
+    store_imap_t old = *im;
+    im->mask = old.mask * 2 + 1;
+    im->keys = xmalloc(((size_t)im->mask + 1) * sizeof *im->keys);
+    memset(im->keys, 0xff, ((size_t)im->mask + 1) * sizeof *im->keys);
+    im->vals = xcalloc((size_t)im->mask + 1, sizeof *im->vals);
+    for (uint32_t i = 0; i <= old.mask; i++) {
+        if (old.keys[i] != UINT32_MAX) {
+            uint32_t h = imap_pos(im, old.keys[i]);
+            im->keys[h] = old.keys[i];
+            im->vals[h] = old.vals[i];
+        }
+    }
+    free(old.keys);
+    free(old.vals);
+}
+
+static void imap_remove_at(store_imap_t *im, uint32_t i) {
+    free(im->vals[i]);
+    im->vals[i] = NULL;
+    uint32_t j = i;
+    for (;;) {
+        j = (j + 1) & im->mask;
+        if (im->keys[j] == UINT32_MAX) {
+            break;
+        }
+        uint32_t home = imap_hash(im->keys[j]) & im->mask;
+        int keep = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
+        if (!keep) {
+            im->keys[i] = im->keys[j];
+            im->vals[i] = im->vals[j];
+            im->vals[j] = NULL;
+            i = j;
+        }
+    }
+    im->keys[i] = UINT32_MAX;
+    im->n--;
+}
+
+static void imap_set(store_imap_t *im, uint32_t ord, const uint16_t *bits, unsigned n) {
+    uint32_t h = imap_pos(im, ord);
+    if (n == 0) {
+        if (im->keys[h] == ord) {
+            imap_remove_at(im, h);
+        }
+        return;
+    }
+    if (im->keys[h] != ord) {
+        if ((im->n + 1) * 2 > im->mask + 1) {
+            imap_grow(im);
+            h = imap_pos(im, ord);
+        }
+        im->keys[h] = ord;
+        im->n++;
+    }
+    uint16_t *v = xrealloc(im->vals[h], (n + 1) * sizeof *v);
+    v[0] = (uint16_t)n;
+    memcpy(v + 1, bits, n * sizeof *v);
+    im->vals[h] = v;
+}
+
+static unsigned imap_get(const store_imap_t *im, uint32_t ord, const uint16_t **bits) {
+    uint32_t h = imap_pos(im, ord);
+    if (im->keys[h] != ord) {
+        *bits = NULL;
+        return 0;
+    }
+    *bits = im->vals[h] + 1;
+    return im->vals[h][0];
+}
+
+/* ---------------------------------------------------------------------------
+ * The mirror
+ * ------------------------------------------------------------------------- */
+
+store_mem_t *store__mem_new(const taxonomy_t *tax) {
+    store_mem_t *mem = xcalloc(1, sizeof *mem);
+    unsigned ntags = taxonomy_count(tax, TAX_ENTERPRISE);
+    mem->m = matcher_new(ntags, 18);
+    mem->ps = polset_new(ntags);
+    /* Group matches by district: the tags of class "region", in taxonomy order. */
+    uint16_t groups[MATCHER_MAX_GROUPS];
+    unsigned ng = 0;
+    for (unsigned i = 0; i < ntags && ng < MATCHER_MAX_GROUPS; i++) {
+        const tax_tag_t *t = taxonomy_tag(tax, TAX_ENTERPRISE, i);
+        if (strcmp(t->klass->code, "region") == 0) {
+            groups[ng++] = (uint16_t)i;
+        }
+    }
+    matcher_set_groups(mem->m, groups, ng);
+    imap_init(&mem->imap);
+    return mem;
+}
+
+void store__policy_free(store_policy_t *p) {
+    if (p) {
+        free(p->doc);
+        free(p);
+    }
+}
+
+void store__mem_free(store_mem_t *mem) {
+    if (mem == NULL) {
+        return;
+    }
+    for (size_t i = 0; i < mem->nwhs; i++) {
+        store__webhook_free(mem->whs[i]);
+    }
+    free(mem->whs);
+    matcher_free(mem->m);
+    polset_free(mem->ps);
+    for (size_t i = 0; i < mem->npols; i++) {
+        store__policy_free(mem->pols[i]);
+    }
+    free(mem->pols);
+    imap_destroy(&mem->imap);
+    free(mem);
+}
+
+void store__mem_ent_apply(store_mem_t *mem, const char *uscc, uint32_t ord, const uint64_t *row,
+                          const uint16_t *interests, unsigned nint) {
+    uint32_t at = matcher_find(mem->m, uscc);
+    if (row == NULL) {
+        if (at != MATCHER_NONE) {
+            matcher_del(mem->m, at);
+            imap_set(&mem->imap, at, NULL, 0);
+        }
+        return;
+    }
+    if (at != MATCHER_NONE && at != ord) {
+        /* Memory had the code at another ordinal (it was deleted and created again
+         * while we were not listening): follow Redis. */
+        matcher_del(mem->m, at);
+        imap_set(&mem->imap, at, NULL, 0);
+    }
+    if (matcher_put(mem->m, ord, uscc, row) == 0) {
+        imap_set(&mem->imap, ord, interests, nint);
+    }
+}
+
+static size_t mem_pol_pos(const store_mem_t *mem, uint32_t id) {
+    size_t lo = 0;
+    size_t hi = mem->npols;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (mem->pols[mid]->id < id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+static void mem_polset_sync(store_mem_t *mem, const store_policy_t *p, uint32_t id) {
+    if (p && p->status == STORE_POL_PUBLISHED) {
+        unsigned ntags = matcher_ntags(mem->m);
+        uint32_t card[MATCHER_MAX_TAGS];
+        for (unsigned t = 0; t < ntags; t++) {
+            card[t] = matcher_tag_card(mem->m, t);
+        }
+        polset_put(mem->ps, id, &p->rule, card);
+    } else if (polset_has(mem->ps, id)) {
+        polset_del(mem->ps, id);
+    }
+}
+
+void store__mem_pol_apply(store_mem_t *mem, uint32_t id, store_policy_t *p) {
+    size_t i = mem_pol_pos(mem, id);
+    int found = i < mem->npols && mem->pols[i]->id == id;
+    if (p == NULL) {
+        if (found) {
+            store__policy_free(mem->pols[i]);
+            memmove(mem->pols + i, mem->pols + i + 1, (mem->npols - i - 1) * sizeof *mem->pols);
+            mem->npols--;
+        }
+        mem_polset_sync(mem, NULL, id);
+        return;
+    }
+    if (found) {
+        store__policy_free(mem->pols[i]);
+        mem->pols[i] = p;
+    } else {
+        if (mem->npols == mem->cappols) {
+            mem->cappols = mem->cappols ? mem->cappols * 2 : 64;
+            mem->pols = xreallocarray(mem->pols, mem->cappols, sizeof *mem->pols);
+        }
+        memmove(mem->pols + i + 1, mem->pols + i, (mem->npols - i) * sizeof *mem->pols);
+        mem->pols[i] = p;
+        mem->npols++;
+    }
+    mem_polset_sync(mem, p, id);
+}
+
+const store_policy_t *store__mem_policy(const store_mem_t *mem, uint32_t id) {
+    size_t i = mem_pol_pos(mem, id);
+    return i < mem->npols && mem->pols[i]->id == id ? mem->pols[i] : NULL;
+}
+
+const store_policy_t *store__mem_policy_next(const store_mem_t *mem, uint32_t after) {
+    if (after == UINT32_MAX) {
+        return NULL;
+    }
+    size_t i = mem_pol_pos(mem, after + 1);
+    return i < mem->npols ? mem->pols[i] : NULL;
+}
+
+unsigned store__mem_interests(const store_mem_t *mem, uint32_t ord, const uint16_t **bits) {
+    return imap_get(&mem->imap, ord, bits);
+}
+
+/* ---------------------------------------------------------------------------
+ * Webhooks
+ * ------------------------------------------------------------------------- */
+
+void store__webhook_free(store_webhook_t *w) {
+    if (w) {
+        free(w->doc);
+        free(w->url);
+        free(w->secrets);
+        free(w->sk);
+        free(w->reason);
+        free(w);
+    }
+}
+
+static size_t mem_wh_pos(const store_mem_t *mem, uint32_t id) {
+    size_t lo = 0;
+    size_t hi = mem->nwhs;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (mem->whs[mid]->id < id) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    return lo;
+}
+
+void store__mem_wh_apply(store_mem_t *mem, uint32_t id, store_webhook_t *w) {
+    size_t i = mem_wh_pos(mem, id);
+    int found = i < mem->nwhs && mem->whs[i]->id == id;
+    if (w == NULL) {
+        if (found) {
+            store__webhook_free(mem->whs[i]);
+            memmove(mem->whs + i, mem->whs + i + 1, (mem->nwhs - i - 1) * sizeof *mem->whs);
+            mem->nwhs--;
+        }
+        return;
+    }
+    if (found) {
+        store__webhook_free(mem->whs[i]);
+        mem->whs[i] = w;
+        return;
+    }
+    if (mem->nwhs == mem->capwhs) {
+        mem->capwhs = mem->capwhs ? mem->capwhs * 2 : 16;
+        mem->whs = xreallocarray(mem->whs, mem->capwhs, sizeof *mem->whs);
+    }
+    memmove(mem->whs + i + 1, mem->whs + i, (mem->nwhs - i) * sizeof *mem->whs);
+    mem->whs[i] = w;
+    mem->nwhs++;
+}
+
+const store_webhook_t *store__mem_webhook(const store_mem_t *mem, uint32_t id) {
+    size_t i = mem_wh_pos(mem, id);
+    return i < mem->nwhs && mem->whs[i]->id == id ? mem->whs[i] : NULL;
+}
+
+const store_webhook_t *store__mem_webhook_next(const store_mem_t *mem, uint32_t after) {
+    if (after == UINT32_MAX) {
+        return NULL;
+    }
+    size_t i = mem_wh_pos(mem, after + 1);
+    return i < mem->nwhs ? mem->whs[i] : NULL;
+}
+
+/* ---------------------------------------------------------------------------
+ * Fields
+ * ------------------------------------------------------------------------- */
+
+const char *store_kv_get(const store_kv_t *kv, size_t n, const char *k, size_t *len) {
+    size_t kl = strlen(k);
+    for (size_t i = 0; i < n; i++) {
+        if (kv[i].k && kv[i].klen == kl && memcmp(kv[i].k, k, kl) == 0) {
+            if (len) {
+                *len = kv[i].vlen;
+            }
+            return kv[i].v;
+        }
+    }
+    if (len) {
+        *len = 0;
+    }
+    return NULL;
+}

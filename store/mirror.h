@@ -1,0 +1,51 @@
+/* Module-internal: the in-memory mirror of the store (store/mirror.c). Pure C over
+ * matcher/ and tags/: no Redis, no loop, so both the Redis-backed store and the
+ * in-memory fake of the fuzz build (store/fake.c) keep their data in it. */
+#ifndef HUIQI_STORE_MIRROR_H
+#define HUIQI_STORE_MIRROR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/store.h"
+
+/* Interests of enterprises that have any: ordinal -> [count, bits...]. */
+typedef struct store_imap {
+    uint32_t *keys; /* UINT32_MAX: empty */
+    uint16_t **vals;
+    uint32_t mask, n;
+} store_imap_t;
+
+/* Everything matching reads; replaced as a whole by a full reload. */
+typedef struct store_mem {
+    matcher_t *m;
+    polset_t *ps;
+    store_policy_t **pols; /* sorted by id */
+    size_t npols, cappols;
+    store_imap_t imap;
+    store_webhook_t **whs; /* sorted by id */
+    size_t nwhs, capwhs;
+} store_mem_t;
+
+store_mem_t *store__mem_new(const taxonomy_t *tax);
+void store__mem_free(store_mem_t *mem);
+/* Mirrors one enterprise record (or its absence, when row is NULL) into 'mem'. */
+void store__mem_ent_apply(store_mem_t *mem, const char *uscc, uint32_t ord, const uint64_t *row,
+                          const uint16_t *interests, unsigned nint);
+/* Inserts or replaces a policy (takes ownership of 'p'), or removes 'id' when p is
+ * NULL. */
+void store__mem_pol_apply(store_mem_t *mem, uint32_t id, store_policy_t *p);
+void store__policy_free(store_policy_t *p);
+/* Inserts or replaces a webhook (takes 'w'), or removes 'id' when w is NULL. */
+void store__mem_wh_apply(store_mem_t *mem, uint32_t id, store_webhook_t *w);
+void store__webhook_free(store_webhook_t *w);
+
+/* Reads behind store_policy, store_policy_next, store_ent_interests, store_webhook
+ * and store_webhook_next (same contracts). */
+const store_policy_t *store__mem_policy(const store_mem_t *mem, uint32_t id);
+const store_policy_t *store__mem_policy_next(const store_mem_t *mem, uint32_t after);
+unsigned store__mem_interests(const store_mem_t *mem, uint32_t ord, const uint16_t **bits);
+const store_webhook_t *store__mem_webhook(const store_mem_t *mem, uint32_t id);
+const store_webhook_t *store__mem_webhook_next(const store_mem_t *mem, uint32_t after);
+
+#endif
