@@ -407,6 +407,25 @@ int app_start(app_t *app, uv_loop_t *loop, const config_t *cfg) {
     }
     app_group_keys(app);
     app->scratch = matcher_scratch_new();
+    /* Everything that can be refused is checked before the store connects: after
+     * that, a failure must close what was opened. */
+    if (cfg->webhook_allow[0] && ssrf_allow_parse(&app->ssrf, cfg->webhook_allow) != 0) {
+        fprintf(stderr, "huiqid: bad --webhook-allow '%s' (comma-separated CIDRs)\n",
+                cfg->webhook_allow);
+        return -1;
+    }
+    app->ssrf.allow_http = cfg->webhook_allow_http != 0;
+    push_opts_t po;
+    push_opts_default(&po);
+    po.ssrf = app->ssrf;
+    po.timeout_ms = cfg->webhook_timeout_ms;
+    po.max_inflight = cfg->webhook_inflight;
+    if (cfg->retry_schedule[0] && push_schedule_parse(&po, cfg->retry_schedule) != 0) {
+        fprintf(stderr, "huiqid: bad --retry-schedule '%s' (up to 16 delays like 5s,5m,30m,2h, "
+                        "at most 255 characters)\n",
+                cfg->retry_schedule);
+        return -1;
+    }
     store_opts_t so = {
         .redis_host = cfg->redis_unix[0] ? NULL : cfg->redis_host,
         .redis_port = cfg->redis_port,
@@ -420,27 +439,14 @@ int app_start(app_t *app, uv_loop_t *loop, const config_t *cfg) {
         fprintf(stderr, "huiqid: bad Redis address\n");
         return -1;
     }
-    if (cfg->webhook_allow[0] && ssrf_allow_parse(&app->ssrf, cfg->webhook_allow) != 0) {
-        fprintf(stderr, "huiqid: bad --webhook-allow '%s' (comma-separated CIDRs)\n",
-                cfg->webhook_allow);
-        return -1;
-    }
-    app->ssrf.allow_http = cfg->webhook_allow_http != 0;
-    push_opts_t po;
-    push_opts_default(&po);
-    po.ssrf = app->ssrf;
-    po.timeout_ms = cfg->webhook_timeout_ms;
-    po.max_inflight = cfg->webhook_inflight;
-    if (cfg->retry_schedule[0] && push_schedule_parse(&po, cfg->retry_schedule) != 0) {
-        fprintf(stderr, "huiqid: bad --retry-schedule '%s' (e.g. 5s,5m,30m,2h)\n",
-                cfg->retry_schedule);
-        return -1;
-    }
     push_app_t pa = {.app = app, .render = app_render, .today = app_today_cb,
                      .enterprise_secret = app_ent_secret};
     app->push = push_new(loop, app->store, &po, &pa);
     if (app->push == NULL) {
         fprintf(stderr, "huiqid: cannot start the webhook client\n");
+        app->exit_code = 1;
+        store_close(app->store, NULL, NULL);
+        app->store = NULL;
         return -1;
     }
     store_set_ent_hook(app->store, app_on_ent_change, app);
@@ -462,6 +468,8 @@ int app_start(app_t *app, uv_loop_t *loop, const config_t *cfg) {
         fprintf(stderr, "huiqid: cannot listen on %s:%d: %s\n", cfg->listen_host, cfg->listen_port,
                 uv_strerror(rc));
         app->exit_code = 1;
+        push_close(app->push, NULL, NULL);
+        app->push = NULL;
         store_close(app->store, NULL, NULL);
         app->store = NULL;
         return -1;

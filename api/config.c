@@ -42,7 +42,7 @@ static const opt_t config_opts[] = {
     {"--webhook-allow-http", "HUIQI_WEBHOOK_ALLOW_HTTP", "on|off",
      "accept http:// webhook URLs, not only https:// (default off)"},
     {"--retry-schedule", "HUIQI_RETRY_SCHEDULE", "LIST",
-     "delays between delivery attempts (default 5s,5m,30m,2h,5h,10h,10h)"},
+     "up to 16 delays between delivery attempts (default 5s,5m,30m,2h,5h,10h,10h)"},
     {"--webhook-timeout", "HUIQI_WEBHOOK_TIMEOUT_MS", "MS",
      "a delivery must be answered 2xx within this (default 15000)"},
     {"--webhook-inflight", "HUIQI_WEBHOOK_INFLIGHT", "N",

@@ -94,6 +94,9 @@ store_webhook_t *store__webhook_from_kv(uint32_t id, const store_kv_t *kv, size_
 size_t store__kv_from_reply(const redisReply *r, store_kv_t *kv, size_t max);
 int64_t store__now_ms(void);
 void store__emit(store_t *s, int event, const char *detail);
+/* 0 when commands may be sent for the API (connected and loaded), -EAGAIN while
+ * connecting or loading, -ENOTCONN while Redis is down. */
+int store__usable(const store_t *s);
 /* Sends an EVALSHA (falling back to EVAL on NOSCRIPT). Same contract as
  * store__link_command. */
 int store__eval(store_t *s, int script, int nargs, const char **args, const size_t *lens,

@@ -61,8 +61,9 @@ static void key_on_status(void *arg, redisReply *r) {
 
 static int key_send(store_t *s, store_link_reply_cb fn, store_hash_cb cb, void *arg, int argc,
                     const char **argv) {
-    if (!store__link_up(s->link)) {
-        return -ENOTCONN;
+    int usable = store__usable(s);
+    if (usable) {
+        return usable;
     }
     size_t lens[28];
     for (int i = 0; i < argc; i++) {

@@ -20,23 +20,41 @@ static uint32_t imap_hash(uint32_t k) {
 
 static void imap_init(store_imap_t *im) {
     im->mask = 63;
-    im->keys = xmalloc((im->mask + 1) * sizeof *im->keys);
-    memset(im->keys, 0xff, (im->mask + 1) * sizeof *im->keys);
-    im->vals = xcalloc(im->mask + 1, sizeof *im->vals);
+    im->slots = xmalloc((im->mask + 1) * sizeof *im->slots);
+    for (uint32_t i = 0; i <= im->mask; i++) {
+        im->slots[i].key = UINT32_MAX;
+    }
     im->n = 0;
+}
+
+_Static_assert(sizeof(uint16_t *) <= sizeof(((imap_slot_t *)0)->bits), "a pointer fits in a slot");
+
+static uint16_t *imap_ext(const imap_slot_t *sl) {
+    uint16_t *p;
+    memcpy(&p, sl->bits, sizeof p);
+    return p;
+}
+
+static void imap_slot_clear(imap_slot_t *sl) {
+    if (sl->n > IMAP_INLINE) {
+        free(imap_ext(sl));
+    }
+    sl->key = UINT32_MAX;
+    sl->n = 0;
 }
 
 static void imap_destroy(store_imap_t *im) {
     for (uint32_t i = 0; i <= im->mask; i++) {
-        free(im->vals[i]);
+        if (im->slots[i].key != UINT32_MAX) {
+            imap_slot_clear(&im->slots[i]);
+        }
     }
-    free(im->keys);
-    free(im->vals);
+    free(im->slots);
 }
 
 static uint32_t imap_pos(const store_imap_t *im, uint32_t k) {
     uint32_t h = imap_hash(k) & im->mask;
-    while (im->keys[h] != UINT32_MAX && im->keys[h] != k) {
+    while (im->slots[h].key != UINT32_MAX && im->slots[h].key != k) {
         h = (h + 1) & im->mask;
     }
     return h;
@@ -45,72 +63,78 @@ static uint32_t imap_pos(const store_imap_t *im, uint32_t k) {
 static void imap_grow(store_imap_t *im) {
     store_imap_t old = *im;
     im->mask = old.mask * 2 + 1;
-    im->keys = xmalloc(((size_t)im->mask + 1) * sizeof *im->keys);
-    memset(im->keys, 0xff, ((size_t)im->mask + 1) * sizeof *im->keys);
-    im->vals = xcalloc((size_t)im->mask + 1, sizeof *im->vals);
+    im->slots = xmalloc(((size_t)im->mask + 1) * sizeof *im->slots);
+    for (uint32_t i = 0; i <= im->mask; i++) {
+        im->slots[i].key = UINT32_MAX;
+    }
     for (uint32_t i = 0; i <= old.mask; i++) {
-        if (old.keys[i] != UINT32_MAX) {
-            uint32_t h = imap_pos(im, old.keys[i]);
-            im->keys[h] = old.keys[i];
-            im->vals[h] = old.vals[i];
+        if (old.slots[i].key != UINT32_MAX) {
+            im->slots[imap_pos(im, old.slots[i].key)] = old.slots[i]; /* moves a pointer too */
         }
     }
-    free(old.keys);
-    free(old.vals);
+    free(old.slots);
 }
 
 static void imap_remove_at(store_imap_t *im, uint32_t i) {
-    free(im->vals[i]);
-    im->vals[i] = NULL;
+    imap_slot_clear(&im->slots[i]);
+    /* Shift back the run after i so that no lookup stops early (no tombstones). */
     uint32_t j = i;
     for (;;) {
         j = (j + 1) & im->mask;
-        if (im->keys[j] == UINT32_MAX) {
+        if (im->slots[j].key == UINT32_MAX) {
             break;
         }
-        uint32_t home = imap_hash(im->keys[j]) & im->mask;
+        uint32_t home = imap_hash(im->slots[j].key) & im->mask;
         int keep = (i <= j) ? (i < home && home <= j) : (i < home || home <= j);
         if (!keep) {
-            im->keys[i] = im->keys[j];
-            im->vals[i] = im->vals[j];
-            im->vals[j] = NULL;
+            im->slots[i] = im->slots[j];
+            im->slots[j].key = UINT32_MAX;
+            im->slots[j].n = 0;
             i = j;
         }
     }
-    im->keys[i] = UINT32_MAX;
     im->n--;
 }
 
 static void imap_set(store_imap_t *im, uint32_t ord, const uint16_t *bits, unsigned n) {
     uint32_t h = imap_pos(im, ord);
     if (n == 0) {
-        if (im->keys[h] == ord) {
+        if (im->slots[h].key == ord) {
             imap_remove_at(im, h);
         }
         return;
     }
-    if (im->keys[h] != ord) {
-        if ((im->n + 1) * 2 > im->mask + 1) {
+    if (im->slots[h].key != ord) {
+        /* At 70% full a lookup probes about two slots. */
+        if ((uint64_t)(im->n + 1) * 10 > (uint64_t)(im->mask + 1) * 7) {
             imap_grow(im);
             h = imap_pos(im, ord);
         }
-        im->keys[h] = ord;
+        im->slots[h].key = ord;
+        im->slots[h].n = 0;
         im->n++;
     }
-    uint16_t *v = xrealloc(im->vals[h], (n + 1) * sizeof *v);
-    v[0] = (uint16_t)n;
-    memcpy(v + 1, bits, n * sizeof *v);
-    im->vals[h] = v;
+    imap_slot_t *sl = &im->slots[h];
+    if (sl->n > IMAP_INLINE) {
+        free(imap_ext(sl));
+    }
+    sl->n = (uint16_t)n;
+    if (n <= IMAP_INLINE) {
+        memcpy(sl->bits, bits, n * sizeof *bits);
+    } else {
+        uint16_t *ext = xmemdup(bits, n * sizeof *bits);
+        memcpy(sl->bits, &ext, sizeof ext);
+    }
 }
 
 static unsigned imap_get(const store_imap_t *im, uint32_t ord, const uint16_t **bits) {
-    uint32_t h = imap_pos(im, ord);
-    if (im->keys[h] != ord) {
+    const imap_slot_t *sl = &im->slots[imap_pos(im, ord)];
+    if (sl->key != ord) {
         *bits = NULL;
         return 0;
     }
-    *bits = im->vals[h] + 1;
-    return im->vals[h][0];
+    *bits = sl->n > IMAP_INLINE ? imap_ext(sl) : sl->bits;
+    return sl->n;
 }
 
 /* ---------------------------------------------------------------------------
@@ -157,6 +181,7 @@ void store__mem_free(store_mem_t *mem) {
         store__policy_free(mem->pols[i]);
     }
     free(mem->pols);
+    free(mem->by_id);
     imap_destroy(&mem->imap);
     free(mem);
 }
@@ -209,7 +234,27 @@ static void mem_polset_sync(store_mem_t *mem, const store_policy_t *p, uint32_t 
     }
 }
 
+/* Keeps by_id in step. Ids come from a counter, so they are dense: the table
+ * grows to the largest id, up to a bound past which lookups search 'pols'. */
+#define MEM_BY_ID_MAX (1u << 22)
+static void mem_by_id_set(store_mem_t *mem, uint32_t id, store_policy_t *p) {
+    if (id >= mem->cap_by_id) {
+        if (p == NULL || id >= MEM_BY_ID_MAX) {
+            return;
+        }
+        uint32_t cap = mem->cap_by_id ? mem->cap_by_id : 256;
+        while (cap <= id) {
+            cap *= 2;
+        }
+        mem->by_id = xreallocarray(mem->by_id, cap, sizeof *mem->by_id);
+        memset(mem->by_id + mem->cap_by_id, 0, (cap - mem->cap_by_id) * sizeof *mem->by_id);
+        mem->cap_by_id = cap;
+    }
+    mem->by_id[id] = p;
+}
+
 void store__mem_pol_apply(store_mem_t *mem, uint32_t id, store_policy_t *p) {
+    mem_by_id_set(mem, id, p);
     size_t i = mem_pol_pos(mem, id);
     int found = i < mem->npols && mem->pols[i]->id == id;
     if (p == NULL) {
@@ -237,6 +282,9 @@ void store__mem_pol_apply(store_mem_t *mem, uint32_t id, store_policy_t *p) {
 }
 
 const store_policy_t *store__mem_policy(const store_mem_t *mem, uint32_t id) {
+    if (id < mem->cap_by_id) {
+        return mem->by_id[id];
+    }
     size_t i = mem_pol_pos(mem, id);
     return i < mem->npols && mem->pols[i]->id == id ? mem->pols[i] : NULL;
 }

@@ -9,10 +9,20 @@
 
 #include "store/store.h"
 
-/* Interests of enterprises that have any: ordinal -> [count, bits...]. */
+/* Interests of enterprises that have any: ordinal -> bits. Most enterprises name
+ * a handful, so up to IMAP_INLINE live in the slot itself (no allocation, 16 bytes
+ * a slot); more go to a separate array. */
+#define IMAP_INLINE 5
+typedef struct imap_slot {
+    uint32_t key; /* an ordinal; UINT32_MAX: empty */
+    uint16_t n;
+    /* n <= IMAP_INLINE: the bits; else the bytes of a pointer to all n of them
+     * (read and written with memcpy: the field is not pointer-aligned). */
+    uint16_t bits[IMAP_INLINE];
+} imap_slot_t;
+
 typedef struct store_imap {
-    uint32_t *keys; /* UINT32_MAX: empty */
-    uint16_t **vals;
+    imap_slot_t *slots;
     uint32_t mask, n;
 } store_imap_t;
 
@@ -22,6 +32,8 @@ typedef struct store_mem {
     polset_t *ps;
     store_policy_t **pols; /* sorted by id */
     size_t npols, cappols;
+    store_policy_t **by_id; /* by_id[id], for ids below cap_by_id (ids are dense) */
+    uint32_t cap_by_id;
     store_imap_t imap;
     store_webhook_t **whs; /* sorted by id */
     size_t nwhs, capwhs;

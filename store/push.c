@@ -16,10 +16,7 @@ int64_t store__now_ms(void) {
 }
 
 static int push_writable(const store_t *s) {
-    if (s->state == ST_READY) {
-        return 0;
-    }
-    return store__link_up(s->link) ? -EAGAIN : -ENOTCONN;
+    return store__usable(s);
 }
 
 size_t store__kv_from_reply(const redisReply *r, store_kv_t *kv, size_t max) {
@@ -469,8 +466,9 @@ int store_job_end(store_t *s, uint64_t job, const char *state, store_id_cb cb, v
 }
 
 int store_job_get(store_t *s, uint64_t job, store_hash_cb cb, void *arg) {
-    if (!store__link_up(s->link)) {
-        return -ENOTCONN;
+    int usable = store__usable(s);
+    if (usable) {
+        return usable; /* -EAGAIN while Redis (or our mirror) is still loading */
     }
     char key[48];
     snprintf(key, sizeof key, "hq:job:%llu", (unsigned long long)job);
@@ -481,8 +479,9 @@ int store_job_get(store_t *s, uint64_t job, store_hash_cb cb, void *arg) {
 }
 
 int store_jobs_running(store_t *s, store_hash_cb cb, void *arg) {
-    if (!store__link_up(s->link)) {
-        return -ENOTCONN;
+    int usable = store__usable(s);
+    if (usable) {
+        return usable; /* -EAGAIN while Redis (or our mirror) is still loading */
     }
     const char *argv[2] = {"SMEMBERS", "hq:jobs:running"};
     cb_op_t *op = cb_op_new(s, arg);
@@ -492,8 +491,9 @@ int store_jobs_running(store_t *s, store_hash_cb cb, void *arg) {
 
 int store_job_matches(store_t *s, uint64_t job, uint64_t start, unsigned count, store_hash_cb cb,
                       void *arg) {
-    if (!store__link_up(s->link)) {
-        return -ENOTCONN;
+    int usable = store__usable(s);
+    if (usable) {
+        return usable; /* -EAGAIN while Redis (or our mirror) is still loading */
     }
     char key[48], a[24], b[24];
     snprintf(key, sizeof key, "hq:job:%llu:m", (unsigned long long)job);
@@ -676,8 +676,9 @@ int store_q_move_due(store_t *s, int64_t now_ms, unsigned max, store_id_cb cb, v
 }
 
 int store_dlv_record(store_t *s, const store_dlv_rec_t *d, store_id_cb cb, void *arg) {
-    if (!store__link_up(s->link)) {
-        return -ENOTCONN;
+    int usable = store__usable(s);
+    if (usable) {
+        return usable; /* -EAGAIN while Redis (or our mirror) is still loading */
     }
     size_t nargs = 13 + d->nfields;
     const char **args = xcalloc(nargs, sizeof *args);
@@ -712,8 +713,9 @@ int store_dlv_record(store_t *s, const store_dlv_rec_t *d, store_id_cb cb, void 
 }
 
 int store_dlv_get(store_t *s, const char *id, store_hash_cb cb, void *arg) {
-    if (!store__link_up(s->link)) {
-        return -ENOTCONN;
+    int usable = store__usable(s);
+    if (usable) {
+        return usable; /* -EAGAIN while Redis (or our mirror) is still loading */
     }
     char key[160];
     snprintf(key, sizeof key, "hq:dlv:%.140s", id);
@@ -724,8 +726,9 @@ int store_dlv_get(store_t *s, const char *id, store_hash_cb cb, void *arg) {
 }
 
 int store_dlv_log(store_t *s, const char *id, store_hash_cb cb, void *arg) {
-    if (!store__link_up(s->link)) {
-        return -ENOTCONN;
+    int usable = store__usable(s);
+    if (usable) {
+        return usable; /* -EAGAIN while Redis (or our mirror) is still loading */
     }
     char key[160];
     snprintf(key, sizeof key, "hq:dlv:%.140s:log", id);
@@ -737,8 +740,9 @@ int store_dlv_log(store_t *s, const char *id, store_hash_cb cb, void *arg) {
 
 int store_dlv_list(store_t *s, uint32_t wh, int64_t since_ms, int64_t until_ms, unsigned max,
                    store_hash_cb cb, void *arg) {
-    if (!store__link_up(s->link)) {
-        return -ENOTCONN;
+    int usable = store__usable(s);
+    if (usable) {
+        return usable; /* -EAGAIN while Redis (or our mirror) is still loading */
     }
     char key[48], lo[24], hi[24], mx[16];
     if (wh) {
@@ -811,8 +815,9 @@ static void str_on_reply(void *arg, redisReply *r) {
 }
 
 int store_grant_get(store_t *s, uint32_t policy, const char *uscc, store_hash_cb cb, void *arg) {
-    if (!store__link_up(s->link)) {
-        return -ENOTCONN;
+    int usable = store__usable(s);
+    if (usable) {
+        return usable; /* -EAGAIN while Redis (or our mirror) is still loading */
     }
     char key[32], u[19];
     snprintf(key, sizeof key, "hq:grant:%u", policy);
@@ -829,8 +834,9 @@ int store_grant_get(store_t *s, uint32_t policy, const char *uscc, store_hash_cb
  * ------------------------------------------------------------------------- */
 
 int store_queue_stats(store_t *s, store_hash_cb cb, void *arg) {
-    if (!store__link_up(s->link)) {
-        return -ENOTCONN;
+    int usable = store__usable(s);
+    if (usable) {
+        return usable; /* -EAGAIN while Redis (or our mirror) is still loading */
     }
     /* Read-only, one round trip; tostring so the reply is HGETALL-shaped. */
     const char *script = "return {'queued', tostring(redis.call('XLEN', KEYS[1])),\n"

@@ -254,14 +254,15 @@ static int reply_error(const redisReply *r) {
     return -EPROTO;
 }
 
-static int store_writable(const store_t *s) {
+int store__usable(const store_t *s) {
     if (s->state == ST_READY) {
         return 0;
     }
-    if (!store__link_up(s->link)) {
-        return -ENOTCONN;
-    }
-    return -EAGAIN;
+    return store__link_up(s->link) ? -EAGAIN : -ENOTCONN;
+}
+
+static int store_writable(const store_t *s) {
+    return store__usable(s);
 }
 
 /* ---------------------------------------------------------------------------
@@ -425,8 +426,9 @@ static void doc_on_reply(void *arg, redisReply *r) {
 }
 
 int store_ent_get(store_t *s, const char *uscc, store_doc_cb cb, void *arg) {
-    if (!store__link_up(s->link)) {
-        return -ENOTCONN;
+    int usable = store__usable(s);
+    if (usable) {
+        return usable;
     }
     char key[STORE_KEY_MAX];
     int n = snprintf(key, sizeof key, "hq:ent:%.18s", uscc);

@@ -22,6 +22,7 @@ import harness  # noqa: E402
 import tests_api  # noqa: E402
 import tests_auth  # noqa: E402
 import tests_docs  # noqa: E402
+import tests_faults  # noqa: E402
 import tests_http  # noqa: E402
 import tests_matching  # noqa: E402
 import tests_ops  # noqa: E402
@@ -84,6 +85,11 @@ TESTS = [
     ("auth_import_streamed", tests_auth.test_import_auth),
     ("auth_keys_while_redis_down", tests_auth.test_keys_while_redis_down),
     ("auth_cached_key_while_redis_stalls", tests_auth.test_cached_key_while_redis_stalls),
+    ("faults_redis_kill9_under_write_load", tests_faults.test_redis_kill_under_write_load),
+    ("faults_huiqid_kill9_under_write_load", tests_faults.test_huiqid_kill9_under_write_load),
+    ("faults_blackhole_redis", tests_faults.test_blackhole_redis),
+    ("faults_redis_restart_storm", tests_faults.test_redis_restart_storm),
+    ("faults_hanging_webhook_receiver", tests_faults.test_hanging_webhook_receiver),
     ("docs_api_examples", tests_docs.test_docs_api_examples),
     ("readme_examples", tests_docs.test_readme_examples),
     ("push_signed_and_batched", tests_push.test_push_signed_and_batched),

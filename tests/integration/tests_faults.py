@@ -1,0 +1,946 @@
+"""Fault injection under load: Redis killed (-9) or restarted while writers run,
+huiqid killed (-9) mid-stream, a Redis that accepts and never answers, and a
+webhook receiver that never answers.
+
+The write-load tests share one bookkeeping scheme (Writers): every write is
+recorded with what its answer proves about it. A 2xx is "ack" (applied, with the
+version it answered); 503 unavailable/overloaded/loading and a refused connection
+are "no" (documented as changing nothing); 503 outcome_unknown, a connection cut
+mid-request and a client timeout are "unknown" (may or may not have been applied).
+Each enterprise is written by one thread only, strictly in sequence, and every
+PATCH sets "employees" to a value never used before for that enterprise, so the
+final document tells exactly which write was the last one applied; verify_writes
+then checks that nothing acknowledged was lost and nothing refused was applied."""
+
+import math
+import os
+import random
+import selectors
+import socket
+import threading
+import time
+
+from harness import TEST_ADMIN_KEY, Client, Env, TestFailure, check, eq, make_uscc, wait_until
+from receiver import Receiver
+from tests_api import expect_error, get_ok
+from tests_push import code, deliveries, import_ents, kill_huiqid, make_hook, make_policy, \
+    matched_id
+
+MERGE_PATCH = "application/merge-patch+json"
+REDIS_TIMEOUT_MS = 1000
+FAULT_ARGS = ["--redis-timeout", str(REDIS_TIMEOUT_MS)]
+
+# The 503 codes a write may get while Redis is away, and what each proves.
+NOT_APPLIED_CODES = ("unavailable", "overloaded", "loading")
+UNKNOWN_CODES = ("outcome_unknown",)
+
+# --------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------
+
+
+def pct(values, p):
+    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
+    s = sorted(values)
+    return s[max(0, int(math.ceil(p / 100.0 * len(s))) - 1)]
+
+
+def rss_bytes(pid):
+    with open("/proc/%d/statm" % pid) as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def check_503(r, what):
+    """A 503 must be the uniform error JSON with a Retry-After; returns its code or
+    a description of what is wrong with it (a string starting with '!')."""
+    body = r.json
+    if not (isinstance(body, dict) and isinstance(body.get("error"), dict) and
+            set(body["error"]) == {"code", "message", "field"}):
+        return "!%s: 503 without the {\"error\":{code,message,field}} body: %r" % (what, r)
+    ra = r.header("retry-after")
+    if ra is None or not ra.strip().isdigit() or int(ra) < 1:
+        return "!%s: 503 %s without a valid Retry-After header (got %r)" % (
+            what, body["error"]["code"], ra)
+    return body["error"]["code"]
+
+
+class Op:
+    """One write and what its answer proved."""
+    __slots__ = ("uscc", "kind", "k", "t0", "t1", "status", "code", "outcome", "version",
+                 "detail")
+
+    def __init__(self, uscc, kind, k):
+        self.uscc, self.kind, self.k = uscc, kind, k
+        self.t0 = self.t1 = 0.0
+        self.status = None   # HTTP status, or None when there was no answer
+        self.code = None     # error code of a 503, or the exception's class name
+        self.outcome = None  # "ack", "no" or "unknown"
+        self.version = None  # of an "ack"
+        self.detail = ""
+
+    def __repr__(self):
+        return "<%s %s k=%s %s %s v=%s %.3f..%.3f %s>" % (
+            self.kind, self.uscc, self.k, self.status, self.code, self.version, self.t0,
+            self.t1, self.outcome)
+
+
+class Writers:
+    """n threads, each with its own connection and its own enterprises, creating
+    (POST, employees 0) and patching (employees 1, 2, ...) in a steady stream.
+    Unexpected answers (anything but 2xx, the documented 503s, or a 409 that
+    settles an earlier unknown create) are collected in 'problems'."""
+
+    def __init__(self, env, o, n=4, seed=1, max_ents=40, timeout=None):
+        self.env = env
+        self.o = o
+        self.n = n
+        self.seed = seed
+        self.max_ents = max_ents
+        self.timeout = timeout or 30 * o.slow
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        self.ops = [[] for _ in range(n)]
+        self.problems = []
+        self.acks = 0
+        self.last_ack_t0 = 0.0
+        self.latest = {}   # uscc -> (version, t1) of its latest ack, for readers
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                        for i in range(n)]
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def stop(self):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(60 * self.o.slow)
+        alive = [t for t in self.threads if t.is_alive()]
+        if alive:
+            self.problems.append("%d writer threads did not stop (a request hangs)" % len(alive))
+
+    def all_ops(self):
+        out = []
+        for lst in self.ops:
+            out += list(lst)
+        return out
+
+    def problem(self, msg):
+        with self.lock:
+            if len(self.problems) < 50:
+                self.problems.append(msg)
+
+    def _run(self, tid):
+        rng = random.Random(self.seed * 1000 + tid)
+        ops = self.ops[tid]
+        state = {}     # uscc -> "new" (no create applied), "maybe", "exists"
+        next_k = {}
+        order = []
+        client = None
+        while not self.stop_flag.is_set():
+            port = self.env.huiqid_port
+            if client is None or client.port != port:
+                if client:
+                    client.close()
+                client = Client("127.0.0.1", port, timeout=self.timeout, keepalive=True,
+                                key=TEST_ADMIN_KEY)
+            pending = [u for u in order if state[u] != "exists"]
+            existing = [u for u in order if state[u] == "exists"]
+            if pending:
+                u = pending[0]
+                op = Op(u, "POST", 0)
+            elif len(order) < self.max_ents and (not existing or rng.random() < 0.3):
+                u = make_uscc(rng.choice(("320205", "320211", "320214")), rng=rng)
+                if u in state:
+                    continue
+                state[u] = "new"
+                next_k[u] = 1
+                order.append(u)
+                op = Op(u, "POST", 0)
+            else:
+                u = rng.choice(existing)
+                op = Op(u, "PATCH", next_k[u])
+                next_k[u] += 1
+            op.t0 = time.monotonic()
+            try:
+                if op.kind == "POST":
+                    r = client.post("/v1/enterprises",
+                                    {"uscc": u, "name": "故障测试 %s" % u[-4:], "employees": 0})
+                else:
+                    r = client.patch("/v1/enterprises/" + u, {"employees": op.k},
+                                     content_type=MERGE_PATCH)
+            except ConnectionRefusedError:
+                op.t1 = time.monotonic()
+                op.code, op.outcome = "refused", "no"
+                ops.append(op)
+                self.stop_flag.wait(0.01)
+                continue
+            except socket.timeout:
+                op.t1 = time.monotonic()
+                op.code, op.outcome = "timeout", "unknown"
+                ops.append(op)
+                self.problem("%s %s hung: no answer within the client timeout of %.0fs" % (
+                    op.kind, u, self.timeout))
+                continue
+            except Exception as e:  # noqa: BLE001 - connection cut mid-request
+                op.t1 = time.monotonic()
+                op.code, op.outcome = type(e).__name__, "unknown"
+                ops.append(op)
+                if state[u] == "new" and op.kind == "POST":
+                    state[u] = "maybe"
+                self.stop_flag.wait(0.01)
+                continue
+            op.t1 = time.monotonic()
+            op.status = r.status
+            what = "%s %s" % (op.kind, u)
+            if 200 <= r.status < 300:
+                d = r.json or {}
+                op.outcome = "ack"
+                op.version = d.get("version")
+                if d.get("employees") != op.k or not isinstance(op.version, int):
+                    self.problem("%s: 2xx answer shows employees %r version %r (sent %d)" % (
+                        what, d.get("employees"), op.version, op.k))
+                state[u] = "exists"
+                with self.lock:
+                    self.acks += 1
+                    self.last_ack_t0 = max(self.last_ack_t0, op.t0)
+                    self.latest[u] = (op.version, op.t1)
+            elif r.status == 503:
+                c = check_503(r, what)
+                if c.startswith("!"):
+                    self.problem(c[1:])
+                    c = (r.json or {}).get("error", {}).get("code", "?")
+                op.code = c
+                if c in NOT_APPLIED_CODES:
+                    op.outcome = "no"
+                elif c in UNKNOWN_CODES:
+                    op.outcome = "unknown"
+                    if op.kind == "POST" and state[u] == "new":
+                        state[u] = "maybe"
+                else:
+                    op.outcome = "unknown"
+                    self.problem("%s: 503 with undocumented code %r: %r" % (what, c, r))
+                self.stop_flag.wait(0.005)
+            elif r.status == 409 and op.kind == "POST" and state[u] == "maybe":
+                # The earlier create of unknown outcome was applied (only this thread
+                # writes u): it is the document at version 1 with employees 0.
+                op.outcome = "ack"
+                op.version = 1
+                op.code = "409-settles-unknown-create"
+                state[u] = "exists"
+            else:
+                op.outcome = "unknown"
+                op.code = (r.json or {}).get("error", {}).get("code") if isinstance(
+                    r.json, dict) else None
+                if r.status == 409 and op.kind == "POST":
+                    self.problem("%s: 409 although every earlier create of it was refused "
+                                 "(503 unavailable/overloaded/loading or connection refused): "
+                                 "a refused write was applied: %r" % (what, r))
+                else:
+                    self.problem("%s: unexpected answer %r" % (what, r))
+            ops.append(op)
+        if client:
+            client.close()
+
+
+def by_uscc(ops_lists):
+    """uscc -> its ops in the order they were sent (one thread per uscc)."""
+    out = {}
+    for lst in ops_lists:
+        for op in lst:
+            out.setdefault(op.uscc, []).append(op)
+    return out
+
+
+def verify_writes(env, o, w, what):
+    """Every acknowledged write is in Redis (through GET) at least at its version;
+    the last acknowledged one of each enterprise is there exactly, unless a later
+    write of unknown outcome replaced it; no refused write was applied. Then the
+    listing and the in-memory index agree with it. Returns statistics."""
+    c = env.new_client()
+    hist = by_uscc(w.ops)
+    problems = []
+    present = set()
+    stats = {"enterprises": len(hist), "ack": 0, "unknown": 0, "no": 0,
+             "unknown_applied": 0}
+    for u, ops in sorted(hist.items()):
+        for op in ops:
+            stats[op.outcome] += 1
+
+        def get():
+            env.assert_alive("while checking the writes " + what)
+            r = c.get("/v1/enterprises/" + u)
+            return r if r.status in (200, 404) else None
+
+        r = wait_until(get, 15 * o.slow, "GET %s to answer 200/404 %s" % (u, what))
+        acks = [i for i, op in enumerate(ops) if op.outcome == "ack"]
+        # Acknowledged versions of one enterprise grow, by at most one per write of
+        # unknown outcome in between (a smaller or equal one: an ack was lost).
+        for a, b in zip(acks, acks[1:]):
+            gap = ops[b].version - ops[a].version
+            unknown_between = sum(1 for op in ops[a + 1:b] if op.outcome == "unknown")
+            if not 1 <= gap <= 1 + unknown_between:
+                problems.append("%s: acknowledged versions %d (%r) then %d (%r) with %d writes "
+                                "of unknown outcome between" % (
+                                    u, ops[a].version, ops[a], ops[b].version, ops[b],
+                                    unknown_between))
+        if acks:
+            base = ops[acks[-1]]
+            later = [op for op in ops[acks[-1] + 1:] if op.outcome == "unknown"]
+        else:
+            base = None
+            later = [op for op in ops if op.outcome == "unknown"]
+        if r.status == 404:
+            if base is not None:
+                problems.append("%s: 404 although the write %r was acknowledged" % (u, base))
+            continue
+        present.add(u)
+        d = r.json
+        emp, ver = d.get("employees"), d.get("version")
+        for i in acks:
+            if not (isinstance(ver, int) and ver >= ops[i].version):
+                problems.append("%s: version %r is below the acknowledged %r" % (u, ver, ops[i]))
+                break
+        if base is not None and emp == base.k:
+            if ver != base.version:
+                problems.append("%s: employees %r of the last acknowledged write %r, but "
+                                "version %r" % (u, emp, base, ver))
+            continue
+        j = next((i for i, op in enumerate(later) if op.k == emp), None)
+        if j is None:
+            refused = [op for op in ops if op.k == emp]
+            problems.append("%s: holds employees %r version %r; the last acknowledged write "
+                            "was %r and the later ones of unknown outcome %r%s" % (
+                                u, emp, ver, base, [op.k for op in later],
+                                ("; that value was sent by %r, which was REFUSED (a refused "
+                                 "write was applied)" % refused) if refused else ""))
+            continue
+        stats["unknown_applied"] += 1
+        lo = base.version if base else 0
+        if not (isinstance(ver, int) and lo < ver <= lo + j + 1):
+            problems.append("%s: employees %r from the unknown-outcome write %r, version %r "
+                            "not in (%d, %d]" % (u, emp, later[j], ver, lo, lo + j + 1))
+    if problems:
+        raise TestFailure("%s: %d enterprises wrong:\n  %s" % (
+            what, len(problems), "\n  ".join(problems[:20])))
+
+    # The listing and the in-memory index (audience of the empty rule) show exactly
+    # the enterprises that exist (this Env holds nothing else).
+    def listing_agrees():
+        listed, cursor = [], None
+        while True:
+            r = c.get("/v1/enterprises?limit=200" + ("&cursor=" + cursor if cursor else ""))
+            if r.status != 200:
+                return None
+            listed += [d["uscc"] for d in r.json["items"]]
+            cursor = r.json["next"]
+            if cursor is None:
+                break
+        a = c.post("/v1/audience", {"rule": {}})
+        if a.status != 200:
+            return None
+        state["last"] = (len(listed), len(set(listed)), a.json["count"])
+        return set(listed) == present and len(listed) == len(present) and \
+            a.json["count"] == len(present)
+
+    state = {}
+    try:
+        wait_until(listing_agrees, 10 * o.slow, "listing and audience to agree")
+    except TestFailure:
+        raise TestFailure("%s: %d enterprises exist (GET), but the listing/audience show "
+                          "(listed, distinct, audience count) = %r" % (
+                              what, len(present), state.get("last")))
+    c.close()
+    return stats
+
+
+def down_window_check(ops, t_from, t_to, what):
+    """Writes sent after t_from and answered before t_to (Redis dead meanwhile): all
+    503 with a documented code. Returns (count, codes, max latency)."""
+    inside = [op for op in ops if op.t0 >= t_from and op.t1 <= t_to]
+    bad = [op for op in inside if op.status != 503 or
+           op.code not in NOT_APPLIED_CODES + UNKNOWN_CODES]
+    check(not bad, "%s: %d of %d writes while Redis was down were not 503 "
+          "unavailable/outcome_unknown/overloaded/loading, e.g. %r",
+          what, len(bad), len(inside), bad[:5])
+    codes = {}
+    for op in inside:
+        codes[op.code] = codes.get(op.code, 0) + 1
+    return len(inside), codes, max([op.t1 - op.t0 for op in inside] or [0.0])
+
+
+def latency_bound(o):
+    """The longest any write may take: two Redis command deadlines plus slack for a
+    busy 2-core machine."""
+    return (2 * REDIS_TIMEOUT_MS / 1000.0 + 1.0) * o.slow
+
+
+def check_latencies(ops, o, what):
+    bound = latency_bound(o)
+    slow = [op for op in ops if op.status is not None and op.t1 - op.t0 > bound]
+    check(not slow, "%s: %d writes took longer than %.1fs (command deadline %d ms), e.g. %r",
+          what, len(slow), bound, REDIS_TIMEOUT_MS,
+          sorted(slow, key=lambda op: op.t0 - op.t1)[:3])
+    return max([op.t1 - op.t0 for op in ops if op.status is not None] or [0.0])
+
+
+def wait_acks_after(env, w, t, o, what):
+    """Waits until some write sent after t was acknowledged."""
+    def cond():
+        env.assert_alive(what)
+        return w.last_ack_t0 > t
+
+    wait_until(cond, 10 * o.slow, "a write sent after %s to be acknowledged" % what)
+
+
+def report(o, text):
+    if o.verbose:
+        print("     " + text)
+
+
+# --------------------------------------------------------------------------
+# 1. kill -9 Redis under write load
+# --------------------------------------------------------------------------
+
+
+def test_redis_kill_under_write_load(o):
+    """Three times: kill -9 Redis while 4 threads write, keep it down ~1.5 s,
+    restart it on its AOF. Writes meanwhile get 503 (with Retry-After) within the
+    command deadline, /readyz returns to 200 within seconds, and every
+    acknowledged write survives."""
+    with Env(o, huiqid_args=FAULT_ARGS) as env:
+        w = Writers(env, o, n=4, seed=11, max_ents=40, timeout=10 * o.slow)
+        figures = []
+        t_start = time.monotonic()
+        with w:
+            wait_acks_after(env, w, time.monotonic() + 0.5, o, "warm-up")
+            for trial in range(3):
+                if time.monotonic() - t_start > 30 * o.slow:
+                    break
+                env.kill_redis()
+                t_killed = time.monotonic()
+
+                def down():
+                    env.assert_alive("after redis-server was killed")
+                    r = env.readyz_status()
+                    return r if r.status == 503 else None
+
+                r = wait_until(down, 5 * o.slow, "/readyz 503 after Redis was killed")
+                expect_error(r, 503, "redis_unavailable", what="/readyz with Redis down")
+                eq(env.new_client(key=None).get("/healthz").status, 200,
+                   "/healthz with Redis down")
+                # Down for ~1.5 s, watching huiqid stay alive.
+                wait_until(lambda: (env.assert_alive("while Redis was down") or
+                                    time.monotonic() - t_killed > 1.5), 10, "Redis downtime")
+                t_restart = time.monotonic()
+                env.start_redis()
+                t_up = time.monotonic()
+
+                def up():
+                    env.assert_alive("after Redis came back")
+                    return env.readyz_status().status == 200
+
+                wait_until(up, 6 * o.slow, "/readyz 200 after Redis came back (trial %d)" % trial)
+                t_ready = time.monotonic()
+                wait_acks_after(env, w, t_ready, o, "Redis came back (trial %d)" % trial)
+                n, codes, lat = down_window_check(w.all_ops(), t_killed, t_restart,
+                                                  "trial %d" % trial)
+                check(n > 0, "trial %d: no write was answered while Redis was down", trial)
+                figures.append((t_ready - t_up, n, codes, lat))
+        env.assert_alive("after the trials")
+        check(not w.problems, "writers saw unexpected answers:\n  %s", "\n  ".join(w.problems))
+        ops = w.all_ops()
+        max_lat = check_latencies(ops, o, "kill -9 Redis")
+        stats = verify_writes(env, o, w, "after kill -9 of Redis")
+        for i, (ready, n, codes, lat) in enumerate(figures):
+            report(o, "trial %d: /readyz 200 %.2fs after Redis answered PING; %d writes while "
+                   "down %s, slowest %.3fs" % (i, ready, n, codes, lat))
+        report(o, "%d writes, max latency %.3fs; %s" % (len(ops), max_lat, stats))
+        check(stats["ack"] > 0, "no write was acknowledged at all")
+
+
+# --------------------------------------------------------------------------
+# 2. kill -9 huiqid under write load
+# --------------------------------------------------------------------------
+
+
+def test_huiqid_kill9_under_write_load(o):
+    """Three times: kill -9 huiqid while 4 threads write, restart it; every acknowledged
+    write is in Redis and the restarted huiqid's index agrees with it."""
+    with Env(o, huiqid_args=FAULT_ARGS) as env:
+        w = Writers(env, o, n=4, seed=12, max_ents=40, timeout=10 * o.slow)
+        figures = []
+        with w:
+            wait_acks_after(env, w, time.monotonic() + 0.5, o, "warm-up")
+            for trial in range(3):
+                wait_acks_after(env, w, time.monotonic() + 0.3, o, "before kill %d" % trial)
+                acks_before = w.acks
+                kill_huiqid(env)
+                time.sleep(0.3)   # writers meet a dead port for a moment
+                t0 = time.monotonic()
+                env.start_huiqid()
+                t_ready = time.monotonic()
+                wait_acks_after(env, w, t_ready, o, "huiqid restart %d" % trial)
+                figures.append((t_ready - t0, acks_before))
+        env.assert_alive("after the kills")
+        check(not w.problems, "writers saw unexpected answers:\n  %s", "\n  ".join(w.problems))
+        ops = w.all_ops()
+        stats = verify_writes(env, o, w, "after kill -9 of huiqid")
+        cut = sum(1 for op in ops if op.outcome == "unknown" and op.status is None)
+        for i, (ready, acks) in enumerate(figures):
+            report(o, "kill %d after %d acks; restarted huiqid ready in %.2fs" % (i, acks, ready))
+        report(o, "%d writes, %d cut mid-request; %s" % (len(ops), cut, stats))
+
+
+# --------------------------------------------------------------------------
+# 3. A Redis that accepts and never answers
+# --------------------------------------------------------------------------
+
+
+class Blackhole:
+    """A TCP listener that accepts connections, reads and discards whatever comes,
+    and never writes a byte."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # Inherited by accepted sockets, so that a redis-server can take the port
+        # while they linger in FIN_WAIT/TIME_WAIT after close().
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.sock, selectors.EVENT_READ)
+        self.lock = threading.Lock()
+        self.accepted = 0
+        self.bytes_in = 0
+        self.conns = set()
+        self.stop_flag = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop_flag.is_set():
+            for key, _ in self.sel.select(0.1):
+                s = key.fileobj
+                if s is self.sock:
+                    try:
+                        conn, _ = self.sock.accept()
+                    except OSError:
+                        continue
+                    conn.setblocking(False)
+                    self.sel.register(conn, selectors.EVENT_READ)
+                    with self.lock:
+                        self.accepted += 1
+                        self.conns.add(conn)
+                    continue
+                try:
+                    got = s.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    got = b""
+                if got:
+                    with self.lock:
+                        self.bytes_in += len(got)
+                    continue
+                self.sel.unregister(s)
+                s.close()
+                with self.lock:
+                    self.conns.discard(s)
+
+    def open_conns(self):
+        with self.lock:
+            return len(self.conns)
+
+    def close(self):
+        if self.stop_flag.is_set():
+            return
+        self.stop_flag.set()
+        self.thread.join(5)
+        for s in list(self.conns) + [self.sock]:
+            try:
+                s.close()
+            except OSError:
+                pass
+        self.sel.close()
+
+
+def test_blackhole_redis(o):
+    """huiqid pointed at a listener that never answers: /healthz 200, /readyz 503,
+    keyed requests 503 unavailable with Retry-After within two command deadlines,
+    no fd growth over ~10 s of reconnect cycles; then a real Redis takes the
+    address and huiqid becomes ready without a restart."""
+    bh = Blackhole()
+    try:
+        with Env(o, huiqid_args=FAULT_ARGS, start=False) as env:
+            env.redis_port = bh.port
+            env.start_huiqid(wait_ready=False)
+            pid = env.huiqid_proc.pid
+
+            def answers():
+                env.assert_alive("against a blackhole Redis")
+                return env.readyz_status()
+
+            r = wait_until(answers, 15 * o.slow, "huiqid to answer HTTP")
+            check(r.status == 503 and isinstance(r.json, dict) and
+                  r.json.get("error", {}).get("code") in ("redis_unavailable", "loading"),
+                  "/readyz against a blackhole: %r", r)
+            ready_code = r.json["error"]["code"]
+            eq(env.new_client(key=None).get("/healthz").status, 200, "/healthz")
+            wait_until(lambda: bh.accepted >= 1, 10 * o.slow, "huiqid to connect to the blackhole")
+
+            # Keyed requests: the key cannot be checked; a quick 503 each, never a hang.
+            bound = 2 * REDIS_TIMEOUT_MS / 1000.0 * o.slow + 0.5
+            lat = []
+            u = make_uscc("320214", org="BH0000001")
+            reqs = [("POST", "/v1/enterprises", {"uscc": u, "name": "黑洞"}),
+                    ("GET", "/v1/enterprises/" + u, None),
+                    ("PATCH", "/v1/enterprises/" + u, {"employees": 1}),
+                    ("GET", "/v1/tags?vocab=policy", None),
+                    ("POST", "/v1/audience", {"rule": {}})]
+            for _ in range(3):
+                for method, path, body in reqs:
+                    cl = env.new_client(keepalive=False)
+                    cl.timeout = bound + 5
+                    t0 = time.monotonic()
+                    try:
+                        r = cl.request(method, path, body=body)
+                    except socket.timeout:
+                        raise TestFailure("%s %s against a blackhole Redis: no answer within "
+                                          "%.1fs" % (method, path, bound + 5))
+                    dt = time.monotonic() - t0
+                    lat.append(dt)
+                    what = "%s %s against a blackhole Redis" % (method, path)
+                    expect_error(r, 503, "unavailable", what=what)
+                    c503 = check_503(r, what)
+                    check(not c503.startswith("!"), "%s", c503[1:])
+                    check(dt <= bound, "%s took %.2fs (bound %.2fs, 2x --redis-timeout)",
+                          what, dt, bound)
+            env.assert_alive("after keyed requests against the blackhole")
+
+            # fds over reconnect cycles. The count moves by a couple as a cycle opens
+            # and closes its connection, so compare the highest of a few samples.
+            def fds_now():
+                vals = []
+                for _ in range(8):
+                    vals.append(fd_count(pid))
+                    time.sleep(0.1)
+                return max(vals)
+
+            t_warm = time.monotonic()
+            fd0, acc0 = fds_now(), bh.accepted
+            rss0 = rss_bytes(pid)
+            wait_until(lambda: (env.assert_alive("during blackhole reconnects") or
+                                time.monotonic() - t_warm > 10), 30, "10 s of reconnects")
+            fd1, acc1 = fds_now(), bh.accepted
+            rss1 = rss_bytes(pid)
+            cycles = acc1 - acc0
+            check(cycles >= 3, "only %d reconnects to the blackhole in 10 s: the command "
+                  "deadline (%d ms) did not reset the connection", cycles, REDIS_TIMEOUT_MS)
+            check(fd1 - fd0 <= 4, "huiqid fds grew from %d to %d over %d reconnect cycles",
+                  fd0, fd1, cycles)
+            check(bh.open_conns() <= 4, "%d connections to the blackhole are still open "
+                  "after %d cycles (old ones are not closed)", bh.open_conns(), bh.accepted)
+            eq(env.new_client(key=None).get("/healthz").status, 200, "/healthz after the cycles")
+            r = env.readyz_status()
+            eq(r.status, 503, "/readyz after the cycles")
+
+            # Switch: a real Redis takes the blackhole's address.
+            port = bh.port
+            bh.close()
+            env.redis_port = port
+            env.start_redis()
+            t_up = time.monotonic()
+
+            def up():
+                env.assert_alive("after a real Redis replaced the blackhole")
+                return env.readyz_status().status == 200
+
+            wait_until(up, 10 * o.slow, "/readyz 200 once a real Redis answers")
+            t_ready = time.monotonic() - t_up
+            c = env.new_client()
+            r = c.post("/v1/enterprises", {"uscc": u, "name": "黑洞之后"})
+            eq(r.status, 201, "POST once Redis answers (%r)" % r)
+            eq(get_ok(c, "/v1/enterprises/" + u).json["name"], "黑洞之后", "read back")
+            report(o, "readyz code %s; keyed 503s p50 %.3fs max %.3fs (bound %.2fs); %d "
+                   "reconnect cycles in 10 s; fds %d -> %d; RSS %.1f -> %.1f MB; ready %.2fs "
+                   "after a real Redis came up" % (
+                       ready_code, pct(lat, 50), max(lat), bound, cycles, fd0, fd1,
+                       rss0 / 2**20, rss1 / 2**20, t_ready))
+    finally:
+        bh.close()
+
+
+# --------------------------------------------------------------------------
+# 4. Redis restart storm
+# --------------------------------------------------------------------------
+
+
+def test_redis_restart_storm(o):
+    """Redis restarted every ~2 s for ~16 s (alternately SHUTDOWN and kill -9) while
+    writers and a reader run: huiqid stays up, every error answer is a 503 JSON
+    error with Retry-After, reads never go back in time, RSS stays flat, and
+    afterwards everything works and every acknowledged write is there."""
+    with Env(o, huiqid_args=FAULT_ARGS) as env:
+        pid = env.huiqid_proc.pid
+        w = Writers(env, o, n=3, seed=14, max_ents=30, timeout=10 * o.slow)
+        reader_problems = []
+        reads = {"ok": 0, "503": 0}
+        stop_reader = threading.Event()
+
+        def reader():
+            c = env.new_client()
+            rng = random.Random(5)
+            while not stop_reader.is_set():
+                with w.lock:
+                    known = list(w.latest.items())
+                if not known:
+                    stop_reader.wait(0.02)
+                    continue
+                u, (ver, t_ack) = rng.choice(known)
+                path = "/v1/enterprises/" + u if rng.random() < 0.7 else \
+                    "/v1/enterprises/%s/policies" % u
+                try:
+                    r = c.get(path)
+                except Exception as e:  # noqa: BLE001
+                    reader_problems.append("GET %s: %r" % (path, e))
+                    continue
+                if r.status == 200:
+                    reads["ok"] += 1
+                    if "policies" not in path and r.json["version"] < ver:
+                        reader_problems.append("GET %s: version %d after version %d was "
+                                               "acknowledged" % (u, r.json["version"], ver))
+                elif r.status == 503:
+                    reads["503"] += 1
+                    c503 = check_503(r, "GET " + path)
+                    if c503.startswith("!"):
+                        reader_problems.append(c503[1:])
+                else:
+                    reader_problems.append("GET %s: %r" % (path, r))
+            c.close()
+
+        rt = threading.Thread(target=reader, daemon=True)
+        cycles = []
+        with w:
+            rt.start()
+            # Warm-up: traffic and one restart, so that lazily grown buffers exist.
+            wait_acks_after(env, w, time.monotonic() + 1.0, o, "warm-up")
+            env.shutdown_redis()
+            env.start_redis()
+            wait_until(lambda: env.readyz_status().status == 200, 10 * o.slow, "ready (warm-up)")
+            wait_acks_after(env, w, time.monotonic() + 0.5, o, "warm-up restart")
+            rss0 = rss_bytes(pid)
+            t_storm = time.monotonic()
+            i = 0
+            while time.monotonic() - t_storm < 16:
+                t_cycle = time.monotonic()
+                if i % 2:
+                    env.kill_redis()
+                else:
+                    env.shutdown_redis()
+                time.sleep(0.3)
+                env.assert_alive("during the restart storm (cycle %d)" % i)
+                env.start_redis()
+                cycles.append(time.monotonic() - t_cycle)
+                i += 1
+                wait_until(lambda: (env.assert_alive("during the storm") or
+                                    time.monotonic() - t_cycle >= 2.0), 10, "the next cycle")
+            t_end = time.monotonic()
+
+            def up():
+                env.assert_alive("after the storm")
+                return env.readyz_status().status == 200
+
+            wait_until(up, 10 * o.slow, "/readyz 200 after the storm")
+            t_ready = time.monotonic() - t_end
+            wait_acks_after(env, w, time.monotonic(), o, "after the storm")
+            stop_reader.set()
+            rt.join(30 * o.slow)
+        env.assert_alive("after the storm")
+        check(not w.problems, "writers saw unexpected answers:\n  %s", "\n  ".join(w.problems))
+        check(not reader_problems, "the reader saw:\n  %s", "\n  ".join(reader_problems[:20]))
+        ops = w.all_ops()
+        max_lat = check_latencies(ops, o, "restart storm")
+        # RSS after the load, once settled: compared with after the warm-up.
+        time.sleep(0.5)
+        rss1 = rss_bytes(pid)
+        # Under ASan the RSS mostly measures its quarantine of freed memory (up to
+        # 256 MB by default), so the bound applies to normal builds only; LeakSanitizer
+        # at exit covers leaks there.
+        if not o.sanitized:
+            check(rss1 - rss0 < 8 * 2**20, "RSS grew by %.1f MB over %d Redis restarts "
+                  "(%.1f -> %.1f MB)", (rss1 - rss0) / 2**20, len(cycles), rss0 / 2**20,
+                  rss1 / 2**20)
+        # Everything works afterwards.
+        c = env.new_client()
+        u = make_uscc("320206", org="TRM000001")
+        r = c.post("/v1/enterprises", {"uscc": u, "name": "风暴之后", "employees": 7})
+        eq(r.status, 201, "POST after the storm (%r)" % r)
+        eq(get_ok(c, "/v1/enterprises/" + u).json["employees"], 7, "read after the storm")
+        r = c.delete("/v1/enterprises/" + u)
+        eq(r.status, 204, "DELETE after the storm")
+        stats = verify_writes(env, o, w, "after the restart storm")
+        errs = {}
+        for op in ops:
+            if op.status == 503:
+                errs[op.code] = errs.get(op.code, 0) + 1
+        report(o, "%d restarts; %d writes (503s %s), max latency %.3fs; reads %s; RSS %.1f -> "
+               "%.1f MB (%+.2f MB); ready %.2fs after the last restart; %s" % (
+                   len(cycles), len(ops), errs, max_lat, reads, rss0 / 2**20, rss1 / 2**20,
+                   (rss1 - rss0) / 2**20, t_ready, stats))
+
+
+# --------------------------------------------------------------------------
+# 5. A webhook receiver that never answers
+# --------------------------------------------------------------------------
+
+
+class HangingReceiver:
+    """Accepts connections, reads what comes (counting requests) and never answers;
+    a connection ends only when the client closes it."""
+
+    def __init__(self):
+        self.bh = Blackhole()
+        self.port = self.bh.port
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d/hook" % self.port
+
+    def open_conns(self):
+        return self.bh.open_conns()
+
+    @property
+    def accepted(self):
+        return self.bh.accepted
+
+    def close(self):
+        self.bh.close()
+
+
+def timed(c, path, n):
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        r = c.get(path() if callable(path) else path)
+        out.append(time.perf_counter() - t0)
+        if r.status != 200:
+            raise TestFailure("GET %s: %r" % (path, r))
+    return out
+
+
+def metric(c, name):
+    r = get_ok(c, "/metrics")
+    for line in r.raw.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise TestFailure("no %s in /metrics" % name)
+
+
+def test_hanging_webhook_receiver(o):
+    """One webhook endpoint never answers, another is fast; a policy reaching 300
+    enterprises is published. The fast endpoint gets all its notices within
+    seconds, the hanging one holds requests in flight (bounded by its inflight),
+    and API latency stays low."""
+    n_ents = 300
+    hang = HangingReceiver()
+    fast = Receiver(keep_bodies=False)
+    args = FAULT_ARGS + ["--webhook-allow", "127.0.0.0/8", "--webhook-allow-http", "on",
+                         "--retry-schedule", ",".join(["300ms"] * 16),
+                         "--webhook-timeout", "2000"]
+    try:
+        with Env(o, huiqid_args=args) as env:
+            c = env.c
+            codes = [code(i, series="H") for i in range(n_ents)]
+            import_ents(c, [{"uscc": u, "name": "挂起测试 %d" % i, "tags": ["zone.wnd"],
+                             "interests": ["fin.reward"]} for i, u in enumerate(codes)])
+            wh_fast, _ = make_hook(c, fast, ["policy.matched"])
+            hang_inflight = 8
+            r = c.post("/v1/webhooks", {"url": hang.url, "events": ["policy.matched"],
+                                        "inflight": hang_inflight})
+            eq(r.status, 201, "POST /v1/webhooks (hanging receiver): %r" % r)
+            wh_hang = r.json["id"]
+            rng = random.Random(7)
+            lc = env.new_client()
+
+            def pkg():
+                return "/v1/enterprises/%s/policies" % rng.choice(codes)
+
+            def measure():
+                a = timed(lc, "/v1/tags?vocab=policy", 200)
+                b = timed(lc, pkg, 200)
+                return a, b
+
+            base_tags, base_pkg = measure()
+            t_pub = time.monotonic()
+            pid, jid = make_policy(c, {"all": ["zone.wnd"]}, tags=["fin.reward"])
+            wait_until(lambda: hang.open_conns() > 0, 10 * o.slow,
+                       "the hanging receiver to hold a request")
+            dur_tags, dur_pkg = measure()
+            still = hang.open_conns()
+            check(still > 0, "the hanging receiver held no request at the end of the measurement")
+            want = {matched_id(pid, u, wh_fast) for u in codes}
+
+            def fast_done():
+                env.assert_alive("while delivering")
+                return want <= set(fast.ids())
+
+            try:
+                wait_until(fast_done, 10 * o.slow, "the fast receiver to get all notices")
+            except TestFailure:
+                raise TestFailure("the fast receiver got %d of %d notices within %.0fs of the "
+                                  "publish while the other endpoint hangs" % (
+                                      len(want & set(fast.ids())), len(want),
+                                      10 * o.slow))
+            t_fast = time.monotonic() - t_pub
+
+            # In flight now: the hanging endpoint's requests only, at most its cap.
+            seen = []
+
+            def inflight():
+                v = metric(c, "huiqi_push_inflight")
+                seen.append(v)
+                return v > 0
+
+            wait_until(inflight, 5 * o.slow, "huiqi_push_inflight > 0 (seen %s)" % seen[-5:])
+            check(max(seen) <= hang_inflight, "huiqi_push_inflight %r exceeds the hanging "
+                  "webhook's inflight %d (the fast one is done)", max(seen), hang_inflight)
+            # Its deliveries time out and wait for a retry; none counts as delivered.
+            wait_until(lambda: any(d["state"] == "retry" and d.get("last_error")
+                                   for d in deliveries(c, webhook=wh_hang, limit=500)),
+                       10 * o.slow, "a hanging delivery to time out into retry")
+            hd = deliveries(c, webhook=wh_hang, limit=500)
+            check(not [d for d in hd if d["state"] == "delivered"],
+                  "a delivery to the hanging receiver counts as delivered")
+            env.assert_alive("with a hanging receiver")
+
+            bound = 0.050 * o.slow
+            figures = {}
+            for name, base, dur in (("tags", base_tags, dur_tags), ("package", base_pkg, dur_pkg)):
+                figures[name] = (pct(base, 50), pct(base, 99), pct(dur, 50), pct(dur, 99),
+                                 max(dur))
+                check(pct(dur, 99) < bound, "p99 of GET %s while a webhook hangs: %.1f ms "
+                      "(bound %.0f ms; baseline p99 %.1f ms)", name, pct(dur, 99) * 1000,
+                      bound * 1000, pct(base, 99) * 1000)
+            for name, (b50, b99, d50, d99, dmax) in figures.items():
+                report(o, "GET %s: baseline p50 %.2f p99 %.2f ms; hanging p50 %.2f p99 %.2f "
+                       "max %.2f ms" % (name, b50 * 1e3, b99 * 1e3, d50 * 1e3, d99 * 1e3,
+                                        dmax * 1e3))
+            report(o, "fast receiver had all %d notices %.2fs after the publish; hanging "
+                   "receiver: %d connections, %d open at the end of the measurement; "
+                   "push_inflight samples %s" % (len(want), t_fast, hang.accepted, still,
+                                                 seen[-3:]))
+    finally:
+        fast.close()
+        hang.close()
