@@ -46,7 +46,7 @@ UNIT_OBJ  := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 LLHTTP_OBJ := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o
 BLOB_OBJ  := $(BUILD)/tags/default_taxonomy.o $(BUILD)/tags/default_rules.o
 
-.PHONY: all deps test unit integration asan test-asan run stop demo bench bench-smoke load soak \
+.PHONY: all deps test unit integration asan test-asan run stop demo bench bench-smoke load soak push-bench \
         load-smoke fuzz \
         fuzz-smoke fuzz-build clean format check-format lint help
 .DEFAULT_GOAL := all
@@ -63,6 +63,7 @@ help:
 	@echo "                (BENCH_N=11100000 for 10x; make bench-smoke: a tiny run for CI)"
 	@echo "make load       wrk (256 conns) and the open-loop generator on a 1.11M city; make soak:"
 	@echo "                10 min with RSS samples; make load-smoke: a tiny run for CI"
+	@echo "make push-bench 100k signed deliveries and a 1.11M package.batch push to a local nginx"
 	@echo "make fuzz       libFuzzer (clang, ASan+UBSan) on the HTTP API for FUZZ_SECONDS (600)"
 	@echo "                with an in-memory store; make fuzz-smoke: 60 s"
 	@echo "make format / check-format / lint"
@@ -194,7 +195,12 @@ load:
 	BUILD=$(BUILD) MAKE="$(MAKE)" LOAD_SOAK=0 ./bench/load.sh
 
 soak:
-	BUILD=$(BUILD) MAKE="$(MAKE)" LOAD_STEPS=0 ./bench/load.sh
+	BUILD=$(BUILD) MAKE="$(MAKE)" LOAD_STEPS=0 LOAD_OUT=var/load/soak ./bench/load.sh
+
+# The push pipeline at city scale (bench/push_bench.py): 100k policy.matched
+# deliveries and a package.batch push to everyone, nginx as the receiver.
+push-bench:
+	BUILD=$(BUILD) python3 bench/push_bench.py
 
 load-smoke:
 	BUILD=$(BUILD) MAKE="$(MAKE)" LOAD_N=20000 LOAD_NP=20 LOAD_DURATION=3 SOAK_SECONDS=20 \

@@ -1,6 +1,8 @@
 /* Enterprise input validation and the stored document; see ent_input.h. */
 #include "api/ent_input.h"
 
+#include "api/json_out.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
@@ -597,4 +599,26 @@ void ent_merge_patch(json_t *target, json_t *patch) {
 
 const char *ent_input_webhook(const ent_input_t *in) {
     return json_string_value(json_object_get(json_object_get(in->attrs, "contact"), "webhook"));
+}
+
+json_t *ent_card_object(const json_t *doc, const char *uscc) {
+    json_t *o = json_object();
+    json_object_set_new(o, "uscc", json_stringn(uscc, 18));
+    if (json_is_object(doc)) {
+        static const char *const keep[] = {"name", "region", "contact"};
+        for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
+            json_t *x = json_object_get(doc, keep[i]);
+            if (x) {
+                json_object_set(o, keep[i], x);
+            }
+        }
+    }
+    return o;
+}
+
+char *ent_card(const json_t *doc, const char *uscc, size_t *len) {
+    json_t *o = ent_card_object(doc, uscc);
+    char *text = json_out_str(o, len);
+    json_decref(o);
+    return text;
 }

@@ -62,4 +62,10 @@ void ent_merge_patch(json_t *target, json_t *patch);
 /* Formats milliseconds since the epoch as RFC 3339 UTC ("2026-11-22T01:56:15.123Z"). */
 void ent_time_format(int64_t ms, char *out, size_t outlen);
 
+/* What a webhook receiver is told of an enterprise: {"uscc","name","region",
+ * "contact"} from its stored document ('doc' may be NULL: the code alone). A new
+ * object, or (ent_card) its compact text, which the store keeps as the card. */
+json_t *ent_card_object(const json_t *doc, const char *uscc);
+char *ent_card(const json_t *doc, const char *uscc, size_t *len);
+
 #endif

@@ -124,6 +124,8 @@ static void ent_write(ent_ctx_t *c, json_t *body, const char *path_uscc, int64_t
     c->doc = ent_build_doc(app, &in, out);
     size_t text_len;
     char *text = json_out_str(c->doc, &text_len);
+    size_t card_len;
+    char *card = ent_card(c->doc, in.uscc, &card_len);
     store_ent_in_t w = {
         .uscc = in.uscc,
         .doc = text,
@@ -135,9 +137,12 @@ static void ent_write(ent_ctx_t *c, json_t *body, const char *path_uscc, int64_t
         .expect_ver = expect_ver,
         .retag_on = out->next_change,
         .webhook = ent_input_webhook(&in),
+        .card = card,
+        .card_len = card_len,
     };
     int rc = store_ent_put(app->store, &w, ent_on_written, c);
     free(text);
+    free(card);
     free(out);
     ent_input_free(&in);
     if (rc) {

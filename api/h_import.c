@@ -167,6 +167,8 @@ static void import_line(import_t *im, const char *p, size_t n) {
     json_t *doc = ent_build_doc(app, &in, out);
     size_t text_len;
     char *text = json_out_str(doc, &text_len);
+    size_t card_len;
+    char *card = ent_card(doc, in.uscc, &card_len);
     json_decref(doc);
     import_op_t *op = xmalloc(sizeof *op);
     op->im = im;
@@ -183,9 +185,12 @@ static void import_line(import_t *im, const char *p, size_t n) {
         .expect_ver = -1,
         .retag_on = out->next_change,
         .webhook = ent_input_webhook(&in),
+        .card = card,
+        .card_len = card_len,
     };
     int rc = store_ent_put(app->store, &w, import_on_written, op);
     free(text);
+    free(card);
     free(out);
     ent_input_free(&in);
     if (rc) {

@@ -11,6 +11,7 @@
 #include "api/ent_input.h"
 #include "api/json_out.h"
 #include "api/pol_input.h"
+#include "common/sbuf.h"
 #include "common/xalloc.h"
 #include "push/push.h"
 #include "tags/date.h"
@@ -22,10 +23,13 @@ typedef struct render {
     push_render_done done;
     void *ctx;
     json_t *root;    /* the event being built */
-    json_t *targets; /* enterprise objects, in order */
+    json_t *targets; /* one enterprise: its object lands here */
+    int batch;       /* package.batch: recipients are spliced in as text */
+    sbuf_t recipients; /* package.batch: the recipients' cards, comma separated */
     size_t left;
     int failed;
     int granted; /* also fetch the grant record */
+    char *codes; /* the codes being fetched, 18 bytes each */
     uint32_t policy;
     char uscc[19];
 } render_t;
@@ -46,20 +50,11 @@ static json_t *render_policy(app_t *app, const store_policy_t *p) {
     return o;
 }
 
-/* The enterprise as a receiver needs it: code, name, contact. */
-static json_t *render_enterprise(const char *uscc, const store_doc_t *d) {
-    json_t *o = json_object();
-    json_object_set_new(o, "uscc", json_stringn(uscc, 18));
-    json_t *doc = d ? json_loadb(d->doc, d->len, 0, NULL) : NULL;
-    if (json_is_object(doc)) {
-        static const char *const keep[] = {"name", "region", "contact"};
-        for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
-            json_t *x = json_object_get(doc, keep[i]);
-            if (x) {
-                json_object_set(o, keep[i], x);
-            }
-        }
-    }
+/* The enterprise as a receiver needs it, from its stored card or document (the
+ * same fields either way: see ent_card). */
+static json_t *render_enterprise(const char *uscc, const char *text, size_t len) {
+    json_t *doc = text ? json_loadb(text, len, 0, NULL) : NULL;
+    json_t *o = ent_card_object(doc, uscc);
     json_decref(doc);
     return o;
 }
@@ -76,30 +71,50 @@ static void render_finish(render_t *r) {
         r->done(r->ctx, r->failed, NULL, 0, "could not read the enterprises of this notice");
     } else {
         sbuf_t s;
-        sbuf_init(&s, 1024);
+        sbuf_init(&s, 1024 + r->recipients.len);
         json_out(&s, r->root);
+        /* A batch's recipients are the last member of the last member: the text
+         * ends in "[]}}", where the cards go. */
+        if (r->batch && s.len >= 4 && memcmp(s.p + s.len - 4, "[]}}", 4) == 0) {
+            s.len -= 3;
+            sbuf_add(&s, r->recipients.p, r->recipients.len);
+            sbuf_add(&s, "]}}", 3);
+        }
         r->done(r->ctx, 0, s.p, s.len, NULL);
         sbuf_free(&s);
     }
     json_decref(r->root);
+    sbuf_free(&r->recipients);
     free(r);
 }
 
-typedef struct render_one {
-    render_t *r;
-    size_t i;
-    char uscc[19];
-} render_one_t;
-
-static void render_on_doc(void *arg, int rc, const store_doc_t *d) {
-    render_one_t *one = arg;
-    render_t *r = one->r;
-    if (rc && rc != -ENOENT) {
+static void render_on_cards(void *arg, int rc, const store_kv_t *kv, size_t n) {
+    render_t *r = arg;
+    if (rc) {
         r->failed = rc;
-    } else {
-        json_array_set_new(r->targets, one->i, render_enterprise(one->uscc, rc ? NULL : d));
     }
-    free(one);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        const char *uscc = r->codes + i * 18;
+        int card = kv[i].klen == 1 && kv[i].k[0] == 'c';
+        int doc = kv[i].klen == 1 && kv[i].k[0] == 'd';
+        if (r->batch) {
+            if (r->recipients.len) {
+                sbuf_add(&r->recipients, ",", 1);
+            }
+            if (card) {
+                sbuf_add(&r->recipients, kv[i].v, kv[i].vlen); /* as stored: no parsing */
+            } else {
+                json_t *o = render_enterprise(uscc, doc ? kv[i].v : NULL, kv[i].vlen);
+                json_out(&r->recipients, o);
+                json_decref(o);
+            }
+        } else {
+            json_array_append_new(r->targets, render_enterprise(uscc, card || doc ? kv[i].v : NULL,
+                                                                kv[i].vlen));
+        }
+    }
+    free(r->codes);
+    r->codes = NULL;
     if (--r->left == 0) {
         render_finish(r);
     }
@@ -129,33 +144,36 @@ static void render_on_grant(void *arg, int rc, const store_kv_t *kv, size_t n) {
     }
 }
 
-/* Fetches the documents of 'codes' (a comma list) into r->targets. */
+/* Fetches the cards of 'codes' (a comma list), in one round trip. */
 static void render_fetch(render_t *r, const char *codes) {
     app_t *app = r->app;
     size_t n = 0;
     const char *c = codes;
+    const char *list[RENDER_MAX_RECIPIENTS];
+    r->codes = xmalloc(RENDER_MAX_RECIPIENTS * 18);
     r->left = 1; /* held until all requests are sent */
     while (*c && n < RENDER_MAX_RECIPIENTS) {
         const char *comma = strchr(c, ',');
         size_t len = comma ? (size_t)(comma - c) : strlen(c);
         if (len == 18) {
-            render_one_t *one = xcalloc(1, sizeof *one);
-            one->r = r;
-            one->i = n;
-            memcpy(one->uscc, c, 18);
-            json_array_append_new(r->targets, json_null());
-            if (store_ent_get(app->store, one->uscc, render_on_doc, one) != 0) {
-                free(one);
-                r->failed = -ENOTCONN;
-            } else {
-                r->left++;
-                n++;
-            }
+            memcpy(r->codes + n * 18, c, 18);
+            list[n] = r->codes + n * 18;
+            n++;
         }
         c += len + (comma ? 1 : 0);
         if (!comma) {
             break;
         }
+    }
+    if (n == 0) {
+        free(r->codes);
+        r->codes = NULL;
+    } else if (store_ent_cards(app->store, list, n, render_on_cards, r) == 0) {
+        r->left++;
+    } else {
+        free(r->codes);
+        r->codes = NULL;
+        r->failed = -ENOTCONN;
     }
     if (r->granted && !r->failed) {
         if (store_grant_get(app->store, r->policy, r->uscc, render_on_grant, r) == 0) {
@@ -228,8 +246,9 @@ void app_render(void *arg, const push_item_t *it, const char *stored, size_t sto
     r->targets = json_array();
     /* A batch lists its recipients; a single notice's one enterprise lands in
      * data.enterprise once fetched (held in a temporary array until then). */
-    json_object_set_new(data, strcmp(it->ev, "package.batch") == 0 ? "recipients" : "enterprises_",
-                        r->targets);
+    r->batch = strcmp(it->ev, "package.batch") == 0;
+    sbuf_init(&r->recipients, r->batch ? 65536 : 16);
+    json_object_set_new(data, r->batch ? "recipients" : "enterprises_", r->targets);
     if (strcmp(it->ev, "enterprise.package_changed") == 0) {
         json_t *added = json_array(), *removed = json_array();
         const char *lists[2] = {it->added, it->removed};

@@ -131,6 +131,8 @@ static void retag_on_read(void *arg, int rc, const store_doc_t *d) {
     }
     size_t text_len;
     char *text = json_out_str(doc, &text_len);
+    size_t card_len;
+    char *card = ent_card(doc, in.uscc, &card_len);
     json_decref(doc);
     store_ent_in_t w = {
         .uscc = in.uscc,
@@ -143,9 +145,12 @@ static void retag_on_read(void *arg, int rc, const store_doc_t *d) {
         .expect_ver = (int64_t)d->ver,
         .retag_on = out->next_change,
         .webhook = ent_input_webhook(&in),
+        .card = card,
+        .card_len = card_len,
     };
     rc = store_ent_put(app->store, &w, retag_on_written, op);
     free(text);
+    free(card);
     free(out);
     ent_input_free(&in);
     if (rc) {

@@ -176,3 +176,5 @@ PY
 fi
 kill -0 "$HPID" || die "huiqid died during the load test; see $TMP/huiqid.log"
 say "done; raw results in $RAW"
+# The figures go into docs/benchmarks.md with the last make bench's (a full-size run only).
+if [ "$N" = 1110000 ] && [ -s var/bench/last-run.txt ]; then ./bench/run.sh --report-only || true; fi

@@ -13,13 +13,14 @@
  * the measured traffic runs. Output: one JSON object with counts and latency
  * percentiles (ms). Mixes: read (packages 70%, enterprise reads 25%, audience
  * counts 5%), mixed (packages 60%, reads 20%, audiences 5%, PATCH writes 15%),
- * write (PATCH only). HTTP/1.1 keep-alive on loopback; answers are framed by
+ * write (PATCH only), package (packages only: no Redis involved). HTTP/1.1 keep-alive on loopback; answers are framed by
  * Content-Length, which huiqid always sends. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,6 +112,7 @@ struct lg {
     lg_conn_t *slow;
     int tfd;           /* timerfd: libuv timers have 1 ms granularity, too coarse here */
     uv_poll_t tick;
+    uv_signal_t sigint, sigterm; /* stop early: the results so far are printed */
     uint64_t start_ns, end_ns;
     uint64_t issued;     /* requests that became due */
     uint64_t *queue;     /* due times of requests waiting for a connection */
@@ -122,7 +124,7 @@ struct lg {
     unsigned closed;
 };
 
-enum { MIX_READ, MIX_MIXED, MIX_WRITE };
+enum { MIX_READ, MIX_MIXED, MIX_WRITE, MIX_PACKAGE };
 
 static uint64_t lg_rand(lg_t *g) {
     g->rng ^= g->rng << 13;
@@ -153,7 +155,8 @@ static void lg_make_request(lg_t *g, lg_conn_t *c) {
                      "application/merge-patch+json\r\nContent-Length: %d\r\n\r\n%s",
                      u, auth, bl, body);
         c->is_write = 1;
-    } else if ((g->mix == MIX_READ && r < 70) || (g->mix == MIX_MIXED && r < 60)) {
+    } else if (g->mix == MIX_PACKAGE || (g->mix == MIX_READ && r < 70) ||
+               (g->mix == MIX_MIXED && r < 60)) {
         n = snprintf(c->out, sizeof c->out,
                      "GET /v1/enterprises/%s/policies HTTP/1.1\r\nHost: l\r\n%s\r\n", u, auth);
     } else if ((g->mix == MIX_READ && r < 95) || (g->mix == MIX_MIXED && r < 80)) {
@@ -326,7 +329,12 @@ static void lg_dispatch(lg_t *g) {
 }
 
 static void lg_stop(lg_t *g) {
+    if (g->stopping) {
+        return;
+    }
     g->stopping = 1;
+    uv_close((uv_handle_t *)&g->sigint, NULL);
+    uv_close((uv_handle_t *)&g->sigterm, NULL);
     uv_poll_stop(&g->tick);
     uv_close((uv_handle_t *)&g->tick, NULL);
     for (unsigned i = 0; i < g->nconns; i++) {
@@ -393,6 +401,13 @@ static void lg_on_tick(uv_poll_t *t, int status, int events) {
         next = due < next ? due : next;
     }
     lg_arm(g, next);
+}
+
+static void lg_on_signal(uv_signal_t *h, int signum) {
+    (void)signum;
+    lg_t *g = h->data;
+    g->end_ns = uv_hrtime();
+    lg_stop(g);
 }
 
 /* ---- slow connections ------------------------------------------------------ */
@@ -540,9 +555,10 @@ int main(int argc, char **argv) {
             g.nconns = (unsigned)atoi(optarg);
             break;
         case 'm':
-            g.mix = strcmp(optarg, "read") == 0    ? MIX_READ
-                    : strcmp(optarg, "write") == 0 ? MIX_WRITE
-                                                   : MIX_MIXED;
+            g.mix = strcmp(optarg, "read") == 0      ? MIX_READ
+                    : strcmp(optarg, "write") == 0   ? MIX_WRITE
+                    : strcmp(optarg, "package") == 0 ? MIX_PACKAGE
+                                                     : MIX_MIXED;
             break;
         case 'u':
             usccs = optarg;
@@ -603,9 +619,14 @@ int main(int argc, char **argv) {
     }
     g.tick.data = &g;
     uv_poll_start(&g.tick, UV_READABLE, lg_on_tick);
+    uv_signal_init(g.loop, &g.sigint);
+    uv_signal_init(g.loop, &g.sigterm);
+    g.sigint.data = g.sigterm.data = &g;
+    uv_signal_start(&g.sigint, lg_on_signal, SIGINT);
+    uv_signal_start(&g.sigterm, lg_on_signal, SIGTERM);
     lg_arm(&g, g.start_ns);
     uv_run(g.loop, UV_RUN_DEFAULT);
-    double secs = g.duration;
+    double secs = (double)(g.end_ns - g.start_ns) / 1e9; /* shorter when stopped early */
     printf("{\"mode\":\"%s\",\"rate_target\":%.0f,\"duration_s\":%.1f,\"conns\":%u,"
            "\"slow_conns\":%u,\"sent\":%llu,\"done\":%llu,\"rate_achieved\":%.0f,"
            "\"errors\":%llu,\"conn_errors\":%llu,\"reconnects\":%llu,"

@@ -111,7 +111,7 @@ stop_pid() {
 write_report() {
 mkdir -p "$(dirname "$REPORT")"
 python3 - "$RAW" "$REPORT" "${RAW#"$ROOT"/}" <<'EOF'
-import sys
+import os, sys, time
 raw, out, rawname = sys.argv[1], sys.argv[2], sys.argv[3]
 kv = {}
 for line in open(raw):
@@ -350,6 +350,84 @@ L.append("""- **In process** (`build/bench/bench`): huiqi's matcher over the who
   than with a separate load generator; the ratio huiqi/nginx is the figure to compare.
   Other load on the machine shows in the load averages above.
 """)
+# Load, soak and push runs have their own commands and raw files; the latest of
+# each is shown here, with its own date (they are not part of the run above).
+def raw_of(path):
+    d = {}
+    try:
+        st = os.stat(path)
+        for line in open(path):
+            k, _, v = line.rstrip("\n").partition(" ")
+            d[k] = v
+        d["_when"] = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(st.st_mtime))
+    except OSError:
+        return None
+    return d
+
+extra = []
+ld = raw_of("var/load/last-run.txt")
+if ld and ld.get("wrk_rps"):
+    extra.append("### `make load` (%s, %s enterprises, %s policies)\n" %
+                 (ld["_when"], ld.get("load_enterprises"), ld.get("load_policies")))
+    extra.append("Mixed workload (60% packages, 20% enterprise reads, 5% audiences, 15% PATCH "
+                 "writes; bench/wrk_mixed.lua, bench/loadgen.c) on a fresh Redis + huiqid.\n")
+    extra.append("| test | result | target | pass/miss |\n| --- | --- | --- | --- |")
+    extra.append("| wrk, %s connections, closed loop | %s req/s, p50 %s, p99 %s, %s non-2xx | — | — |" %
+                 (ld.get("wrk_conns"), ld.get("wrk_rps"), ld.get("wrk_p50"), ld.get("wrk_p99"),
+                  ld.get("wrk_non2xx")))
+    if ld.get("open80_p99_ms"):
+        p99 = float(ld["open80_p99_ms"])
+        extra.append("| open loop at 80%% of wrk's maximum (%s req/s; achieved %s) | p50 %s ms, p99 %.2f ms, "
+                     "p99.9 %s ms, %s errors | p99 ≤ 10 ms | %s |" %
+                     (ld.get("open80_rate"), ld.get("open80_achieved"), ld.get("open80_p50_ms"), p99,
+                      ld.get("open80_p999_ms"), ld.get("open80_errors"),
+                      "pass" if p99 <= 10 else "**miss**"))
+    if ld.get("slow_with_p99_ms"):
+        a, b = float(ld["slow_base_p99_ms"]), float(ld["slow_with_p99_ms"])
+        extra.append("| %s slow connections (one byte a second) at %s req/s | p99 %.2f ms without, "
+                     "%.2f ms with (%.1fx) | ≤ 2x | %s |" %
+                     (ld.get("slow_conns"), ld.get("slow_base_rate"), a, b, b / a if a else 0,
+                      "pass" if b <= 2 * a else "**miss**"))
+    extra.append("")
+sk = raw_of("var/load/soak/last-run.txt")
+if sk and sk.get("soak_rss_kb"):
+    g = int(sk.get("soak_rss_growth_after_warmup_kb", "0"))
+    extra.append("### `make soak` (%s)\n" % sk["_when"])
+    extra.append("%s req/s of the mixed workload for %s s (%s errors, p99 %s ms); huiqid RSS every "
+                 "10 s (seconds:KiB): %s. Growth after the first minute: %d KiB (target: a few "
+                 "MiB at most: %s).\n" %
+                 (sk.get("soak_rate"), sk.get("soak_seconds"), sk.get("soak_errors"),
+                  sk.get("soak_p99_ms"), sk.get("soak_rss_kb"), g,
+                  "pass" if g <= 4096 else "**miss**"))
+pb = raw_of("var/push/last-run.txt")
+if pb and pb.get("matched_seconds"):
+    extra.append("### `make push-bench` (%s, %s enterprises; nginx as the receiver)\n" %
+                 (pb["_when"], pb.get("push_enterprises")))
+    extra.append("| test | result | target | pass/miss |\n| --- | --- | --- | --- |")
+    ms = float(pb["matched_seconds"])
+    extra.append("| publish a policy matching %s: every signed `policy.matched` accepted | %.1f s "
+                 "(%s delivered, %s failed, %s distinct webhook-ids at the receiver) | ≤ 30 s | %s |" %
+                 (pb.get("matched_audience"), ms, pb.get("matched_delivered"), pb.get("matched_failed"),
+                  pb.get("matched_distinct_ids_at_receiver"), "pass" if ms <= 30 else "**miss**"))
+    if pb.get("api_reads_during_job_p99_ms"):
+        p99 = float(pb["api_reads_during_job_p99_ms"])
+        extra.append("| API reads during that job (%s/s, open loop) | p50 %s ms, p99 %.2f ms | p99 < 10 ms | %s |" %
+                     (pb.get("api_reads_during_job_rate"), pb.get("api_reads_during_job_p50_ms"), p99,
+                      "pass" if p99 < 10 else "**miss**"))
+    if pb.get("batch_seconds"):
+        bs = float(pb["batch_seconds"])
+        extra.append("| publish a policy matching all %s to a `package.batch` endpoint (500 a call) | "
+                     "%.1f s (%s calls, %s distinct ids at the receiver) | ≤ 15 s | %s |" %
+                     (pb.get("batch_recipients"), bs, pb.get("batch_calls"),
+                      pb.get("batch_distinct_ids_at_receiver"), "pass" if bs <= 15 else "**miss**"))
+    extra.append("")
+if extra:
+    L.append("## Load, soak and push\n")
+    L.append("Separate runs (`make load`, `make soak`, `make push-bench`), each on a fresh Redis "
+             "and huiqid started by the script on loopback; the load generators share the two "
+             "cores with the servers. Raw lines: var/load/last-run.txt, "
+             "var/load/soak/last-run.txt, var/push/last-run.txt.\n")
+    L.extend(extra)
 open(out, "w").write("\n".join(L))
 print("bench: wrote %s" % out, file=sys.stderr)
 for r in rows:

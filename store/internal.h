@@ -50,6 +50,12 @@ struct store {
     store_event_cb cb;
     void *arg;
     store_link_t *link;
+    /* A second connection for the push engine's bulk traffic (job steps, queue
+     * reads, delivery records, rendering reads): Redis answers a connection's
+     * commands in order, so on one connection an API read would wait behind
+     * dozens of queued delivery records. Falls back to 'link' while down. */
+    store_link_t *bulk;
+    int closing_links;
     int state;
     int loaded;
     uint64_t gen; /* bumped on every connection; stale load replies are dropped */
@@ -101,6 +107,11 @@ int store__usable(const store_t *s);
  * store__link_command. */
 int store__eval(store_t *s, int script, int nargs, const char **args, const size_t *lens,
                 store_link_reply_cb cb, void *arg);
+/* The same on the bulk connection (see store.bulk). */
+int store__eval_bulk(store_t *s, int script, int nargs, const char **args, const size_t *lens,
+                     store_link_reply_cb cb, void *arg);
+/* The connection for bulk traffic: the bulk one when up, else the main one. */
+store_link_t *store__bulk_link(const store_t *s);
 
 /* Creates the delivery queue's consumer group if it does not exist. */
 int store__q_ensure_group(store_t *s);

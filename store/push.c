@@ -366,12 +366,31 @@ static void list_on_reply(void *arg, redisReply *r) {
     free(op);
 }
 
-static int send_cmd(store_t *s, cb_op_t *op, store_link_reply_cb fn, int argc, const char **argv) {
+/* 'bulk': the push engine's own traffic, sent on the bulk connection (see
+ * store.bulk) so that API commands never queue behind it. */
+enum { ON_MAIN, ON_BULK };
+
+static int send_cmd_on(store_t *s, int bulk, cb_op_t *op, store_link_reply_cb fn, int argc,
+                       const char **argv) {
     size_t lens[16];
     for (int i = 0; i < argc; i++) {
         lens[i] = strlen(argv[i]);
     }
-    int rc = store__link_command(s->link, fn, op, argc, argv, lens);
+    int rc = store__link_command(bulk ? store__bulk_link(s) : s->link, fn, op, argc, argv, lens);
+    if (rc) {
+        free(op);
+    }
+    return rc;
+}
+
+static int send_cmd(store_t *s, cb_op_t *op, store_link_reply_cb fn, int argc, const char **argv) {
+    return send_cmd_on(s, ON_MAIN, op, fn, argc, argv);
+}
+
+static int send_eval_on(store_t *s, int bulk, cb_op_t *op, store_link_reply_cb fn, int script,
+                        int nargs, const char **args, const size_t *lens) {
+    int rc = bulk ? store__eval_bulk(s, script, nargs, args, lens, fn, op)
+                  : store__eval(s, script, nargs, args, lens, fn, op);
     if (rc) {
         free(op);
     }
@@ -380,11 +399,7 @@ static int send_cmd(store_t *s, cb_op_t *op, store_link_reply_cb fn, int argc, c
 
 static int send_eval(store_t *s, cb_op_t *op, store_link_reply_cb fn, int script, int nargs,
                      const char **args, const size_t *lens) {
-    int rc = store__eval(s, script, nargs, args, lens, fn, op);
-    if (rc) {
-        free(op);
-    }
-    return rc;
+    return send_eval_on(s, ON_MAIN, op, fn, script, nargs, args, lens);
 }
 
 /* ---------------------------------------------------------------------------
@@ -443,7 +458,7 @@ int store_job_step(store_t *s, uint64_t job, uint32_t policy, uint32_t cursor, u
     }
     cb_op_t *op = cb_op_new(s, arg);
     op->cb.step = cb;
-    rc = send_eval(s, op, step_on_reply, STORE_SCRIPT_JOB_STEP, (int)nargs, args, lens);
+    rc = send_eval_on(s, ON_BULK, op, step_on_reply, STORE_SCRIPT_JOB_STEP, (int)nargs, args, lens);
     free(args);
     free(lens);
     free(ordtxt);
@@ -551,7 +566,7 @@ int store_push_enterprise(store_t *s, const char *uscc, uint32_t ord,
     }
     cb_op_t *op = cb_op_new(s, arg);
     op->cb.step = cb;
-    rc = send_eval(s, op, step_on_reply, STORE_SCRIPT_PUSH_ENT, (int)nargs, args, lens);
+    rc = send_eval_on(s, ON_BULK, op, step_on_reply, STORE_SCRIPT_PUSH_ENT, (int)nargs, args, lens);
     free(args);
     free(lens);
     free(txt);
@@ -643,7 +658,7 @@ int store_q_read(store_t *s, unsigned count, int pending, store_hash_cb cb, void
                            cnt,          "STREAMS", "hq:q", pending ? "0" : ">"};
     cb_op_t *op = cb_op_new(s, arg);
     op->cb.hash = cb;
-    return send_cmd(s, op, q_on_reply, 9, argv);
+    return send_cmd_on(s, ON_BULK, op, q_on_reply, 9, argv);
 }
 
 static void group_on_reply(void *arg, redisReply *r) {
@@ -672,7 +687,7 @@ int store_q_move_due(store_t *s, int64_t now_ms, unsigned max, store_id_cb cb, v
     size_t lens[2] = {strlen(now), strlen(mx)};
     cb_op_t *op = cb_op_new(s, arg);
     op->cb.id = cb;
-    return send_eval(s, op, id_on_reply, STORE_SCRIPT_Q_MOVE, 2, args, lens);
+    return send_eval_on(s, ON_BULK, op, id_on_reply, STORE_SCRIPT_Q_MOVE, 2, args, lens);
 }
 
 int store_dlv_record(store_t *s, const store_dlv_rec_t *d, store_id_cb cb, void *arg) {
@@ -703,7 +718,7 @@ int store_dlv_record(store_t *s, const store_dlv_rec_t *d, store_id_cb cb, void 
     }
     cb_op_t *op = cb_op_new(s, arg);
     op->cb.id = cb;
-    int rc = store__eval(s, STORE_SCRIPT_DLV_RECORD, (int)nargs, args, lens, id_on_reply, op);
+    int rc = store__eval_bulk(s, STORE_SCRIPT_DLV_RECORD, (int)nargs, args, lens, id_on_reply, op);
     if (rc) {
         free(op);
     }
@@ -826,7 +841,7 @@ int store_grant_get(store_t *s, uint32_t policy, const char *uscc, store_hash_cb
     const char *argv[3] = {"HGET", key, u};
     cb_op_t *op = cb_op_new(s, arg);
     op->cb.hash = cb;
-    return send_cmd(s, op, str_on_reply, 3, argv);
+    return send_cmd_on(s, ON_BULK, op, str_on_reply, 3, argv);
 }
 
 /* ---------------------------------------------------------------------------

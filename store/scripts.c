@@ -41,7 +41,8 @@
 
 const char *const store__script_text[STORE_NSCRIPTS] = {
     /* ENT_PUT: ARGV uscc, mode (create|upsert|update), expected version or '', doc,
-     * index record, now_ms, retag day or '', own webhook URL or ''. Returns ok, ord,
+     * index record, now_ms, retag day or '', own webhook URL or '', card or ''.
+     * Returns ok, ord,
      * ver, created (0/1),
      * created_ms, updated_ms, changed (0/1). Writing the very same document and
      * record again changes nothing, not even the version. hq:retag holds every
@@ -75,6 +76,8 @@ const char *const store__script_text[STORE_NSCRIPTS] = {
     "else redis.call('ZREM', 'hq:retag', ARGV[1]) end\n"
     "if ARGV[8] ~= '' then redis.call('HSET', 'hq:entwh', ARGV[1], ARGV[8])\n"
     "else redis.call('HDEL', 'hq:entwh', ARGV[1]) end\n"
+    "if ARGV[9] and ARGV[9] ~= '' then redis.call('HSET', k, 'card', ARGV[9])\n"
+    "else redis.call('HDEL', k, 'card') end\n"
     "return {'ok', ord, ver, created, cms, tonumber(ARGV[6]), 1}\n",
 
     /* ENT_DEL: ARGV uscc. Freed ordinals queue at the tail, reused from the head. */

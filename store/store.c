@@ -48,6 +48,13 @@ static void store_sha1_hex(const char *text, char *out) {
     out[40] = '\0';
 }
 
+/* The bulk connection needs no setup of its own: scripts are loaded server-wide
+ * by the main one (and EVALSHA falls back to EVAL). */
+static void store_on_bulk_state(void *arg, int up) {
+    (void)arg;
+    (void)up;
+}
+
 store_t *store_new(uv_loop_t *loop, const store_opts_t *opts, const taxonomy_t *tax,
                    store_event_cb cb, void *arg) {
     if ((opts->redis_host == NULL) == (opts->redis_unix == NULL)) {
@@ -73,11 +80,15 @@ store_t *store_new(uv_loop_t *loop, const store_opts_t *opts, const taxonomy_t *
         .ping_interval_ms = 1000,
     };
     s->link = store__link_new(loop, &lo, store__on_link_state, s);
+    s->bulk = store__link_new(loop, &lo, store_on_bulk_state, s);
     return s;
 }
 
 static void store_on_link_closed(void *arg) {
     store_t *s = arg;
+    if (--s->closing_links > 0) {
+        return; /* the other connection is still closing */
+    }
     void (*done)(void *) = s->close_done;
     void *darg = s->close_arg;
     store__mem_free(s->mem);
@@ -92,7 +103,9 @@ void store_close(store_t *s, void (*done)(void *), void *arg) {
     s->close_done = done;
     s->close_arg = arg;
     store__load_abort(s);
+    s->closing_links = 2;
     store__link_close(s->link, store_on_link_closed, s);
+    store__link_close(s->bulk, store_on_link_closed, s);
 }
 
 void store_set_ent_hook(store_t *s, store_ent_hook_fn fn, void *arg) {
@@ -113,17 +126,25 @@ bool store_redis_up(const store_t *s) {
 }
 
 void store_get_stats(const store_t *s, store_stats_t *out) {
-    store_link_stats_t ls;
+    store_link_stats_t ls, lb;
     store__link_stats(s->link, &ls);
+    store__link_stats(s->bulk, &lb);
     memset(out, 0, sizeof *out);
+    /* Both connections together; connects and disconnects are the main one's
+     * (the bulk one follows it). */
     out->redis_connects = ls.connects;
     out->redis_disconnects = ls.disconnects;
-    out->redis_timeouts = ls.timeouts;
-    out->redis_commands = ls.commands;
-    out->redis_failed = ls.failed;
-    out->redis_errors = ls.errors;
+    out->redis_timeouts = ls.timeouts + lb.timeouts;
+    out->redis_commands = ls.commands + lb.commands;
+    out->redis_failed = ls.failed + lb.failed;
+    out->redis_errors = ls.errors + lb.errors;
     out->redis_rtt = ls.rtt;
-    out->redis_inflight = store__link_inflight(s->link);
+    for (unsigned b = 0; b < HISTO_NB; b++) {
+        out->redis_rtt.n[b] += lb.rtt.n[b];
+    }
+    out->redis_rtt.count += lb.rtt.count;
+    out->redis_rtt.sum += lb.rtt.sum;
+    out->redis_inflight = store__link_inflight(s->link) + store__link_inflight(s->bulk);
     out->reloads = s->reloads;
     out->load_ms = s->load_ms;
 }
@@ -134,6 +155,7 @@ void store_get_stats(const store_t *s, store_stats_t *out) {
 
 typedef struct eval_call {
     store_t *s;
+    int bulk;
     int script;
     int argc;
     char **argv;
@@ -160,7 +182,8 @@ static int eval_send(eval_call_t *e) {
     }
     /* hiredis formats the command into its buffer at once, so the temporary
      * pointer array can go right after. */
-    int rc = store__link_command(e->s->link, eval_on_reply, e, e->argc, cargv, e->lens);
+    int rc = store__link_command(e->bulk ? store__bulk_link(e->s) : e->s->link, eval_on_reply, e,
+                                 e->argc, cargv, e->lens);
     free(cargv);
     return rc;
 }
@@ -185,10 +208,28 @@ static void eval_on_reply(void *arg, redisReply *r) {
     eval_call_free(e);
 }
 
+store_link_t *store__bulk_link(const store_t *s) {
+    return s->bulk && store__link_up(s->bulk) ? s->bulk : s->link;
+}
+
+static int store_eval_on(store_t *s, int bulk, int script, int nargs, const char **args,
+                         const size_t *lens, store_link_reply_cb cb, void *arg);
+
 int store__eval(store_t *s, int script, int nargs, const char **args, const size_t *lens,
                 store_link_reply_cb cb, void *arg) {
+    return store_eval_on(s, 0, script, nargs, args, lens, cb, arg);
+}
+
+int store__eval_bulk(store_t *s, int script, int nargs, const char **args, const size_t *lens,
+                     store_link_reply_cb cb, void *arg) {
+    return store_eval_on(s, 1, script, nargs, args, lens, cb, arg);
+}
+
+static int store_eval_on(store_t *s, int bulk, int script, int nargs, const char **args,
+                         const size_t *lens, store_link_reply_cb cb, void *arg) {
     eval_call_t *e = xcalloc(1, sizeof *e);
     e->s = s;
+    e->bulk = bulk;
     e->script = script;
     e->argc = nargs + 3;
     e->argv = xcalloc((size_t)e->argc, sizeof *e->argv);
@@ -364,10 +405,11 @@ int store_ent_put(store_t *s, const store_ent_in_t *in, store_ent_cb cb, void *a
         snprintf(retag, sizeof retag, "%ld", (long)in->retag_on);
     }
     const char *wh = in->webhook ? in->webhook : "";
-    const char *args[8] = {in->uscc, modes[in->mode], ver, in->doc, rec, now, retag, wh};
-    size_t lens[8] = {18, strlen(modes[in->mode]), strlen(ver), in->doc_len, reclen, strlen(now),
-                      strlen(retag), strlen(wh)};
-    rc = store__eval(s, STORE_SCRIPT_ENT_PUT, 8, args, lens, ent_on_reply, op);
+    const char *args[9] = {in->uscc, modes[in->mode], ver,        in->doc, rec,
+                           now,      retag,           wh,         in->card ? in->card : ""};
+    size_t lens[9] = {18,          strlen(modes[in->mode]), strlen(ver), in->doc_len, reclen,
+                      strlen(now), strlen(retag),           strlen(wh),  in->card ? in->card_len : 0};
+    rc = store__eval(s, STORE_SCRIPT_ENT_PUT, 9, args, lens, ent_on_reply, op);
     free(rec);
     if (rc) {
         free(op);
@@ -392,6 +434,70 @@ int store_ent_del(store_t *s, const char *uscc, store_ent_cb cb, void *arg) {
     if (rc) {
         free(op);
     }
+    return rc;
+}
+
+typedef struct cards_op {
+    store_hash_cb cb;
+    void *arg;
+} cards_op_t;
+
+static void cards_on_reply(void *arg, redisReply *r) {
+    cards_op_t *op = arg;
+    if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
+        op->cb(op->arg, r == NULL ? -EIO : -EPROTO, NULL, 0);
+    } else {
+        store_kv_t *kv = xcalloc(r->elements / 2 + 1, sizeof *kv);
+        size_t n = store__kv_from_reply(r, kv, r->elements / 2 + 1);
+        op->cb(op->arg, n * 2 == r->elements ? 0 : -EPROTO, kv, n);
+        free(kv);
+    }
+    free(op);
+}
+
+int store_ent_cards(store_t *s, const char *const *usccs, size_t n, store_hash_cb cb, void *arg) {
+    int usable = store__usable(s);
+    if (usable) {
+        return usable;
+    }
+    if (n == 0 || n > 100000) {
+        return -EINVAL;
+    }
+    /* Read-only: the card, else the document, of each code in ARGV. */
+    static const char script[] =
+        "local out = {}\n"
+        "for i = 1, #ARGV do\n"
+        "  local k = 'hq:ent:' .. ARGV[i]\n"
+        "  local c = redis.call('HGET', k, 'card')\n"
+        "  if c then out[#out + 1] = 'c'; out[#out + 1] = c\n"
+        "  else\n"
+        "    local d = redis.call('HGET', k, 'doc')\n"
+        "    if d then out[#out + 1] = 'd'; out[#out + 1] = d\n"
+        "    else out[#out + 1] = ''; out[#out + 1] = '' end\n"
+        "  end\n"
+        "end\n"
+        "return out\n";
+    const char **argv = xcalloc(n + 3, sizeof *argv);
+    size_t *lens = xcalloc(n + 3, sizeof *lens);
+    argv[0] = "EVAL";
+    argv[1] = script;
+    argv[2] = "0";
+    lens[0] = 4;
+    lens[1] = sizeof script - 1;
+    lens[2] = 1;
+    for (size_t i = 0; i < n; i++) {
+        argv[3 + i] = usccs[i];
+        lens[3 + i] = 18;
+    }
+    cards_op_t *op = xcalloc(1, sizeof *op);
+    op->cb = cb;
+    op->arg = arg;
+    int rc = store__link_command(store__bulk_link(s), cards_on_reply, op, (int)(n + 3), argv, lens);
+    if (rc) {
+        free(op);
+    }
+    free(argv);
+    free(lens);
     return rc;
 }
 
