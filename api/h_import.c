@@ -4,6 +4,7 @@
  * stays flat however large the file. A bad line is reported with its number and
  * reason and never stops its neighbours. */
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,7 +96,12 @@ static void import_finish(import_t *im) {
         json_object_set_new(r, "errors_truncated", json_boolean(im->nerrors > IMPORT_MAX_ERRORS));
         api_reply_json(req, 200, r, NULL);
     }
+    int big = im->lines > 10000;
     import_free(im);
+    if (big) {
+        /* A large import leaves freed buffers in the heap: give them back. */
+        malloc_trim(0);
+    }
 }
 
 static void import_pump(import_t *im);

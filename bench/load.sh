@@ -108,6 +108,15 @@ kv load_enterprises "$N"
 kv load_policies "$NP"
 kv huiqid_rss_kb_loaded "$(awk '/VmRSS/ {print $2}' /proc/$HPID/status)"
 
+# Between phases: the server drains what the last one left and Redis finishes any
+# AOF rewrite, so one phase's backlog is not measured in the next.
+settle() {
+    sleep 3
+    for _ in $(seq 100); do
+        redis-cli -p "$RP" info persistence | grep -q 'aof_rewrite_in_progress:0' && break
+        sleep 0.2
+    done
+}
 loadgen() { "$BUILD/bench/loadgen" --port "$HPORT" --usccs "$TMP/usccs.txt" --policies "$NP" "$@"; }
 field() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); v=d
 for k in sys.argv[2].split("."): v=v[k]
@@ -125,6 +134,7 @@ kv wrk_p99 "$(awk '$1 == "99%" {print $2}' "$TMP/wrk.txt")"
 kv wrk_non2xx "$(awk '/^wrk_non2xx/ {print $2}' "$TMP/wrk.txt")"
 
 if [ "$STEPS" = 1 ]; then
+    settle
     R80=$((WRK_RPS * 80 / 100))
     say "loadgen: open loop at $R80 req/s (80% of wrk's maximum), ${DURATION}s"
     J=$(loadgen --rate "$R80" --duration "$DURATION" --conns "$CONNS" --mix mixed)
@@ -136,12 +146,14 @@ if [ "$STEPS" = 1 ]; then
     kv open80_p999_ms "$(field "$J" latency_ms.p999)"
     kv open80_errors "$(field "$J" errors)"
 
+    settle
     R50=$((WRK_RPS * 50 / 100))
     say "loadgen: $R50 req/s without, then with $SLOW slow connections"
     J=$(loadgen --rate "$R50" --duration "$DURATION" --conns 64 --mix mixed)
     echo "$J" >&2
     kv slow_base_rate "$R50"
     kv slow_base_p99_ms "$(field "$J" latency_ms.p99)"
+    settle
     J=$(loadgen --rate "$R50" --duration "$DURATION" --conns 64 --mix mixed --slow-conns "$SLOW")
     echo "$J" >&2
     kv slow_conns "$SLOW"
@@ -150,6 +162,7 @@ if [ "$STEPS" = 1 ]; then
 fi
 
 if [ "$SOAK" = 1 ]; then
+    settle
     RS=$((WRK_RPS * 50 / 100))
     say "soak: $RS req/s for ${SOAK_SECONDS}s, RSS every 10 s"
     loadgen --rate "$RS" --duration "$SOAK_SECONDS" --conns 64 --mix mixed >"$TMP/soak.json" &
