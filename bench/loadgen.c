@@ -103,6 +103,7 @@ struct lg {
     const char *key;
     double rate;
     double duration;
+    uint64_t tick_ns; /* wake at most this often; requests due meanwhile go out together */
     unsigned nconns, nslow;
     int mix;
     char **usccs;
@@ -400,6 +401,14 @@ static void lg_on_tick(uv_poll_t *t, int status, int events) {
         uint64_t due = g->start_ns + (uint64_t)((double)g->issued / g->rate * 1e9);
         next = due < next ? due : next;
     }
+    /* Waking for every request costs the generator a context switch each (at
+     * 17k/s that was 40% of a core, taken from the server under test on a 2-core
+     * machine). Requests due before the next tick wait for it; their latency still
+     * counts from when they were due, so batching can only make the figures
+     * worse, never better. */
+    if (next < now + g->tick_ns) {
+        next = now + g->tick_ns < g->end_ns ? now + g->tick_ns : g->end_ns;
+    }
     lg_arm(g, next);
 }
 
@@ -514,7 +523,7 @@ static void lg_usage(void) {
     fprintf(stderr,
             "usage: loadgen [--host 127.0.0.1] --port P [--key KEY] [--rate R|0] [--duration S]\n"
             "               [--conns N] [--mix read|mixed|write] [--usccs FILE]\n"
-            "               [--policies N] [--slow-conns N]\n");
+            "               [--policies N] [--slow-conns N] [--tick-us US (500)]\n");
 }
 
 int main(int argc, char **argv) {
@@ -524,6 +533,7 @@ int main(int argc, char **argv) {
     const char *usccs = NULL;
     g.rate = 1000;
     g.duration = 10;
+    g.tick_ns = 500000;
     g.nconns = 64;
     g.mix = MIX_MIXED;
     g.npolicies = 12;
@@ -532,7 +542,7 @@ int main(int argc, char **argv) {
         {"host", 1, 0, 'h'},     {"port", 1, 0, 'p'},       {"key", 1, 0, 'k'},
         {"rate", 1, 0, 'r'},     {"duration", 1, 0, 'd'},   {"conns", 1, 0, 'c'},
         {"mix", 1, 0, 'm'},      {"usccs", 1, 0, 'u'},      {"policies", 1, 0, 'P'},
-        {"slow-conns", 1, 0, 's'}, {0, 0, 0, 0}};
+        {"slow-conns", 1, 0, 's'}, {"tick-us", 1, 0, 't'},  {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -550,6 +560,9 @@ int main(int argc, char **argv) {
             break;
         case 'd':
             g.duration = atof(optarg);
+            break;
+        case 't':
+            g.tick_ns = (uint64_t)atoi(optarg) * 1000u;
             break;
         case 'c':
             g.nconns = (unsigned)atoi(optarg);

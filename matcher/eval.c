@@ -19,6 +19,7 @@
 #include "matcher/internal.h"
 
 struct matcher_scratch {
+    const eval_kern_t *kx; /* the word loops for this CPU */
     uint64_t acc[CONT_WORDS];
     uint64_t tmp[CONT_WORDS];
     uint64_t uni[CONT_WORDS];
@@ -28,8 +29,14 @@ struct matcher_scratch {
     uint16_t cand[CONT_SPAN];
 };
 
+matcher_scratch_t *matcher__scratch_new_isa(int isa) {
+    matcher_scratch_t *s = xcalloc(1, sizeof(matcher_scratch_t));
+    s->kx = matcher__kernels(isa);
+    return s;
+}
+
 matcher_scratch_t *matcher_scratch_new(void) {
-    return xcalloc(1, sizeof(matcher_scratch_t));
+    return matcher__scratch_new_isa(-1);
 }
 
 void matcher_scratch_free(matcher_scratch_t *s) {
@@ -44,6 +51,7 @@ enum { SINK_COUNT, SINK_GROUPS, SINK_LIST };
 
 typedef struct sink {
     int mode;
+    const eval_kern_t *kx;
     uint64_t count;
     uint64_t *groups; /* SINK_GROUPS: ngroups + 1 counters */
     uint32_t *out;    /* SINK_LIST */
@@ -51,6 +59,132 @@ typedef struct sink {
     uint32_t next; /* SINK_LIST: first ordinal not emitted when full */
     int full;
 } sink_t;
+
+/* ---------------------------------------------------------------------------
+ * Whole-block word loops (dense path)
+ *
+ * Plain C loops that the compiler vectorises. The build targets baseline x86-64
+ * (SSE4.2 and POPCNT: two words an instruction, popcount one word at a time); on
+ * x86-64 the same loops are also compiled for AVX2 and for AVX-512 with VPOPCNTDQ
+ * (eight words an instruction, popcount included), and each scratch takes the best
+ * set the CPU has. Elsewhere the plain loops are all there is.
+ * ------------------------------------------------------------------------- */
+
+/* The kernels, once per instruction set. */
+#define EVAL_KERNELS(SFX, ATTR)                                                                \
+    ATTR static uint64_t popcount_##SFX(const uint64_t *restrict a, unsigned from_w) {         \
+        uint64_t n = 0;                                                                        \
+        for (unsigned i = from_w; i < CONT_WORDS; i++) {                                       \
+            n += (uint64_t)__builtin_popcountll(a[i]);                                         \
+        }                                                                                      \
+        return n;                                                                              \
+    }                                                                                          \
+    ATTR static uint64_t and_popcount_##SFX(const uint64_t *restrict a,                       \
+                                            const uint64_t *restrict b) {                      \
+        uint64_t n = 0;                                                                        \
+        for (unsigned i = 0; i < CONT_WORDS; i++) {                                            \
+            n += (uint64_t)__builtin_popcountll(a[i] & b[i]);                                  \
+        }                                                                                      \
+        return n;                                                                              \
+    }                                                                                          \
+    ATTR static void and_##SFX(uint64_t *restrict a, const uint64_t *restrict b) {            \
+        for (unsigned i = 0; i < CONT_WORDS; i++) {                                            \
+            a[i] &= b[i];                                                                      \
+        }                                                                                      \
+    }                                                                                          \
+    ATTR static void andnot_##SFX(uint64_t *restrict a, const uint64_t *restrict b) {         \
+        for (unsigned i = 0; i < CONT_WORDS; i++) {                                            \
+            a[i] &= ~b[i];                                                                     \
+        }                                                                                      \
+    }                                                                                          \
+    ATTR static void or_##SFX(uint64_t *restrict a, const uint64_t *restrict b) {             \
+        for (unsigned i = 0; i < CONT_WORDS; i++) {                                            \
+            a[i] |= b[i];                                                                      \
+        }                                                                                      \
+    }                                                                                          \
+    static const eval_kern_t kern_##SFX = {popcount_##SFX, and_popcount_##SFX, and_##SFX,      \
+                                           andnot_##SFX, or_##SFX};
+
+EVAL_KERNELS(base, )
+#if EVAL_X86
+#if defined(__clang__)
+#define EVAL_AVX512 __attribute__((target("avx512f,avx512vpopcntdq")))
+#else
+#define EVAL_AVX512 __attribute__((target("avx512f,avx512vpopcntdq,prefer-vector-width=512")))
+#endif
+EVAL_KERNELS(avx2, __attribute__((target("avx2"))))
+EVAL_KERNELS(avx512, EVAL_AVX512)
+#endif
+
+const eval_kern_t *matcher__kernels(int isa) {
+#if EVAL_X86
+    __builtin_cpu_init();
+    int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
+    int avx2 = __builtin_cpu_supports("avx2");
+    if ((isa < 0 || isa >= MATCHER_ISA_AVX512) && avx512) {
+        return &kern_avx512;
+    }
+    if ((isa < 0 || isa >= MATCHER_ISA_AVX2) && avx2) {
+        return &kern_avx2;
+    }
+#else
+    (void)isa;
+#endif
+    return &kern_base;
+}
+
+/* acc &= members of c, for any container kind. */
+static void block_and_cont(const eval_kern_t *kx, uint64_t *acc, const cont_t *c,
+                           uint64_t *tmp) {
+    if (c->kind == CONT_BITMAP) {
+        kx->and_(acc, c->p);
+        return;
+    }
+    memset(tmp, 0, CONT_WORDS * sizeof *tmp);
+    const uint16_t *a = c->p;
+    for (uint32_t i = 0; i < c->card; i++) {
+        tmp[a[i] >> 6] |= acc[a[i] >> 6] & (UINT64_C(1) << (a[i] & 63));
+    }
+    memcpy(acc, tmp, CONT_WORDS * sizeof *acc);
+}
+
+static void block_andnot_cont(const eval_kern_t *kx, uint64_t *acc, const cont_t *c) {
+    if (c->kind == CONT_BITMAP) {
+        kx->andnot(acc, c->p);
+        return;
+    }
+    const uint16_t *a = c->p;
+    for (uint32_t i = 0; i < c->card; i++) {
+        acc[a[i] >> 6] &= ~(UINT64_C(1) << (a[i] & 63));
+    }
+}
+
+static void block_or_cont(const eval_kern_t *kx, uint64_t *acc, const cont_t *c) {
+    if (c->kind == CONT_BITMAP) {
+        kx->or_(acc, c->p);
+        return;
+    }
+    const uint16_t *a = c->p;
+    for (uint32_t i = 0; i < c->card; i++) {
+        acc[a[i] >> 6] |= UINT64_C(1) << (a[i] & 63);
+    }
+}
+
+static void block_clear_cont(uint64_t *acc, const cont_t *c) {
+    const uint16_t *a = c->p;
+    for (uint32_t i = 0; i < c->card; i++) {
+        acc[a[i] >> 6] = 0;
+    }
+}
+
+static void acc_load(const eval_kern_t *kx, uint64_t *acc, const cont_t *c) {
+    if (c->kind == CONT_BITMAP) {
+        memcpy(acc, c->p, CONT_WORDS * sizeof *acc);
+        return;
+    }
+    memset(acc, 0, CONT_WORDS * sizeof *acc);
+    block_or_cont(kx, acc, c);
+}
 
 /* ---------------------------------------------------------------------------
  * Sinks
@@ -94,18 +228,11 @@ static void sink_list_word(sink_t *k, uint32_t base, uint64_t m) {
 static void sink_block(sink_t *k, const matcher_t *m, const matcher_blk_t *b, uint32_t bi,
                        const uint64_t *acc, unsigned from_w) {
     if (k->mode == SINK_COUNT) {
-        uint64_t n = 0;
-        for (unsigned i = from_w; i < CONT_WORDS; i++) {
-            n += (uint64_t)__builtin_popcountll(acc[i]);
-        }
-        k->count += n;
+        k->count += k->kx->popcount(acc, from_w);
         return;
     }
     if (k->mode == SINK_GROUPS) {
-        uint64_t total = 0;
-        for (unsigned i = 0; i < CONT_WORDS; i++) {
-            total += (uint64_t)__builtin_popcountll(acc[i]);
-        }
+        uint64_t total = k->kx->popcount(acc, 0);
         k->count += total;
         if (total == 0) {
             return;
@@ -121,10 +248,7 @@ static void sink_block(sink_t *k, const matcher_t *m, const matcher_blk_t *b, ui
                 const cont_t *c = &b->cols[m->group_tags[g]];
                 uint64_t n = 0;
                 if (c->kind == CONT_BITMAP) {
-                    const uint64_t *gb = c->p;
-                    for (unsigned i = 0; i < CONT_WORDS; i++) {
-                        n += (uint64_t)__builtin_popcountll(acc[i] & gb[i]);
-                    }
+                    n = k->kx->and_popcount(acc, c->p);
                 } else {
                     const uint16_t *a = c->p;
                     for (uint32_t i = 0; i < c->card; i++) {
@@ -180,80 +304,6 @@ static void sink_cands(sink_t *k, const matcher_blk_t *b, uint32_t bi, const uin
         k->full = 1;
         k->next = base | c[take];
     }
-}
-
-/* ---------------------------------------------------------------------------
- * Whole-block word loops (dense path)
- * ------------------------------------------------------------------------- */
-
-static void block_and_bitmap(uint64_t *restrict acc, const uint64_t *restrict b) {
-    for (unsigned i = 0; i < CONT_WORDS; i++) {
-        acc[i] &= b[i];
-    }
-}
-
-static void block_andnot_bitmap(uint64_t *restrict acc, const uint64_t *restrict b) {
-    for (unsigned i = 0; i < CONT_WORDS; i++) {
-        acc[i] &= ~b[i];
-    }
-}
-
-static void block_or_bitmap(uint64_t *restrict acc, const uint64_t *restrict b) {
-    for (unsigned i = 0; i < CONT_WORDS; i++) {
-        acc[i] |= b[i];
-    }
-}
-
-/* acc &= members of c, for any container kind. */
-static void block_and_cont(uint64_t *acc, const cont_t *c, uint64_t *tmp) {
-    if (c->kind == CONT_BITMAP) {
-        block_and_bitmap(acc, c->p);
-        return;
-    }
-    memset(tmp, 0, CONT_WORDS * sizeof *tmp);
-    const uint16_t *a = c->p;
-    for (uint32_t i = 0; i < c->card; i++) {
-        tmp[a[i] >> 6] |= acc[a[i] >> 6] & (UINT64_C(1) << (a[i] & 63));
-    }
-    memcpy(acc, tmp, CONT_WORDS * sizeof *acc);
-}
-
-static void block_andnot_cont(uint64_t *acc, const cont_t *c) {
-    if (c->kind == CONT_BITMAP) {
-        block_andnot_bitmap(acc, c->p);
-        return;
-    }
-    const uint16_t *a = c->p;
-    for (uint32_t i = 0; i < c->card; i++) {
-        acc[a[i] >> 6] &= ~(UINT64_C(1) << (a[i] & 63));
-    }
-}
-
-static void block_or_cont(uint64_t *acc, const cont_t *c) {
-    if (c->kind == CONT_BITMAP) {
-        block_or_bitmap(acc, c->p);
-        return;
-    }
-    const uint16_t *a = c->p;
-    for (uint32_t i = 0; i < c->card; i++) {
-        acc[a[i] >> 6] |= UINT64_C(1) << (a[i] & 63);
-    }
-}
-
-static void block_clear_cont(uint64_t *acc, const cont_t *c) {
-    const uint16_t *a = c->p;
-    for (uint32_t i = 0; i < c->card; i++) {
-        acc[a[i] >> 6] = 0;
-    }
-}
-
-static void acc_load(uint64_t *acc, const cont_t *c) {
-    if (c->kind == CONT_BITMAP) {
-        memcpy(acc, c->p, CONT_WORDS * sizeof *acc);
-        return;
-    }
-    memset(acc, 0, CONT_WORDS * sizeof *acc);
-    block_or_cont(acc, c);
 }
 
 /* ---------------------------------------------------------------------------
@@ -455,7 +505,7 @@ static uint64_t filter_spread_cost(const filter_t *f) {
 
 static void filter_spread(filter_t *f) {
     for (unsigned j = 0; j < f->nspread; j++) {
-        block_or_cont(f->scratch, f->spread[j]);
+        block_or_cont(&kern_base, f->scratch, f->spread[j]);
     }
 }
 
@@ -465,13 +515,24 @@ static void filter_unspread(filter_t *f) {
     }
 }
 
+/* Only the counters and the scalars: clearing the pointer slots too cost more than
+ * the filtering itself on small blocks. */
+static filter_t *filter_init(filter_t *x, int kind) {
+    x->kind = kind;
+    x->keep = 0;
+    x->nbm = 0;
+    x->nspread = 0;
+    x->scratch = NULL;
+    return x;
+}
+
 /* Builds the filters for the conditions left after the driver, sorted so the one
  * expected to keep the fewest candidates runs first. 'skip_all' is the index of the
  * 'all' column used as driver (or -1); 'any_done' when the driver is the 'any'
  * union. Array-backed 'all' columns beyond one scratch slot are tested through a
  * bitmap built on the fly in 'tmp'. */
-static unsigned filters_build(filter_t *f, const plan_t *p, int skip_all, int any_done,
-                              matcher_scratch_t *s) {
+static unsigned filters_build(filter_t *f, uint8_t *order, const plan_t *p, int skip_all,
+                              int any_done, matcher_scratch_t *s) {
     unsigned nf = 0;
     const double span = (double)CONT_SPAN;
     int all_scratch_used = 0;
@@ -479,9 +540,7 @@ static unsigned filters_build(filter_t *f, const plan_t *p, int skip_all, int an
         if ((int)i == skip_all) {
             continue;
         }
-        filter_t *x = &f[nf++];
-        memset(x, 0, sizeof *x);
-        x->kind = F_ALL;
+        filter_t *x = filter_init(&f[nf++], F_ALL);
         x->keep = p->all[i]->card / span;
         if (p->all[i]->kind == CONT_BITMAP) {
             x->bm[x->nbm++] = p->all[i]->p;
@@ -491,9 +550,7 @@ static unsigned filters_build(filter_t *f, const plan_t *p, int skip_all, int an
         }
     }
     if (p->nany && !any_done) {
-        filter_t *x = &f[nf++];
-        memset(x, 0, sizeof *x);
-        x->kind = F_ANY;
+        filter_t *x = filter_init(&f[nf++], F_ANY);
         x->keep = p->any_card / span > 1 ? 1 : p->any_card / span;
         x->scratch = s->bm_any;
         for (unsigned i = 0; i < p->nany; i++) {
@@ -505,9 +562,7 @@ static unsigned filters_build(filter_t *f, const plan_t *p, int skip_all, int an
         }
     }
     if (p->nnone) {
-        filter_t *x = &f[nf++];
-        memset(x, 0, sizeof *x);
-        x->kind = F_NONE;
+        filter_t *x = filter_init(&f[nf++], F_NONE);
         double out = 0;
         x->scratch = s->bm_none;
         for (unsigned i = 0; i < p->nnone; i++) {
@@ -520,23 +575,23 @@ static unsigned filters_build(filter_t *f, const plan_t *p, int skip_all, int an
         }
         x->keep = out > 1 ? 0 : 1 - out;
     }
-    for (unsigned i = 1; i < nf; i++) {
-        filter_t t = f[i];
+    /* Sort an index, not the filters: a filter is a kilobyte of pointer slots. */
+    for (unsigned i = 0; i < nf; i++) {
         unsigned j = i;
-        while (j > 0 && f[j - 1].keep > t.keep) {
-            f[j] = f[j - 1];
+        while (j > 0 && f[order[j - 1]].keep > f[i].keep) {
+            order[j] = order[j - 1];
             j--;
         }
-        f[j] = t;
+        order[j] = (uint8_t)i;
     }
     return nf;
 }
 
 /* Filters candidates 'c[0..n)' through every filter; returns the survivors. */
-static size_t filters_apply(filter_t *f, unsigned nf, uint16_t *c, size_t n,
-                            matcher_scratch_t *s) {
+static size_t filters_apply(filter_t *f, const uint8_t *order, unsigned nf, uint16_t *c,
+                            size_t n, matcher_scratch_t *s) {
     for (unsigned i = 0; i < nf && n; i++) {
-        filter_t *x = &f[i];
+        filter_t *x = &f[order[i]];
         /* Spreading costs about two steps per array member, searching about
          * sixteen per candidate and array. */
         if (x->nspread && 16 * n * x->nspread < filter_spread_cost(x)) {
@@ -559,28 +614,72 @@ static size_t filters_apply(filter_t *f, unsigned nf, uint16_t *c, size_t n,
  * Dense path
  * ------------------------------------------------------------------------- */
 
-/* Dense evaluation into s->acc, which holds the driver on entry. */
+/* What a count leaves out of the accumulator: one bitmap to AND (fused with the
+ * popcount) and one 'none' array to subtract, each a whole pass saved. */
+typedef struct defer {
+    int on;
+    const uint64_t *f;       /* AND this bitmap while counting, or NULL */
+    const cont_t *none_last; /* subtract the members of this array, or NULL */
+} defer_t;
+
+/* Dense evaluation into s->acc, which holds the driver on entry. With 'd' on, one
+ * bitmap operand and the last 'none' array may be left for dense_count. */
 static void dense_block(const plan_t *p, const rule_t *r, int drv_all, int any_done,
-                        matcher_scratch_t *s) {
+                        matcher_scratch_t *s, defer_t *d) {
     for (unsigned i = 0; i < p->nall; i++) {
-        if ((int)i != drv_all) {
-            block_and_cont(s->acc, p->all[i], s->tmp);
+        if ((int)i == drv_all) {
+            continue;
         }
+        if (d->on && d->f == NULL && p->all[i]->kind == CONT_BITMAP) {
+            d->f = p->all[i]->p;
+            continue;
+        }
+        block_and_cont(s->kx, s->acc, p->all[i], s->tmp);
     }
     if (r->nany && !any_done) {
         if (p->nany == 1) {
-            block_and_cont(s->acc, p->any[0], s->tmp);
+            if (d->on && d->f == NULL && p->any[0]->kind == CONT_BITMAP) {
+                d->f = p->any[0]->p;
+            } else {
+                block_and_cont(s->kx, s->acc, p->any[0], s->tmp);
+            }
         } else {
             memset(s->uni, 0, sizeof s->uni);
             for (unsigned i = 0; i < p->nany; i++) {
-                block_or_cont(s->uni, p->any[i]);
+                block_or_cont(s->kx, s->uni, p->any[i]);
             }
-            block_and_bitmap(s->acc, s->uni);
+            if (d->on && d->f == NULL) {
+                d->f = s->uni;
+            } else {
+                s->kx->and_(s->acc, s->uni);
+            }
         }
     }
     for (unsigned i = 0; i < p->nnone; i++) {
-        block_andnot_cont(s->acc, p->none[i]);
+        if (d->on && i + 1 == p->nnone && p->none[i]->kind != CONT_BITMAP) {
+            d->none_last = p->none[i];
+            continue;
+        }
+        block_andnot_cont(s->kx, s->acc, p->none[i]);
     }
+}
+
+/* The matches of a block evaluated with 'd' on: popcount(acc & f), less the
+ * members of the deferred 'none' array that would have survived. */
+static uint64_t dense_count(const matcher_scratch_t *s, const defer_t *d) {
+    const uint64_t *acc = s->acc;
+    uint64_t n = d->f ? s->kx->and_popcount(acc, d->f) : s->kx->popcount(acc, 0);
+    if (d->none_last) {
+        const uint16_t *a = d->none_last->p;
+        for (uint32_t i = 0; i < d->none_last->card; i++) {
+            uint64_t bit = acc[a[i] >> 6] >> (a[i] & 63);
+            if (d->f) {
+                bit &= d->f[a[i] >> 6] >> (a[i] & 63);
+            }
+            n -= bit & 1;
+        }
+    }
+    return n;
 }
 
 /* Cost model, in rough cycles: a sparse filter pass costs about 2 per candidate, a
@@ -602,12 +701,22 @@ static void eval_block(const matcher_t *m, const rule_t *r, matcher_scratch_t *s
     if (!plan_block(&p, r, b)) {
         return;
     }
+    if (k->mode == SINK_COUNT && p.nall == 1 && r->nany == 0 && p.nnone == 0) {
+        /* One tag and nothing else: its column already knows. */
+        k->count += p.all[0]->card;
+        return;
+    }
     unsigned from_w = from_off >> 6;
     uint64_t from_mask = ~UINT64_C(0) << (from_off & 63);
     if (p.nall == 0 && r->nany == 0) {
         /* No positive condition: everyone alive, minus the 'none' tags. */
         memcpy(s->acc, b->live, sizeof s->acc);
-        dense_block(&p, r, -1, 1, s);
+        defer_t d = {.on = k->mode == SINK_COUNT};
+        dense_block(&p, r, -1, 1, s, &d);
+        if (d.on) {
+            k->count += dense_count(s, &d);
+            return;
+        }
         if (from_off) {
             memset(s->acc, 0, from_w * sizeof *s->acc);
             s->acc[from_w] &= from_mask;
@@ -621,12 +730,17 @@ static void eval_block(const matcher_t *m, const rule_t *r, matcher_scratch_t *s
         if (any_driven) {
             memset(s->acc, 0, sizeof s->acc);
             for (unsigned i = 0; i < p.nany; i++) {
-                block_or_cont(s->acc, p.any[i]);
+                block_or_cont(s->kx, s->acc, p.any[i]);
             }
         } else {
-            acc_load(s->acc, p.all[0]);
+            acc_load(s->kx, s->acc, p.all[0]);
         }
-        dense_block(&p, r, any_driven ? -1 : 0, any_driven, s);
+        defer_t d = {.on = k->mode == SINK_COUNT};
+        dense_block(&p, r, any_driven ? -1 : 0, any_driven, s, &d);
+        if (d.on) {
+            k->count += dense_count(s, &d);
+            return;
+        }
         if (from_off) {
             memset(s->acc, 0, from_w * sizeof *s->acc);
             s->acc[from_w] &= from_mask;
@@ -642,7 +756,7 @@ static void eval_block(const matcher_t *m, const rule_t *r, matcher_scratch_t *s
     } else {
         memset(s->uni, 0, sizeof s->uni);
         for (unsigned i = 0; i < p.nany; i++) {
-            block_or_cont(s->uni, p.any[i]);
+            block_or_cont(s->kx, s->uni, p.any[i]);
         }
         n = cands_from_bitmap(s->uni, s->cand);
     }
@@ -655,8 +769,9 @@ static void eval_block(const matcher_t *m, const rule_t *r, matcher_scratch_t *s
         n -= lo;
     }
     filter_t f[RULE_MAX_PART + 2];
-    unsigned nf = filters_build(f, &p, any_driven ? -1 : 0, any_driven, s);
-    n = filters_apply(f, nf, s->cand, n, s);
+    uint8_t order[RULE_MAX_PART + 2];
+    unsigned nf = filters_build(f, order, &p, any_driven ? -1 : 0, any_driven, s);
+    n = filters_apply(f, order, nf, s->cand, n, s);
     sink_cands(k, b, bi, s->cand, n);
 }
 
@@ -670,7 +785,7 @@ static void eval_rule(const matcher_t *m, const rule_t *r, matcher_scratch_t *s,
 }
 
 uint64_t matcher_count(const matcher_t *m, const rule_t *r, matcher_scratch_t *s) {
-    sink_t k = {.mode = SINK_COUNT};
+    sink_t k = {.mode = SINK_COUNT, .kx = s->kx};
     eval_rule(m, r, s, &k, 0);
     return k.count;
 }
@@ -678,14 +793,14 @@ uint64_t matcher_count(const matcher_t *m, const rule_t *r, matcher_scratch_t *s
 uint64_t matcher_count_groups(const matcher_t *m, const rule_t *r, matcher_scratch_t *s,
                               uint64_t *groups) {
     memset(groups, 0, (m->ngroups + 1) * sizeof *groups);
-    sink_t k = {.mode = SINK_GROUPS, .groups = groups};
+    sink_t k = {.mode = SINK_GROUPS, .kx = s->kx, .groups = groups};
     eval_rule(m, r, s, &k, 0);
     return k.count;
 }
 
 size_t matcher_list(const matcher_t *m, const rule_t *r, matcher_scratch_t *s, uint32_t from,
                     uint32_t *out, size_t max, uint32_t *next) {
-    sink_t k = {.mode = SINK_LIST, .out = out, .max = max, .next = MATCHER_NONE};
+    sink_t k = {.mode = SINK_LIST, .kx = s->kx, .out = out, .max = max, .next = MATCHER_NONE};
     if (from < m->span) {
         eval_rule(m, r, s, &k, from);
     }

@@ -36,4 +36,29 @@ struct matcher {
     uint32_t nkeys;
 };
 
+/* The whole-block word loops (1,024 words each), compiled for several instruction
+ * sets; eval.c picks one per scratch from what the CPU has. */
+typedef struct eval_kern {
+    uint64_t (*popcount)(const uint64_t *a, unsigned from_w); /* bits of a[from_w..] */
+    uint64_t (*and_popcount)(const uint64_t *a, const uint64_t *b);
+    void (*and_)(uint64_t *a, const uint64_t *b);
+    void (*andnot)(uint64_t *a, const uint64_t *b);
+    void (*or_)(uint64_t *a, const uint64_t *b);
+} eval_kern_t;
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define EVAL_X86 1
+#else
+#define EVAL_X86 0
+#endif
+
+enum { MATCHER_ISA_BASE = 0, MATCHER_ISA_AVX2 = 1, MATCHER_ISA_AVX512 = 2 };
+
+/* The best kernels the CPU runs, at most 'isa' (-1: no limit). */
+const eval_kern_t *matcher__kernels(int isa);
+
+typedef struct matcher_scratch matcher_scratch_t;
+/* A scratch whose kernels are at most 'isa' (tests compare the variants). */
+matcher_scratch_t *matcher__scratch_new_isa(int isa);
+
 #endif

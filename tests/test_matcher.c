@@ -7,6 +7,7 @@
 
 #include "matcher/bitset.h"
 #include "matcher/cont.h"
+#include "matcher/internal.h"
 #include "matcher/matcher.h"
 #include "matcher/polset.h"
 #include "matcher/rule.h"
@@ -240,6 +241,17 @@ static int ora_run(unsigned ntags, uint32_t n, uint32_t spread, unsigned long lo
         o.live[ord] = 1;
     }
     ASSERT_EQ(matcher_live(m), n);
+    /* The same rules through every set of word loops this CPU has (the baseline,
+     * AVX2, AVX-512): each must agree with the oracle. */
+    for (int isa = MATCHER_ISA_BASE; isa <= MATCHER_ISA_AVX512; isa++) {
+        unsigned long long rs = seed;
+        matcher_scratch_t *si = matcher__scratch_new_isa(isa);
+        int bad = ora_check_rules(&o, m, si, &rs, 60);
+        matcher_scratch_free(si);
+        if (bad) {
+            return 1;
+        }
+    }
     if (ora_check_rules(&o, m, s, &seed, 60)) {
         return 1;
     }
