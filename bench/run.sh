@@ -421,6 +421,57 @@ if pb and pb.get("matched_seconds"):
                      (pb.get("batch_recipients"), bs, pb.get("batch_calls"),
                       pb.get("batch_distinct_ids_at_receiver"), "pass" if bs <= 15 else "**miss**"))
     extra.append("")
+hp99 = num("http_huiqi_package_p99_ms")
+np99 = num("http_nginx_package_p99_ms")
+na99 = num("http_nginx_audience_p99_ms")
+if full and hp99 is not None and np99 is not None:
+    L.append("## Why the HTTP rows miss\n")
+    L.append("- **p99 ≤ 2 ms.** nginx itself, serving the same bytes from a file in the same run, "
+             "has a p99 of %s ms (package) and %s ms (audience): with wrk's two threads, the "
+             "server and the kernel's loopback work on two cores, the tail is set by scheduling, "
+             "not by the server. huiqid serves from one event-loop thread, so a request that "
+             "arrives while it runs waits for the whole batch in hand.\n" % (f(np99, "%.2f"), f(na99, "%.2f")))
+    L.append("- **Audience at %s of nginx.** Each answer evaluates the policy's rule over the whole "
+             "city and counts it per district (`matcher_count_groups`, about 11 µs at the median "
+             "policy in process) before the HTTP work, where nginx sends a cached file. The count "
+             "is not cached between requests on purpose: it is the figure an operator previews "
+             "while editing a rule, and it must follow every registration at once.\n" %
+             ("%.0f%%" % (100 * num("http_huiqi_audience_rps") / num("http_nginx_audience_rps"))
+              if num("http_huiqi_audience_rps") and num("http_nginx_audience_rps") else "—"))
+
+# The 10x city (BENCH_N=11100000): its own run and raw file; growth against this one.
+tx = raw_of("var/bench/last-run-n11100000-p2000.txt")
+if full and tx and tx.get("count_median_ns"):
+    def g(k, scale=1e3):
+        try:
+            return float(tx[k].split()[0]) / scale
+        except (KeyError, ValueError, IndexError):
+            return None
+    L.append("## 10x: 11.1 million enterprises (%s)\n" % tx["_when"])
+    L.append("`BENCH_N=11100000 BENCH_REPORT=docs/benchmarks-10x.md make bench` (the full table is "
+             "in docs/benchmarks-10x.md; the HTTP part is skipped there: Redis would need more "
+             "memory than the machine has). Growth is the 10x run's median over this run's.\n")
+    L.append("| engine | median per policy at 1.11 M | at 11.1 M | growth | target |\n| --- | --- | --- | --- | --- |")
+    for name, k in (("huiqi in process", "count_median_ns"), ("plain dense bitsets", "dense_count_median_ns"),
+                    ("Redis BITOP + BITCOUNT", "redis_count_median_ns"), ("CRoaring", "roaring_count_median_ns"),
+                    ("PostgreSQL GIN", "pg_count_median_ns")):
+        a, b = us(k), g(k)
+        if a is None or b is None:
+            continue
+        tgt = "≤ 150 µs and ≤ 10x growth: %s" % verdict(b <= 150 and b / a <= 10) if k == "count_median_ns" else "—"
+        L.append("| %s | %.1f µs | %.1f µs | %.1fx | %s |" % (name, a, b, b / a, tgt))
+    L.append("")
+    L.append("**Why the 10x figure misses.** At 1.11 M the index is %s MiB and the columns the "
+             "policies share (districts, sizes, industries) stay in the 32 MiB L3 cache; at 11.1 M "
+             "it is %s MiB and every block's containers come from DRAM, so the time per block of "
+             "65,536 enterprises grows about fourfold on top of the tenfold number of blocks. "
+             "Verifying candidates on their profile rows instead of probing the column bitmaps was "
+             "measured and is slower at both sizes (one DRAM line per candidate against lines the "
+             "cache already holds). What would fix it is locality: ordinals assigned so that "
+             "enterprises sharing the common tags sit in the same blocks, so a policy skips whole "
+             "blocks; that changes how ordinals are allocated and persisted and is not done.\n" %
+             (f(num("index_bytes") and num("index_bytes") / 1048576, "%.0f"),
+              f(g("index_bytes", 1048576), "%.0f")))
 if extra:
     L.append("## Load, soak and push\n")
     L.append("Separate runs (`make load`, `make soak`, `make push-bench`), each on a fresh Redis "
