@@ -417,7 +417,7 @@ def test_redis_kill_under_write_load(o):
     restart it on its AOF. Writes meanwhile get 503 (with Retry-After) within the
     command deadline, /readyz returns to 200 within seconds, and every
     acknowledged write survives."""
-    with Env(o, huiqid_args=FAULT_ARGS) as env:
+    with Env(o, huiqid_args=FAULT_ARGS, appendfsync="always") as env:
         w = Writers(env, o, n=4, seed=11, max_ents=40, timeout=10 * o.slow)
         figures = []
         t_start = time.monotonic()
@@ -692,7 +692,7 @@ def test_redis_restart_storm(o):
     writers and a reader run: huiqid stays up, every error answer is a 503 JSON
     error with Retry-After, reads never go back in time, RSS stays flat, and
     afterwards everything works and every acknowledged write is there."""
-    with Env(o, huiqid_args=FAULT_ARGS) as env:
+    with Env(o, huiqid_args=FAULT_ARGS, appendfsync="always") as env:
         pid = env.huiqid_proc.pid
         w = Writers(env, o, n=3, seed=14, max_ents=30, timeout=10 * o.slow)
         reader_problems = []

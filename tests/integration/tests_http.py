@@ -82,6 +82,42 @@ def test_smuggling_shapes(o):
          b"Transfer-Encoding: chunked\r\n\r\nb\r\n" + audience + b"\r\n0\r\n\r\n"),
         ("NUL byte in a header",
          b"GET /healthz HTTP/1.1\r\n" + H + b"X-A: a\x00b\r\n\r\n"),
+        # The rest of shared/reliability.md section 2.3.
+        ("Content-Length '11 11'",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"Content-Length: 11 11\r\n\r\n" +
+         audience + smuggled),
+        ("Content-Length '+11'",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"Content-Length: +11\r\n\r\n" +
+         audience + smuggled),
+        ("Transfer-Encoding chunked, then Transfer-Encoding eee",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"Transfer-Encoding: chunked\r\n"
+         b"Transfer-Encoding: eee\r\n\r\nb\r\n" + audience + b"\r\n0\r\n\r\n" + smuggled),
+        ("Transfer-Encoding: chunked, gzip",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"Transfer-Encoding: chunked, gzip\r\n"
+         b"\r\nb\r\n" + audience + b"\r\n0\r\n\r\n" + smuggled),
+        ("bare LF after a chunk size",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"Transfer-Encoding: chunked\r\n\r\n"
+         b"b\n" + audience + b"\r\n0\r\n\r\n" + smuggled),
+        ("bare CR in a chunk extension",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"Transfer-Encoding: chunked\r\n\r\n"
+         b"b;x\ry\r\n" + audience + b"\r\n0\r\n\r\n" + smuggled),
+        ("chunk size that overflows",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"Transfer-Encoding: chunked\r\n\r\n"
+         b"ffffffffffffffffff1\r\n" + audience + b"\r\n0\r\n\r\n" + smuggled),
+        ("HTTP/1.2", b"GET /healthz HTTP/1.2\r\n" + H + b"\r\n" + smuggled),
+        ("space inside a header name",
+         b"GET /healthz HTTP/1.1\r\n" + H + b"X Y: z\r\n\r\n" + smuggled),
+        ("tab before the colon of Transfer-Encoding",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"Transfer-Encoding\t: chunked\r\n\r\n"
+         b"b\r\n" + audience + b"\r\n0\r\n\r\n" + smuggled),
+        ("DEL byte in a header value",
+         b"GET /healthz HTTP/1.1\r\n" + H + b"X-A: a\x7fb\r\n\r\n" + smuggled),
+        ("bare CR ending a header before Transfer-Encoding (CVE-2023-30589)",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"X-Abc: \rxTransfer-Encoding: chunked"
+         b"\r\n\r\nb\r\n" + audience + b"\r\n0\r\n\r\n" + smuggled),
+        ("obs-fold inside Transfer-Encoding",
+         b"POST /v1/audience HTTP/1.1\r\n" + H + JSON_CT + b"Transfer-Encoding:\r\n chunked\r\n\r\n"
+         b"b\r\n" + audience + b"\r\n0\r\n\r\n" + smuggled),
     ]
     with Env(o) as env:
         port = env.huiqid_port
