@@ -51,7 +51,7 @@ BLOB_OBJ  := $(BUILD)/tags/default_taxonomy.o $(BUILD)/tags/default_rules.o
         fuzz-smoke fuzz-build clean format check-format lint help
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/huiqid $(BUILD)/unit
+all: $(BUILD)/huiqid $(BUILD)/unit $(BUILD)/tests/failmalloc.so
 
 help:
 	@echo "make            build $(BUILD)/huiqid and $(BUILD)/unit"
@@ -96,6 +96,12 @@ $(BUILD)/tags/default_rules.o: tags/rules.conf
 $(BUILD)/huiqid: $(API_OBJ) $(STORE_OBJ) $(PUSH_OBJ) $(PURE_OBJ) $(LLHTTP_OBJ) $(BLOB_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
+# The allocation-failure shim the integration tests LD_PRELOAD into huiqid
+# (tests/failmalloc.c). Never sanitized: it sits in front of ASan's allocator.
+$(BUILD)/tests/failmalloc.so: tests/failmalloc.c
+	@mkdir -p $(dir $@)
+	$(CC) $(STD) $(WARN) $(WERROR) $(OPT) $(DEBUG) -fPIC -shared -o $@ $< -ldl -lpthread
+
 $(BUILD)/unit: $(UNIT_OBJ) $(PURE_OBJ) $(BUILD)/push/sign.o $(BUILD)/push/ssrf.o $(BLOB_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
@@ -130,7 +136,7 @@ $(BUILD)/api/%.o: ALL_CFLAGS += -I$(LLHTTP_INC)
 unit: $(BUILD)/unit
 	./$(BUILD)/unit
 
-integration: $(BUILD)/huiqid
+integration: $(BUILD)/huiqid $(BUILD)/tests/failmalloc.so
 	python3 tests/integration/run.py --huiqid $(BUILD)/huiqid
 
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer

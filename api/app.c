@@ -239,7 +239,10 @@ static void app_bootstrap_key(app_t *app) {
     if (!app->cfg->admin_key[0] || auth_split(app->cfg->admin_key, kid, secret) != 0) {
         return;
     }
-    auth_hash_hex(secret, hash);
+    if (auth_hash_hex(secret, hash) != 0) {
+        LOG_WARN("admin key not created", "\"rc\":%d", -EIO);
+        return;
+    }
     snprintf(now, sizeof now, "%lld", (long long)app_now_ms());
     const char *f[] = {"hash", hash, "role", "admin", "name", "bootstrap (HUIQI_ADMIN_KEY)",
                        "created", now};

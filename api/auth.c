@@ -72,13 +72,16 @@ int auth_role_parse(const char *name) {
     return 0;
 }
 
-void auth_hash_hex(const char *secret, char *hex) {
+int auth_hash_hex(const char *secret, char *hex) {
     uint8_t md[32];
     unsigned int n = 0;
-    EVP_Digest(secret, strlen(secret), md, &n, EVP_sha256(), NULL);
+    if (EVP_Digest(secret, strlen(secret), md, &n, EVP_sha256(), NULL) != 1 || n != 32) {
+        return -EIO;
+    }
     for (int i = 0; i < 32; i++) {
         snprintf(hex + 2 * i, 3, "%02x", md[i]);
     }
+    return 0;
 }
 
 int auth_make_key(char *key, char *kid, char *hash_hex) {
@@ -96,8 +99,7 @@ int auth_make_key(char *key, char *kid, char *hash_hex) {
     }
     secret[AUTH_SECRET_LEN] = '\0';
     snprintf(key, AUTH_KEY_LEN + 1, "hq_%s_%s", kid, secret);
-    auth_hash_hex(secret, hash_hex);
-    return 0;
+    return auth_hash_hex(secret, hash_hex);
 }
 
 int auth_split(const char *key, char *kid, char *secret) {
@@ -271,7 +273,10 @@ static int auth_verify(const entry_t *e, const char *secret, auth_id_t *out) {
     }
     uint8_t md[32];
     unsigned int n = 0;
-    EVP_Digest(secret, strlen(secret), md, &n, EVP_sha256(), NULL);
+    if (EVP_Digest(secret, strlen(secret), md, &n, EVP_sha256(), NULL) != 1 || n != 32) {
+        /* The key cannot be checked now; that is not a wrong key (never a 401). */
+        return AUTH_UNAVAILABLE;
+    }
     if (CRYPTO_memcmp(md, e->hash, 32) != 0) {
         return AUTH_DENIED;
     }

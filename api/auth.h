@@ -60,7 +60,9 @@ void auth_forget(auth_t *a, const char *kid);
 int auth_make_key(char *key, char *kid, char *hash_hex);
 /* Splits a key into id and secret; -EINVAL when malformed. */
 int auth_split(const char *key, char *kid, char *secret);
-void auth_hash_hex(const char *secret, char *hex);
+/* The hex SHA-256 of 'secret' into 'hex' (65 bytes). Returns 0, or -EIO when
+ * OpenSSL cannot compute it. */
+int auth_hash_hex(const char *secret, char *hex);
 
 const char *auth_role_name(int role);
 /* ROLE_* for a name, or 0. */

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void xalloc_oom(size_t n) {
+_Noreturn void xalloc_fail(size_t n) {
     /* Nothing useful can be done without memory; fail loudly and at once rather than
      * limp on with half-built state. */
     fprintf(stderr, "huiqi: out of memory allocating %zu bytes\n", n);
@@ -16,18 +16,18 @@ static void xalloc_oom(size_t n) {
 void *xmalloc(size_t n) {
     void *p = malloc(n ? n : 1);
     if (p == NULL) {
-        xalloc_oom(n);
+        xalloc_fail(n);
     }
     return p;
 }
 
 void *xcalloc(size_t nmemb, size_t size) {
     if (size != 0 && nmemb > SIZE_MAX / size) {
-        xalloc_oom(SIZE_MAX);
+        xalloc_fail(SIZE_MAX);
     }
     void *p = calloc(nmemb ? nmemb : 1, size ? size : 1);
     if (p == NULL) {
-        xalloc_oom(nmemb * size);
+        xalloc_fail(nmemb * size);
     }
     return p;
 }
@@ -35,14 +35,14 @@ void *xcalloc(size_t nmemb, size_t size) {
 void *xrealloc(void *p, size_t n) {
     void *q = realloc(p, n ? n : 1);
     if (q == NULL) {
-        xalloc_oom(n);
+        xalloc_fail(n);
     }
     return q;
 }
 
 void *xreallocarray(void *p, size_t nmemb, size_t size) {
     if (size != 0 && nmemb > SIZE_MAX / size) {
-        xalloc_oom(SIZE_MAX);
+        xalloc_fail(SIZE_MAX);
     }
     return xrealloc(p, nmemb * size);
 }
@@ -53,7 +53,7 @@ char *xstrdup(const char *s) {
 
 char *xstrndup(const char *p, size_t len) {
     if (len == SIZE_MAX) {
-        xalloc_oom(len);
+        xalloc_fail(len);
     }
     char *s = xmalloc(len + 1);
     memcpy(s, p, len);

@@ -21,4 +21,9 @@ char *xstrndup(const char *p, size_t len);
 /* A copy of the len bytes at p (len may be 0). */
 void *xmemdup(const void *p, size_t len);
 
+/* Reports that 'n' bytes could not be allocated, as the wrappers do, and aborts.
+ * For memory a library failed to get and reported in a way we cannot recover from
+ * (see store/link.c). */
+_Noreturn void xalloc_fail(size_t n);
+
 #endif

@@ -565,7 +565,11 @@ static void on_read(void *arg, int rc, const store_kv_t *kv, size_t n) {
         return;
     }
     if (rc) {
-        return; /* the next tick tries again */
+        /* The next tick tries again, from our pending entries: Redis may have run
+         * the read and lost only its answer (a dropped connection), and entries it
+         * handed out then are ours until acknowledged; '>' never returns them. */
+        p->recover = 1;
+        return;
     }
     size_t got = 0;
     size_t i = 0;

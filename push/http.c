@@ -52,7 +52,12 @@ struct pushhttp {
 };
 
 int pushhttp_global_init(void) {
-    return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -EIO;
+    /* curl allocates through the x*alloc wrappers, so that out of memory inside it
+     * aborts like everywhere else instead of surfacing as a transfer error (or as a
+     * NULL in a path that does not expect one). */
+    CURLcode rc =
+        curl_global_init_mem(CURL_GLOBAL_DEFAULT, xmalloc, free, xrealloc, xstrdup, xcalloc);
+    return rc == CURLE_OK ? 0 : -EIO;
 }
 
 void pushhttp_global_cleanup(void) {

@@ -34,7 +34,8 @@ typedef struct pushhttp_result {
 
 typedef void (*pushhttp_cb)(void *arg, const pushhttp_result_t *r);
 
-/* Once per process, before any other call (curl_global_init). */
+/* Once per process, before any other call (curl_global_init_mem: curl allocates
+ * through the x*alloc wrappers, which abort on out-of-memory). 0 or -EIO. */
 int pushhttp_global_init(void);
 void pushhttp_global_cleanup(void);
 

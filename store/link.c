@@ -247,6 +247,52 @@ store_link_t *store__link_new(uv_loop_t *loop, const store_link_opts_t *opts,
     return l;
 }
 
+/* Writes the decimal digits of 'v' at 'p'; returns the end. */
+static char *link_put_uint(char *p, size_t v) {
+    char tmp[24];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n) {
+        *p++ = tmp[--n];
+    }
+    return p;
+}
+
+/* The command in Redis's protocol (RESP) in one buffer, NUL-terminated (hiredis
+ * reads one byte past a one-word command to see whether more follow); caller
+ * frees. Formatted here, not by hiredis 0.14, whose redisFormatSdsCommandArgv
+ * leaks when it runs out of memory; here that is the usual abort. */
+static char *link_format(int argc, const char **argv, const size_t *argvlen, size_t *len) {
+    size_t n = 1 + 20 + 2 + 1; /* "*<argc>\r\n" and the NUL */
+    for (int i = 0; i < argc; i++) {
+        n += 1 + 20 + 2 + argvlen[i] + 2; /* "$<len>\r\n<arg>\r\n" */
+    }
+    char *cmd = xmalloc(n);
+    char *p = cmd;
+    *p++ = '*';
+    p = link_put_uint(p, (size_t)argc);
+    *p++ = '\r';
+    *p++ = '\n';
+    for (int i = 0; i < argc; i++) {
+        *p++ = '$';
+        p = link_put_uint(p, argvlen[i]);
+        *p++ = '\r';
+        *p++ = '\n';
+        if (argvlen[i]) {
+            memcpy(p, argv[i], argvlen[i]);
+            p += argvlen[i];
+        }
+        *p++ = '\r';
+        *p++ = '\n';
+    }
+    *p = '\0';
+    *len = (size_t)(p - cmd);
+    return cmd;
+}
+
 int store__link_command(store_link_t *l, store_link_reply_cb cb, void *arg, int argc,
                         const char **argv, const size_t *argvlen) {
     if (l->state != LINK_UP || l->ac == NULL) {
@@ -261,9 +307,21 @@ int store__link_command(store_link_t *l, store_link_reply_cb cb, void *arg, int 
     c->arg = arg;
     c->sent_ms = uv_now(l->loop);
     c->sent_ns = uv_hrtime();
-    if (redisAsyncCommandArgv(l->ac, link_on_reply, c, argc, argv, argvlen) != REDIS_OK) {
+    size_t len;
+    char *cmd = link_format(argc, argv, argvlen, &len);
+    int ok = redisAsyncFormattedCommand(l->ac, link_on_reply, c, cmd, len) == REDIS_OK;
+    free(cmd);
+    if (!ok) {
         free(c);
         return -ENOTCONN;
+    }
+    /* hiredis 0.14 ignores a failed malloc of the callback record: the command goes
+     * out with no callback, and its reply would be handed to the next command's
+     * callback (or trip an assert in hiredis). Out of memory is an abort here too.
+     * (A failed append of the command is safe: it sets c.err, so the next read or
+     * write drops the connection and every pending callback gets NULL.) */
+    if (l->ac->replies.tail == NULL || l->ac->replies.tail->privdata != c) {
+        xalloc_fail(sizeof(redisCallback));
     }
     c->prev = l->head.prev;
     c->next = &l->head;

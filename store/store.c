@@ -41,8 +41,14 @@ void store__emit(store_t *s, int event, const char *detail) {
 static void store_sha1_hex(const char *text, char *out) {
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
-    EVP_Digest(text, strlen(text), md, &n, EVP_sha1(), NULL);
-    for (unsigned i = 0; i < n && i < 20; i++) {
+    if (EVP_Digest(text, strlen(text), md, &n, EVP_sha1(), NULL) != 1 || n != 20) {
+        /* No digest: a SHA that matches no script, so that every call takes the
+         * NOSCRIPT fallback to EVAL instead of naming uninitialised bytes. */
+        memset(out, '0', 40);
+        out[40] = '\0';
+        return;
+    }
+    for (unsigned i = 0; i < 20; i++) {
         snprintf(out + 2 * i, 3, "%02x", md[i]);
     }
     out[40] = '\0';

@@ -19,6 +19,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
+import tests_alloc  # noqa: E402
 import tests_api  # noqa: E402
 import tests_auth  # noqa: E402
 import tests_docs  # noqa: E402
@@ -90,6 +91,9 @@ TESTS = [
     ("faults_blackhole_redis", tests_faults.test_blackhole_redis),
     ("faults_redis_restart_storm", tests_faults.test_redis_restart_storm),
     ("faults_hanging_webhook_receiver", tests_faults.test_hanging_webhook_receiver),
+    ("faults_alloc_fail_register_enterprise", tests_alloc.test_alloc_fail_register_enterprise),
+    ("faults_alloc_fail_register_policy", tests_alloc.test_alloc_fail_register_policy),
+    ("faults_alloc_fail_publish_job", tests_alloc.test_alloc_fail_publish_job),
     ("docs_api_examples", tests_docs.test_docs_api_examples),
     ("readme_examples", tests_docs.test_readme_examples),
     ("push_signed_and_batched", tests_push.test_push_signed_and_batched),
