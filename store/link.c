@@ -15,7 +15,7 @@ enum { LINK_DOWN, LINK_CONNECTING, LINK_UP, LINK_CLOSING };
 
 #define LINK_TICK_MS      100u
 #define LINK_BACKOFF_MIN  50u
-#define LINK_BACKOFF_MAX  2000u
+#define LINK_BACKOFF_MAX  1500u /* with +25% jitter at most 1.875 s: back within 2 s of Redis */
 
 typedef struct link_cmd {
     struct link_cmd *prev, *next;
