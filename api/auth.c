@@ -72,10 +72,19 @@ int auth_role_parse(const char *name) {
     return 0;
 }
 
-int auth_hash_hex(const char *secret, char *hex) {
-    uint8_t md[32];
+/* SHA-256 of 'secret' into 'md'; -EIO when OpenSSL cannot compute it (out of memory
+ * inside it), which callers must not mistake for a wrong key. */
+static int auth_sha256(const char *secret, uint8_t md[32]) {
     unsigned int n = 0;
     if (EVP_Digest(secret, strlen(secret), md, &n, EVP_sha256(), NULL) != 1 || n != 32) {
+        return -EIO;
+    }
+    return 0;
+}
+
+int auth_hash_hex(const char *secret, char *hex) {
+    uint8_t md[32];
+    if (auth_sha256(secret, md) != 0) {
         return -EIO;
     }
     for (int i = 0; i < 32; i++) {
@@ -272,8 +281,7 @@ static int auth_verify(const entry_t *e, const char *secret, auth_id_t *out) {
         return e->unavailable ? AUTH_UNAVAILABLE : AUTH_DENIED;
     }
     uint8_t md[32];
-    unsigned int n = 0;
-    if (EVP_Digest(secret, strlen(secret), md, &n, EVP_sha256(), NULL) != 1 || n != 32) {
+    if (auth_sha256(secret, md) != 0) {
         /* The key cannot be checked now; that is not a wrong key (never a 401). */
         return AUTH_UNAVAILABLE;
     }

@@ -622,6 +622,14 @@ typedef struct defer {
     const cont_t *none_last; /* subtract the members of this array, or NULL */
 } defer_t;
 
+/* dst = the union of the block's 'any' columns. */
+static void any_union(const eval_kern_t *kx, uint64_t *dst, const plan_t *p) {
+    memset(dst, 0, CONT_WORDS * sizeof *dst);
+    for (unsigned i = 0; i < p->nany; i++) {
+        block_or_cont(kx, dst, p->any[i]);
+    }
+}
+
 /* Dense evaluation into s->acc, which holds the driver on entry. With 'd' on, one
  * bitmap operand and the last 'none' array may be left for dense_count. */
 static void dense_block(const plan_t *p, const rule_t *r, int drv_all, int any_done,
@@ -644,10 +652,7 @@ static void dense_block(const plan_t *p, const rule_t *r, int drv_all, int any_d
                 block_and_cont(s->kx, s->acc, p->any[0], s->tmp);
             }
         } else {
-            memset(s->uni, 0, sizeof s->uni);
-            for (unsigned i = 0; i < p->nany; i++) {
-                block_or_cont(s->kx, s->uni, p->any[i]);
-            }
+            any_union(s->kx, s->uni, p);
             if (d->on && d->f == NULL) {
                 d->f = s->uni;
             } else {
@@ -682,6 +687,25 @@ static uint64_t dense_count(const matcher_scratch_t *s, const defer_t *d) {
     return n;
 }
 
+/* Finishes a block on the dense path, s->acc holding the driver: a count is fused
+ * (dense_count), anything else is delivered from 'from_off' on. */
+static void dense_finish(const matcher_t *m, const rule_t *r, matcher_scratch_t *s, sink_t *k,
+                         const plan_t *p, uint32_t bi, int drv_all, int any_done,
+                         unsigned from_off) {
+    defer_t d = {.on = k->mode == SINK_COUNT};
+    dense_block(p, r, drv_all, any_done, s, &d);
+    if (d.on) {
+        k->count += dense_count(s, &d);
+        return;
+    }
+    unsigned from_w = from_off >> 6;
+    if (from_off) {
+        memset(s->acc, 0, from_w * sizeof *s->acc);
+        s->acc[from_w] &= ~UINT64_C(0) << (from_off & 63);
+    }
+    sink_block(k, m, m->blk[bi], bi, s->acc, from_w);
+}
+
 /* Cost model, in rough cycles: a sparse filter pass costs about 2 per candidate, a
  * dense pass about 0.5 per word per column (vectorised). Measured on the bench
  * data set; only the choice between paths depends on it, never a result. */
@@ -706,46 +730,21 @@ static void eval_block(const matcher_t *m, const rule_t *r, matcher_scratch_t *s
         k->count += p.all[0]->card;
         return;
     }
-    unsigned from_w = from_off >> 6;
-    uint64_t from_mask = ~UINT64_C(0) << (from_off & 63);
     if (p.nall == 0 && r->nany == 0) {
         /* No positive condition: everyone alive, minus the 'none' tags. */
         memcpy(s->acc, b->live, sizeof s->acc);
-        defer_t d = {.on = k->mode == SINK_COUNT};
-        dense_block(&p, r, -1, 1, s, &d);
-        if (d.on) {
-            k->count += dense_count(s, &d);
-            return;
-        }
-        if (from_off) {
-            memset(s->acc, 0, from_w * sizeof *s->acc);
-            s->acc[from_w] &= from_mask;
-        }
-        sink_block(k, m, b, bi, s->acc, from_w);
+        dense_finish(m, r, s, k, &p, bi, -1, 1, from_off);
         return;
     }
     int any_driven = p.nall == 0 || (r->nany && p.any_card * 2 < p.all[0]->card);
     uint64_t drv = any_driven ? p.any_card : p.all[0]->card;
     if (!prefer_sparse(drv, &p)) {
         if (any_driven) {
-            memset(s->acc, 0, sizeof s->acc);
-            for (unsigned i = 0; i < p.nany; i++) {
-                block_or_cont(s->kx, s->acc, p.any[i]);
-            }
+            any_union(s->kx, s->acc, &p);
         } else {
             acc_load(s->kx, s->acc, p.all[0]);
         }
-        defer_t d = {.on = k->mode == SINK_COUNT};
-        dense_block(&p, r, any_driven ? -1 : 0, any_driven, s, &d);
-        if (d.on) {
-            k->count += dense_count(s, &d);
-            return;
-        }
-        if (from_off) {
-            memset(s->acc, 0, from_w * sizeof *s->acc);
-            s->acc[from_w] &= from_mask;
-        }
-        sink_block(k, m, b, bi, s->acc, from_w);
+        dense_finish(m, r, s, k, &p, bi, any_driven ? -1 : 0, any_driven, from_off);
         return;
     }
     size_t n;
@@ -754,10 +753,7 @@ static void eval_block(const matcher_t *m, const rule_t *r, matcher_scratch_t *s
     } else if (p.nany == 1) {
         n = cands_from(p.any[0], s->cand);
     } else {
-        memset(s->uni, 0, sizeof s->uni);
-        for (unsigned i = 0; i < p.nany; i++) {
-            block_or_cont(s->kx, s->uni, p.any[i]);
-        }
+        any_union(s->kx, s->uni, &p);
         n = cands_from_bitmap(s->uni, s->cand);
     }
     if (from_off) {
