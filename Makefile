@@ -37,6 +37,11 @@ API_SRC  := api/main.c api/config.c api/log.c api/server.c api/httpd.c api/route
 PUSH_SRC := push/sign.c push/ssrf.c push/http.c push/engine.c push/jobs.c
 UNIT_SRC := tests/unit_main.c tests/test_matcher.c tests/test_tags.c tests/test_rules.c \
             tests/test_push.c
+# The Redis link tests (reliability.md A4): the unit runner built over another test
+# list, with the link, the adapter and a private redis-server (tests/redis_proc.c).
+LINK_TEST_OBJ := $(BUILD)/tests/link_main.o $(BUILD)/tests/test_link.o \
+            $(BUILD)/tests/redis_proc.o $(BUILD)/store/link.o $(BUILD)/store/redis_uv.o \
+            $(BUILD)/common/xalloc.o $(BUILD)/common/histo.o
 
 PURE_OBJ  := $(PURE_SRC:%.c=$(BUILD)/%.o)
 STORE_OBJ := $(STORE_SRC:%.c=$(BUILD)/%.o)
@@ -46,18 +51,19 @@ UNIT_OBJ  := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 LLHTTP_OBJ := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o
 BLOB_OBJ  := $(BUILD)/tags/default_taxonomy.o $(BUILD)/tags/default_rules.o
 
-.PHONY: all deps test unit integration asan test-asan run stop demo bench bench-smoke load soak push-bench \
+.PHONY: all deps test unit link-test integration asan test-asan run stop demo bench bench-smoke load soak push-bench \
         load-smoke fuzz \
         fuzz-smoke fuzz-build clean format check-format lint help
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/huiqid $(BUILD)/unit $(BUILD)/tests/failmalloc.so
+all: $(BUILD)/huiqid $(BUILD)/unit $(BUILD)/link_test $(BUILD)/tests/failmalloc.so
 
 help:
 	@echo "make            build $(BUILD)/huiqid and $(BUILD)/unit"
 	@echo "make run        install deps, build, start Redis + huiqid with demo data"
 	@echo "make test       install deps, build, run unit + integration tests, then under ASan+UBSan"
 	@echo "make unit       unit tests only;  make integration: integration tests only"
+	@echo "make link-test  the Redis link re-entrancy tests (starts its own redis-server)"
 	@echo "make asan       build into build-asan/ with -fsanitize=address,undefined"
 	@echo "make bench      huiqi vs Redis, CRoaring, PostgreSQL, nginx -> docs/benchmarks.md"
 	@echo "                (BENCH_N=11100000 for 10x; make bench-smoke: a tiny run for CI)"
@@ -105,6 +111,15 @@ $(BUILD)/tests/failmalloc.so: tests/failmalloc.c
 $(BUILD)/unit: $(UNIT_OBJ) $(PURE_OBJ) $(BUILD)/push/sign.o $(BUILD)/push/ssrf.o $(BLOB_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
+$(BUILD)/tests/link_main.o: tests/unit_main.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DUNIT_LIST='"tests/link_list.h"' -MMD -MP -c $< -o $@
+
+$(BUILD)/link_test: $(LINK_TEST_OBJ)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
+# With glibc's per-thread cache off, the link tests can compare the heap exactly.
+LINK_TEST_ENV := GLIBC_TUNABLES=glibc.malloc.tcache_count=0
+
 BENCH_OBJ := $(BUILD)/bench/bench.o $(BUILD)/bench/gen.o $(BUILD)/bench/data.o
 $(BUILD)/bench/bench: $(BENCH_OBJ) $(PURE_OBJ) $(BLOB_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
@@ -136,6 +151,9 @@ $(BUILD)/api/%.o: ALL_CFLAGS += -I$(LLHTTP_INC)
 unit: $(BUILD)/unit
 	./$(BUILD)/unit
 
+link-test: $(BUILD)/link_test
+	$(LINK_TEST_ENV) ./$(BUILD)/link_test
+
 integration: $(BUILD)/huiqid $(BUILD)/tests/failmalloc.so
 	python3 tests/integration/run.py --huiqid $(BUILD)/huiqid
 
@@ -145,12 +163,15 @@ asan:
 
 test-asan: asan
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ./build-asan/unit
+	$(LINK_TEST_ENV) ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    ./build-asan/link_test
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    python3 tests/integration/run.py --huiqid build-asan/huiqid --sanitized
 
 test: deps
 	$(MAKE) all
 	./$(BUILD)/unit
+	$(LINK_TEST_ENV) ./$(BUILD)/link_test
 	python3 tests/integration/run.py --huiqid $(BUILD)/huiqid
 	$(MAKE) test-asan
 

@@ -25,7 +25,7 @@ typedef void (*store_link_reply_cb)(void *arg, redisReply *reply);
 typedef void (*store_link_state_cb)(void *arg, int up);
 
 typedef struct store_link_opts {
-    const char *host;      /* IP literal, or NULL with unix_path */
+    const char *host; /* IP literal, or NULL with unix_path */
     int port;
     const char *unix_path; /* or NULL */
     unsigned connect_timeout_ms;
@@ -60,7 +60,10 @@ typedef struct store_link_stats {
 void store__link_stats(const store_link_t *l, store_link_stats_t *out);
 
 /* Fails pending commands (NULL replies), closes the connection and handles, then
- * calls 'done(arg)' from the loop and frees the link. */
+ * calls 'done(arg)' from the loop and frees the link. Safe from inside a reply
+ * callback and from the state callback (tests/test_link.c): inside a reply callback
+ * hiredis defers the free until that callback returns, and every later command gets
+ * NULL, even one whose reply was already read. */
 void store__link_close(store_link_t *l, void (*done)(void *), void *arg);
 
 #endif

@@ -1,14 +1,21 @@
 /* The unit test runner: runs every test in tests/test_list.h, or those whose name
  * contains the first argument, each in a forked child so a crash fails one test
- * rather than the run. Prints "N passed, N failed" last; exits non-zero on failure. */
+ * rather than the run. Prints "N passed, N failed" last; exits non-zero on failure.
+ * Built a second time with -DUNIT_LIST='"tests/link_list.h"' as build/link_test,
+ * the runner of the Redis link tests (tests/test_link.c), which need a redis-server
+ * and the store's sources and so are kept out of the pure unit binary. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#ifndef UNIT_LIST
+#define UNIT_LIST "tests/test_list.h"
+#endif
+
 #define TEST(name) int test_##name(void);
-#include "tests/test_list.h"
+#include UNIT_LIST
 #undef TEST
 
 typedef struct unit_test {
@@ -18,7 +25,7 @@ typedef struct unit_test {
 
 static const unit_test_t unit_tests[] = {
 #define TEST(name) {#name, test_##name},
-#include "tests/test_list.h"
+#include UNIT_LIST
 #undef TEST
 };
 
