@@ -36,7 +36,7 @@ API_SRC  := api/main.c api/config.c api/log.c api/server.c api/httpd.c api/route
             api/metrics.c api/h_metrics.c
 PUSH_SRC := push/sign.c push/ssrf.c push/http.c push/engine.c push/jobs.c
 UNIT_SRC := tests/unit_main.c tests/test_matcher.c tests/test_tags.c tests/test_rules.c \
-            tests/test_push.c
+            tests/test_push.c tests/test_mirror.c
 # The Redis link tests (reliability.md A4): the unit runner built over another test
 # list, with the link, the adapter and a private redis-server (tests/redis_proc.c).
 LINK_TEST_OBJ := $(BUILD)/tests/link_main.o $(BUILD)/tests/test_link.o \
@@ -108,7 +108,8 @@ $(BUILD)/tests/failmalloc.so: tests/failmalloc.c
 	@mkdir -p $(dir $@)
 	$(CC) $(STD) $(WARN) $(WERROR) $(OPT) $(DEBUG) -fPIC -shared -o $@ $< -ldl -lpthread
 
-$(BUILD)/unit: $(UNIT_OBJ) $(PURE_OBJ) $(BUILD)/push/sign.o $(BUILD)/push/ssrf.o $(BLOB_OBJ)
+$(BUILD)/unit: $(UNIT_OBJ) $(PURE_OBJ) $(BUILD)/push/sign.o $(BUILD)/push/ssrf.o \
+               $(BUILD)/store/mirror.o $(BLOB_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
 
 $(BUILD)/tests/link_main.o: tests/unit_main.c

@@ -186,11 +186,10 @@ void h_ent_package(app_t *app, api_req_t *req) {
     }
 }
 
-/* Answers {"count": N, "by_region": {...}} (plus 'policy' when id > 0). */
-static void audience_answer(app_t *app, api_req_t *req, const rule_t *r, uint32_t id) {
-    const matcher_t *m = store_matcher(app->store);
-    uint64_t groups[MATCHER_MAX_GROUPS + 1];
-    uint64_t count = matcher_count_groups(m, r, app->scratch, groups);
+/* Answers {"count": N, "by_region": {...}} (plus 'policy' when id > 0) for a
+ * count per group. */
+static void audience_answer(app_t *app, api_req_t *req, uint64_t count, const uint64_t *groups,
+                            uint32_t id) {
     sbuf_t s;
     sbuf_init(&s, 512);
     sbuf_add(&s, "{", 1);
@@ -223,7 +222,9 @@ void h_pol_audience(app_t *app, api_req_t *req) {
         api_error(req, 404, "not_found", NULL, "no policy %lu", id);
         return;
     }
-    audience_answer(app, req, &p->rule, p->id);
+    uint64_t groups[MATCHER_MAX_GROUPS + 1];
+    uint64_t count = store_pol_audience(app->store, p, groups);
+    audience_answer(app, req, count, groups, p->id);
 }
 
 void h_audience_preview(app_t *app, api_req_t *req) {
@@ -260,5 +261,7 @@ void h_audience_preview(app_t *app, api_req_t *req) {
         api_store_error(req, -EAGAIN, "read");
         return;
     }
-    audience_answer(app, req, &r, 0);
+    uint64_t groups[MATCHER_MAX_GROUPS + 1];
+    uint64_t count = matcher_count_groups(store_matcher(app->store), &r, app->scratch, groups);
+    audience_answer(app, req, count, groups, 0);
 }

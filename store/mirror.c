@@ -157,6 +157,8 @@ store_mem_t *store__mem_new(const taxonomy_t *tax) {
     }
     matcher_set_groups(mem->m, groups, ng);
     imap_init(&mem->imap);
+    mem->scratch = matcher_scratch_new();
+    mem->tally_on = 1; /* nothing to count yet */
     return mem;
 }
 
@@ -181,9 +183,91 @@ void store__mem_free(store_mem_t *mem) {
         store__policy_free(mem->pols[i]);
     }
     free(mem->pols);
+    for (uint32_t id = 0; id < mem->cap_by_id; id++) {
+        free(mem->tally[id]);
+    }
+    free(mem->tally);
     free(mem->by_id);
+    matcher_scratch_free(mem->scratch);
+    free(mem->tids);
     imap_destroy(&mem->imap);
     free(mem);
+}
+
+/* ---------------------------------------------------------------------------
+ * Audience tallies
+ * ------------------------------------------------------------------------- */
+
+/* Adds 'delta' (+1 or -1) to the tally of every published policy that the
+ * enterprise now at 'ord' matches, in its group; nothing when 'ord' is not live. */
+static void tally_ent(store_mem_t *mem, uint32_t ord, int delta) {
+    const uint64_t *row = mem->tally_on ? matcher_row(mem->m, ord) : NULL;
+    if (row == NULL || polset_size(mem->ps) == 0) {
+        return;
+    }
+    size_t need = polset_size(mem->ps);
+    if (need > mem->tids_cap) {
+        mem->tids_cap = need * 2;
+        mem->tids = xreallocarray(mem->tids, mem->tids_cap, sizeof *mem->tids);
+    }
+    size_t n = polset_match(mem->ps, row, mem->tids, mem->tids_cap);
+    unsigned g = matcher_group(mem->m, ord);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t id = mem->tids[i];
+        uint64_t *t = id < mem->cap_by_id ? mem->tally[id] : NULL;
+        if (t) {
+            t[g] += (uint64_t)(int64_t)delta; /* wraps back for -1 */
+        }
+    }
+}
+
+static void tally_drop(store_mem_t *mem, uint32_t id) {
+    if (id < mem->cap_by_id) {
+        free(mem->tally[id]);
+        mem->tally[id] = NULL;
+    }
+}
+
+/* Counts published policy 'p' afresh. */
+static void tally_build(store_mem_t *mem, const store_policy_t *p) {
+    if (!mem->tally_on || p->id >= mem->cap_by_id) {
+        return;
+    }
+    uint64_t **t = &mem->tally[p->id];
+    if (*t == NULL) {
+        *t = xmalloc((matcher_ngroups(mem->m) + 1) * sizeof **t);
+    }
+    matcher_count_groups(mem->m, &p->rule, mem->scratch, *t);
+}
+
+void store__mem_tally_off(store_mem_t *mem) {
+    for (uint32_t id = 0; id < mem->cap_by_id; id++) {
+        tally_drop(mem, id);
+    }
+    mem->tally_on = 0;
+}
+
+void store__mem_tally_on(store_mem_t *mem) {
+    mem->tally_on = 1;
+    for (size_t i = 0; i < mem->npols; i++) {
+        if (mem->pols[i]->status == STORE_POL_PUBLISHED) {
+            tally_build(mem, mem->pols[i]);
+        }
+    }
+}
+
+uint64_t store__mem_audience(store_mem_t *mem, const store_policy_t *p, uint64_t *groups) {
+    unsigned ng = matcher_ngroups(mem->m);
+    const uint64_t *t = p->id < mem->cap_by_id ? mem->tally[p->id] : NULL;
+    if (t == NULL || p->status != STORE_POL_PUBLISHED) {
+        return matcher_count_groups(mem->m, &p->rule, mem->scratch, groups);
+    }
+    uint64_t total = 0;
+    for (unsigned g = 0; g <= ng; g++) {
+        groups[g] = t[g];
+        total += t[g];
+    }
+    return total;
 }
 
 void store__mem_ent_apply(store_mem_t *mem, const char *uscc, uint32_t ord, const uint64_t *row,
@@ -191,6 +275,7 @@ void store__mem_ent_apply(store_mem_t *mem, const char *uscc, uint32_t ord, cons
     uint32_t at = matcher_find(mem->m, uscc);
     if (row == NULL) {
         if (at != MATCHER_NONE) {
+            tally_ent(mem, at, -1);
             matcher_del(mem->m, at);
             imap_set(&mem->imap, at, NULL, 0);
         }
@@ -199,10 +284,16 @@ void store__mem_ent_apply(store_mem_t *mem, const char *uscc, uint32_t ord, cons
     if (at != MATCHER_NONE && at != ord) {
         /* Memory had the code at another ordinal (it was deleted and created again
          * while we were not listening): follow Redis. */
+        tally_ent(mem, at, -1);
         matcher_del(mem->m, at);
         imap_set(&mem->imap, at, NULL, 0);
     }
-    if (matcher_put(mem->m, ord, uscc, row) == 0) {
+    /* Out with whatever 'ord' holds, in with what it holds after the put (the old
+     * row again when the put is refused). */
+    tally_ent(mem, ord, -1);
+    int rc = matcher_put(mem->m, ord, uscc, row);
+    tally_ent(mem, ord, +1);
+    if (rc == 0) {
         imap_set(&mem->imap, ord, interests, nint);
     }
 }
@@ -229,8 +320,12 @@ static void mem_polset_sync(store_mem_t *mem, const store_policy_t *p, uint32_t 
             card[t] = matcher_tag_card(mem->m, t);
         }
         polset_put(mem->ps, id, &p->rule, card);
-    } else if (polset_has(mem->ps, id)) {
-        polset_del(mem->ps, id);
+        tally_build(mem, p);
+    } else {
+        if (polset_has(mem->ps, id)) {
+            polset_del(mem->ps, id);
+        }
+        tally_drop(mem, id);
     }
 }
 
@@ -248,6 +343,8 @@ static void mem_by_id_set(store_mem_t *mem, uint32_t id, store_policy_t *p) {
         }
         mem->by_id = xreallocarray(mem->by_id, cap, sizeof *mem->by_id);
         memset(mem->by_id + mem->cap_by_id, 0, (cap - mem->cap_by_id) * sizeof *mem->by_id);
+        mem->tally = xreallocarray(mem->tally, cap, sizeof *mem->tally);
+        memset(mem->tally + mem->cap_by_id, 0, (cap - mem->cap_by_id) * sizeof *mem->tally);
         mem->cap_by_id = cap;
     }
     mem->by_id[id] = p;

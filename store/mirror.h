@@ -35,6 +35,16 @@ typedef struct store_mem {
     store_policy_t **by_id; /* by_id[id], for ids below cap_by_id (ids are dense) */
     uint32_t cap_by_id;
     store_imap_t imap;
+    /* Audience tallies: tally[id] (ids below cap_by_id) holds a published policy's
+     * matches per group (ngroups + 1 counters), kept in step on every enterprise
+     * write, so that an audience answer evaluates nothing. NULL: not kept (not
+     * published, an id past the table, or tallies off while a load fills the
+     * index: then every write would pay two package evaluations for nothing). */
+    uint64_t **tally;
+    int tally_on;
+    matcher_scratch_t *scratch; /* for building tallies and answering untallied */
+    uint32_t *tids;             /* polset_match output, polset_size() entries */
+    size_t tids_cap;
     store_webhook_t **whs; /* sorted by id */
     size_t nwhs, capwhs;
 } store_mem_t;
@@ -48,6 +58,13 @@ void store__mem_ent_apply(store_mem_t *mem, const char *uscc, uint32_t ord, cons
  * NULL. */
 void store__mem_pol_apply(store_mem_t *mem, uint32_t id, store_policy_t *p);
 void store__policy_free(store_policy_t *p);
+/* Tallies off (dropped) while a full load fills 'mem'; on again (every published
+ * policy counted once, matcher_count_groups) when the load is done. A new mirror
+ * has them on. */
+void store__mem_tally_off(store_mem_t *mem);
+void store__mem_tally_on(store_mem_t *mem);
+/* Behind store_pol_audience (same contract). */
+uint64_t store__mem_audience(store_mem_t *mem, const store_policy_t *p, uint64_t *groups);
 /* Inserts or replaces a webhook (takes 'w'), or removes 'id' when w is NULL. */
 void store__mem_wh_apply(store_mem_t *mem, uint32_t id, store_webhook_t *w);
 void store__webhook_free(store_webhook_t *w);

@@ -799,3 +799,7 @@ size_t store_policy_count(const store_t *s) {
 const polset_t *store_polset(const store_t *s) {
     return s->mem->ps;
 }
+
+uint64_t store_pol_audience(store_t *s, const store_policy_t *p, uint64_t *groups) {
+    return store__mem_audience(s->mem, p, groups);
+}

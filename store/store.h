@@ -187,6 +187,11 @@ const store_policy_t *store_policy_next(const store_t *s, uint32_t after);
 size_t store_policy_count(const store_t *s);
 /* Published policies, for matching one enterprise against them all. */
 const polset_t *store_polset(const store_t *s);
+/* The audience of policy 'p' (a record of this store): its matches per group in
+ * 'groups' (matcher_ngroups + 1 entries, as matcher_count_groups) and their total.
+ * A published policy's counts are kept in step with every enterprise write, so this
+ * costs no evaluation; any other is evaluated now. Same answer either way. */
+uint64_t store_pol_audience(store_t *s, const store_policy_t *p, uint64_t *groups);
 
 /* ---- Webhooks, jobs and the delivery queue (store/push.c) --------------------
  *

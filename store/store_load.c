@@ -517,6 +517,7 @@ static void load_finish(store_load_t *ld) {
     }
     polset_reanchor(mem->ps, card);
     free(card);
+    store__mem_tally_on(mem);
     store__mem_free(s->mem);
     s->mem = mem;
     ld->mem = NULL;
@@ -563,6 +564,7 @@ static void store_start_load(store_t *s) {
     ld->s = s;
     ld->gen = s->gen;
     ld->mem = store__mem_new(s->tax);
+    store__mem_tally_off(ld->mem); /* counted once at the end: load_finish */
     ld->started = uv_now(s->loop);
     s->load = ld;
     s->state = ST_LOADING;

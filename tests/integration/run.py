@@ -54,6 +54,7 @@ TESTS = [
     ("package_many_policies", tests_matching.test_package_many_policies),
     ("today_follows_utc_offset", tests_matching.test_today_follows_utc_offset),
     ("audience_counts_by_region", tests_matching.test_audience_counts_by_region),
+    ("audience_tallies_follow_writes", tests_matching.test_audience_tallies_follow_writes),
     ("audience_preview_errors", tests_matching.test_audience_preview_errors),
     ("randomized_oracle", tests_oracle.test_randomized_oracle),
     ("restart_keeps_everything", tests_ops.test_restart_keeps_everything),

@@ -8,6 +8,7 @@ import model
 from harness import Env, TestFailure, check, eq, make_uscc
 from model import Taxonomy, iso, today_cn
 from tests_api import expect_error, get_ok, post_ok
+from tests_push import import_ents
 
 
 def publish(c, pid):
@@ -212,6 +213,80 @@ def test_audience_counts_by_region(o):
                      what="audience of a missing policy")
         expect_error(c.get("/v1/policies/x1/audience"), 404, "not_found",
                      what="audience of a malformed id")
+
+
+def test_audience_tallies_follow_writes(o):
+    """A published policy's audience is kept in step with every enterprise write
+    (no evaluation per answer); it must always equal a preview of its rule (which
+    evaluates), through creations, updates that move districts and tags, deletions,
+    an import, policy edits, withdrawals and publishes, and a restart (the load
+    counts every published policy afresh)."""
+    rng = random.Random(77)
+    districts = ["320205", "320206", "320211", "320213", "320214", "320281", "320282"]
+    tags = ["qual.hightech", "qual.srdi", "sig.ic", "sig.sensor", "neg.abnormal"]
+    rules = [{"all": ["qual.hightech"]}, {"any": ["sig.ic", "sig.sensor"]},
+             {"all": ["ind.c"], "none": ["neg.abnormal"]}, {},
+             {"any": ["region.320205", "region.320214"], "none": ["qual.hightech"]},
+             {"all": ["region.320206"]}]
+    with Env(o) as env:
+        c = env.c
+        pids = []
+        for k, rule in enumerate(rules):
+            p = post_ok(c, "/v1/policies", {"title": "政策%d" % k, "rule": rule})
+            pids.append(p["id"])
+            if k % 3 != 2:
+                publish(c, p["id"])
+
+        def agree(what):
+            for pid in pids:
+                a = get_ok(c, "/v1/policies/%d/audience" % pid).json
+                rule = get_ok(c, "/v1/policies/%d" % pid).json["rule"]
+                b = c.post("/v1/audience", {"rule": rule}).json
+                eq((a["count"], a["by_region"]), (b["count"], b["by_region"]),
+                   "%s: policy %d audience against a preview of its rule" % (what, pid))
+
+        def doc(u):
+            d = {"uscc": u, "name": "企业" + u[-4:], "industry": rng.choice(["C3973", "I6510"])}
+            d["tags"] = rng.sample(tags, rng.randint(0, 3))
+            if rng.random() < 0.3:
+                d["region"] = rng.choice(districts)
+            return d
+
+        live = []
+        for step in range(120):
+            x = rng.random()
+            if x < 0.45 or not live:
+                u = make_uscc(rng.choice(districts), rng=rng)
+                post_ok(c, "/v1/enterprises", doc(u))
+                live.append(u)
+            elif x < 0.75:
+                u = rng.choice(live)
+                body = {"tags": rng.sample(tags, rng.randint(0, 3))}
+                if rng.random() < 0.5:
+                    body["region"] = rng.choice(districts)
+                r = c.patch("/v1/enterprises/" + u, body)
+                eq(r.status, 200, "PATCH %s %r: %r" % (u, body, r.json))
+            elif x < 0.9:
+                u = live.pop(rng.randrange(len(live)))
+                eq(c.delete("/v1/enterprises/" + u).status, 204, "DELETE " + u)
+            else:
+                pid = rng.choice(pids)
+                st = get_ok(c, "/v1/policies/%d" % pid).json["status"]
+                if st == "published":
+                    eq(c.post("/v1/policies/%d/withdraw" % pid).status, 200, "withdraw")
+                else:
+                    publish(c, pid)
+            if step % 30 == 29:
+                agree("after %d writes" % (step + 1))
+        import_ents(c, [doc(make_uscc(rng.choice(districts), rng=rng)) for _ in range(40)])
+        agree("after an import")
+        env.stop_huiqid()
+        env.start_huiqid()
+        c = env.c
+        agree("after a restart")
+        u = make_uscc("320211", rng=rng)
+        post_ok(c, "/v1/enterprises", dict(doc(u), tags=["qual.hightech", "sig.ic"]))
+        agree("a write after the restart")
 
 
 def test_audience_preview_errors(o):
