@@ -51,7 +51,7 @@ UNIT_OBJ  := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 LLHTTP_OBJ := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o
 BLOB_OBJ  := $(BUILD)/tags/default_taxonomy.o $(BUILD)/tags/default_rules.o
 
-.PHONY: all deps test unit link-test integration asan test-asan run stop demo bench bench-smoke load soak push-bench \
+.PHONY: all deps test unit link-test integration asan test-asan test-valgrind run stop demo bench bench-smoke load soak push-bench \
         load-smoke fuzz \
         fuzz-smoke fuzz-build clean format check-format lint help
 .DEFAULT_GOAL := all
@@ -64,6 +64,7 @@ help:
 	@echo "make test       install deps, build, run unit + integration tests, then under ASan+UBSan"
 	@echo "make unit       unit tests only;  make integration: integration tests only"
 	@echo "make link-test  the Redis link re-entrancy tests (starts its own redis-server)"
+	@echo "make test-valgrind  unit, link and integration tests under valgrind memcheck (CI)"
 	@echo "make asan       build into build-asan/ with -fsanitize=address,undefined"
 	@echo "make bench      huiqi vs Redis, CRoaring, PostgreSQL, nginx -> docs/benchmarks.md"
 	@echo "                (BENCH_N=11100000 for 10x; make bench-smoke: a tiny run for CI)"
@@ -168,6 +169,21 @@ test-asan: asan
 	    ./build-asan/link_test
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	    python3 tests/integration/run.py --huiqid build-asan/huiqid --sanitized
+
+# Memcheck over the plain build: the unit and link tests, then the integration
+# suite with huiqid under tests/valgrind_huiqid.sh (any memcheck error or definite
+# leak exits 99, a failed stop), except the allocation-failure tests, whose shim
+# valgrind's allocator bypasses (they run under ASan in `make test`). Not part of
+# `make test` (about 10 more minutes on 2 cores); .ci/run runs it after.
+VALGRIND := valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
+            --show-leak-kinds=definite --num-callers=25
+test-valgrind: deps
+	@./deploy/install-deps.sh --valgrind
+	$(MAKE) all
+	$(VALGRIND) ./$(BUILD)/unit
+	$(LINK_TEST_ENV) $(VALGRIND) ./$(BUILD)/link_test
+	HUIQID=$(CURDIR)/$(BUILD)/huiqid python3 tests/integration/run.py \
+	    --huiqid tests/valgrind_huiqid.sh --valgrind
 
 test: deps
 	$(MAKE) all

@@ -9,6 +9,10 @@ libcurl4-openssl-dev libssl-dev redis-server redis-tools curl python3 ca-certifi
 if [ "${1:-}" = "--bench" ]; then
     PKGS="$PKGS wrk nginx-light libroaring-dev postgresql libpq-dev"
 fi
+# Extra packages for `make test-valgrind`.
+if [ "${1:-}" = "--valgrind" ]; then
+    PKGS="$PKGS valgrind"
+fi
 # Extra packages for `make fuzz` (clang with libFuzzer).
 if [ "${1:-}" = "--fuzz" ]; then
     PKGS="$PKGS clang libclang-rt-14-dev"

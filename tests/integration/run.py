@@ -121,6 +121,10 @@ def main():
     ap.add_argument("--huiqid", required=True, help="path to the huiqid binary")
     ap.add_argument("--sanitized", action="store_true",
                     help="huiqid is an ASan+UBSan build: longer timeouts, sanitizer checks")
+    ap.add_argument("--valgrind", action="store_true",
+                    help="huiqid is a valgrind wrapper (tests/valgrind_huiqid.sh): as --sanitized, "
+                         "and the allocation-failure tests are skipped (failmalloc.so cannot "
+                         "wrap valgrind's allocator: it would fail nothing)")
     ap.add_argument("--filter", default="", help="run only tests whose name contains this")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each test's duration")
     ap.add_argument("--keepalive", choices=("auto", "on", "off"), default="auto",
@@ -138,8 +142,14 @@ def main():
             print("0 passed, 1 failed")
             return 1
 
-    opts = harness.Options(args.huiqid, sanitized=args.sanitized, verbose=args.verbose)
+    opts = harness.Options(args.huiqid, sanitized=args.sanitized or args.valgrind,
+                           verbose=args.verbose)
     selected = [(n, f) for n, f in TESTS if args.filter in n]
+    if args.valgrind:
+        for n, _ in selected:
+            if n.startswith("faults_alloc_fail"):
+                print("skip %s (under valgrind)" % n)
+        selected = [(n, f) for n, f in selected if not n.startswith("faults_alloc_fail")]
 
     if args.keepalive == "auto":
         try:

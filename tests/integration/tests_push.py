@@ -1290,7 +1290,7 @@ def test_push_job_cancel_and_withdraw(o):
             check(j5["expired"] > 0, "nothing expired after the withdrawal: %s", j5)
             eq(j5["delivered"] + j5["expired"], j5["queued"], "delivered + expired == queued")
             late = [a for a in rcv.snapshot_arrivals()
-                    if a[0] > t_w + 0.3 and a[1].startswith("msg_%d_" % p2)]
+                    if a[0] > t_w + 0.3 * o.slow and a[1].startswith("msg_%d_" % p2)]
             eq(late[:3], [], "requests for the withdrawn policy after the withdrawal")
             check_repeats(rcv, "cancel")
     finally:
