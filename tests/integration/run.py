@@ -23,6 +23,7 @@ import tests_alloc  # noqa: E402
 import tests_api  # noqa: E402
 import tests_auth  # noqa: E402
 import tests_docs  # noqa: E402
+import tests_deadline  # noqa: E402
 import tests_faults  # noqa: E402
 import tests_http  # noqa: E402
 import tests_matching  # noqa: E402
@@ -90,6 +91,7 @@ TESTS = [
     ("faults_redis_kill9_under_write_load", tests_faults.test_redis_kill_under_write_load),
     ("faults_huiqid_kill9_under_write_load", tests_faults.test_huiqid_kill9_under_write_load),
     ("faults_blackhole_redis", tests_faults.test_blackhole_redis),
+    ("faults_redis_connect_deadline", tests_deadline.test_redis_connect_deadline),
     ("faults_redis_restart_storm", tests_faults.test_redis_restart_storm),
     ("faults_hanging_webhook_receiver", tests_faults.test_hanging_webhook_receiver),
     ("faults_alloc_fail_register_enterprise", tests_alloc.test_alloc_fail_register_enterprise),
