@@ -18,9 +18,6 @@ typedef struct pol_ctx {
     uint32_t id;
     int created;
     int action;
-    int was_published; /* before a publish: then it starts no new job */
-    int quiet;         /* publish?notify=false: live in packages, no push job */
-    int kind_status;   /* a publish or withdraw (answers carry "job" for publish) */
 } pol_ctx_t;
 
 /* Reads the {id} path parameter; answers and returns -1 when it is not an id. */
@@ -36,33 +33,9 @@ static int pol_path_id(api_req_t *req, uint32_t *id) {
     return 0;
 }
 
-static void pol_on_job(void *arg, int rc, uint64_t job) {
-    pol_ctx_t *c = arg;
-    const store_policy_t *p = store_policy(c->app->store, c->id);
-    json_t *o = p ? pol_render(c->app, p) : json_object();
-    /* The publish itself succeeded; a job that could not start is reported, and
-     * POST /v1/policies/{id}/push starts one later. */
-    json_object_set_new(o, "job", rc == 0 ? json_integer((json_int_t)job) : json_null());
-    api_reply_json(c->req, 200, o, NULL);
-    free(c);
-}
-
-static void pol_on_written(void *arg, int rc, const store_policy_t *p) {
-    pol_ctx_t *c = arg;
+/* Answers a failed write. */
+static void pol_write_error(pol_ctx_t *c, int rc) {
     api_req_t *req = c->req;
-    if (rc == 0 && p && c->kind_status && c->action == STORE_PUBLISH && !c->was_published &&
-        !c->quiet &&
-        p->status == STORE_POL_PUBLISHED) {
-        /* Publishing pushes: a job walks the audience and queues the notices. */
-        if (push_job_start(c->app->push, p->id, "publish", pol_on_job, c) == 0) {
-            return;
-        }
-        json_t *o = pol_render(c->app, p);
-        json_object_set_new(o, "job", json_null());
-        api_reply_json(req, 200, o, NULL);
-        free(c);
-        return;
-    }
     if (rc == -ENOENT) {
         api_error(req, 404, "not_found", NULL, "no policy %u", c->id);
     } else if (rc == -ESTALE) {
@@ -72,18 +45,36 @@ static void pol_on_written(void *arg, int rc, const store_policy_t *p) {
         api_error(req, 409, "invalid_state", "status", "a %s policy cannot be %s",
                   cur ? pol_status_name(cur->status) : "draft",
                   c->action == STORE_PUBLISH ? "published" : "withdrawn");
-    } else if (rc) {
+    } else {
         api_store_error(req, rc, "policy change");
+    }
+}
+
+static void pol_on_written(void *arg, int rc, const store_policy_t *p) {
+    pol_ctx_t *c = arg;
+    if (rc) {
+        pol_write_error(c, rc);
     } else if (p == NULL) {
-        api_no_content(req); /* delete */
+        api_no_content(c->req); /* delete */
     } else {
         char loc[64];
         snprintf(loc, sizeof loc, "Location: /v1/policies/%u\r\n", p->id);
+        api_reply_json(c->req, c->created ? 201 : 200, pol_render(c->app, p),
+                       c->created ? loc : NULL);
+    }
+    free(c);
+}
+
+/* A publish: the policy and its push job were stored by one script, so "job" is
+ * null only when none was due (already published, or notify=false). */
+static void pol_on_published(void *arg, int rc, const store_policy_t *p, uint64_t job) {
+    pol_ctx_t *c = arg;
+    if (rc || p == NULL) {
+        pol_write_error(c, rc ? rc : -EPROTO);
+    } else {
         json_t *o = pol_render(c->app, p);
-        if (c->action == STORE_PUBLISH && c->kind_status) {
-            json_object_set_new(o, "job", json_null()); /* already published: no new job */
-        }
-        api_reply_json(req, c->created ? 201 : 200, o, c->created ? loc : NULL);
+        json_object_set_new(o, "job", job ? json_integer((json_int_t)job) : json_null());
+        api_reply_json(c->req, 200, o, NULL);
     }
     free(c);
 }
@@ -171,12 +162,11 @@ static void pol_status(app_t *app, api_req_t *req, int action, int quiet) {
         return;
     }
     pol_ctx_t *c = pol_ctx_new(app, req, id);
-    c->quiet = quiet;
     c->action = action;
-    const store_policy_t *cur = store_policy(app->store, id);
-    c->was_published = cur && cur->status == STORE_POL_PUBLISHED;
-    c->kind_status = 1;
-    int rc = store_pol_set_status(app->store, id, action, pol_on_written, c);
+    /* Publishing pushes: a job walks the audience and queues the notices. */
+    int rc = action == STORE_PUBLISH
+                 ? push_publish(app->push, id, !quiet, pol_on_published, c)
+                 : store_pol_set_status(app->store, id, action, pol_on_written, c);
     if (rc) {
         free(c);
         api_store_error(req, rc, "policy change");

@@ -304,6 +304,46 @@ int push_job_start(push_t *p, uint32_t policy, const char *kind, push_job_cb cb,
     return rc;
 }
 
+typedef struct publish_op {
+    push_t *p;
+    uint32_t policy;
+    push_publish_cb cb;
+    void *arg;
+} publish_op_t;
+
+static void on_published(void *arg, int rc, const store_policy_t *pol, uint64_t job) {
+    publish_op_t *op = arg;
+    /* Closing: the job stays running in Redis and resumes at the next start. */
+    if (rc == 0 && job && !op->p->closing) {
+        job_schedule(job_new(op->p, job, op->policy, 0), 0);
+    }
+    op->cb(op->arg, rc, pol, job);
+    free(op);
+}
+
+int push_publish(push_t *p, uint32_t policy, int notify, push_publish_cb cb, void *arg) {
+    /* The audience is counted from memory for the job's progress figures; a policy
+     * missing from memory is sent all the same, and Redis has the last word. */
+    const store_policy_t *pol = store_policy(p->store, policy);
+    uint64_t total = 0;
+    if (notify && pol) {
+        matcher_scratch_t *s = matcher_scratch_new();
+        total = matcher_count(store_matcher(p->store), &pol->rule, s);
+        matcher_scratch_free(s);
+    }
+    publish_op_t *op = xcalloc(1, sizeof *op);
+    op->p = p;
+    op->policy = policy;
+    op->cb = cb;
+    op->arg = arg;
+    int rc =
+        store_pol_publish(p->store, policy, notify ? "publish" : NULL, total, on_published, op);
+    if (rc) {
+        free(op);
+    }
+    return rc;
+}
+
 typedef struct resume_op {
     push_t *p;
     uint64_t id;

@@ -78,6 +78,14 @@ void push_close(push_t *p, void (*done)(void *), void *arg);
  * the job id. Returns 0 or -EPERM (not published), -ENOENT, or a store error. */
 typedef void (*push_job_cb)(void *arg, int rc, uint64_t job);
 int push_job_start(push_t *p, uint32_t policy, const char *kind, push_job_cb cb, void *arg);
+/* Publishes a policy and, unless 'notify' is 0, creates its push job in the same
+ * Redis script (store_pol_publish), then walks it. 'cb' gets the policy as now
+ * stored (borrowed for the call; NULL on error) and the job id, or 0 when no job
+ * was made (notify 0, or the policy was already published). Returns 0 or a store
+ * error, and then 'cb' is never called; 'cb' may get -ENOENT, -EPERM or a store
+ * error (store.h). */
+typedef void (*push_publish_cb)(void *arg, int rc, const store_policy_t *pol, uint64_t job);
+int push_publish(push_t *p, uint32_t policy, int notify, push_publish_cb cb, void *arg);
 /* Resumes the jobs that were running when the service stopped (call when the store
  * is ready). */
 void push_jobs_resume(push_t *p);

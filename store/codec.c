@@ -167,6 +167,7 @@ size_t store__meta_encode(char *out, const store_pol_in_t *in) {
     out[n++] = META_FORMAT;
     n += meta_put32(out + n, (uint32_t)in->opens);
     n += meta_put32(out + n, (uint32_t)in->closes);
+    /* At byte 9, where the POL_STATUS script reads it (store/scripts.c). */
     out[n++] = (char)in->mode;
     n += meta_put_list(out + n, in->rule->all, in->rule->nall);
     n += meta_put_list(out + n, in->rule->any, in->rule->nany);

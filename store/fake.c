@@ -611,7 +611,11 @@ typedef struct pol_op {
     uint32_t id;
     int action;
     int64_t expect_ver;
-    store_policy_t *p; /* the new record (create, update) */
+    store_policy_t *p;   /* the new record (create, update) */
+    store_pub_cb pub_cb; /* store_pol_publish: 'cb' is unused */
+    char job_kind[16];   /* a publish that creates its push job, or "" */
+    uint64_t audience;
+    uint64_t job; /* the job it created */
 } pol_op_t;
 
 static store_policy_t *pol_from_in(const store_pol_in_t *in) {
@@ -678,6 +682,10 @@ static int pol_apply(store_t *s, pol_op_t *op, const store_policy_t **res) {
         if (to == STORE_POL_PUBLISHED) {
             p->published_ms = now;
         }
+        /* As the POL_STATUS script: the job in the same step as the publish. */
+        if (to == STORE_POL_PUBLISHED && op->job_kind[0]) {
+            op->job = fake__job_new(s, op->id, op->job_kind, cur->mode, cur->ver + 1, op->audience);
+        }
     }
     p->id = op->id;
     p->ver = cur->ver + 1;
@@ -691,18 +699,23 @@ static int pol_apply(store_t *s, pol_op_t *op, const store_policy_t **res) {
 static void pol_run(store_t *s, fake_op_t *o) {
     pol_op_t *op = (pol_op_t *)o;
     const store_policy_t *res = NULL;
+    /* The job table's bound is kept before a publish that may add a job, since
+     * dropping everything afterwards would take the published policy with it. */
+    if (!s->closing && op->job_kind[0] && s->jobs.n >= FAKE_MAX_JOBS) {
+        fake__drop_all(s, 0);
+    }
     int rc = s->closing ? -EIO : pol_apply(s, op, &res);
-    op->cb(op->arg, rc, rc == 0 ? res : NULL);
+    if (op->pub_cb) {
+        op->pub_cb(op->arg, rc, rc == 0 ? res : NULL, rc == 0 ? op->job : 0);
+    } else {
+        op->cb(op->arg, rc, rc == 0 ? res : NULL);
+    }
     store__policy_free(op->p);
     free(op);
 }
 
-static int pol_queue(store_t *s, int kind, uint32_t id, const store_pol_in_t *in, int action,
-                     store_pol_cb cb, void *arg) {
-    int rc = fake__writable(s);
-    if (rc) {
-        return rc;
-    }
+static pol_op_t *pol_op_new(int kind, uint32_t id, const store_pol_in_t *in, int action,
+                            store_pol_cb cb, void *arg) {
     pol_op_t *op = xcalloc(1, sizeof *op);
     op->cb = cb;
     op->arg = arg;
@@ -711,7 +724,16 @@ static int pol_queue(store_t *s, int kind, uint32_t id, const store_pol_in_t *in
     op->action = action;
     op->expect_ver = in ? in->expect_ver : -1;
     op->p = in ? pol_from_in(in) : NULL;
-    fake__queue(s, &op->base, pol_run);
+    return op;
+}
+
+static int pol_queue(store_t *s, int kind, uint32_t id, const store_pol_in_t *in, int action,
+                     store_pol_cb cb, void *arg) {
+    int rc = fake__writable(s);
+    if (rc) {
+        return rc;
+    }
+    fake__queue(s, &pol_op_new(kind, id, in, action, cb, arg)->base, pol_run);
     return 0;
 }
 
@@ -730,6 +752,20 @@ int store_pol_delete(store_t *s, uint32_t id, store_pol_cb cb, void *arg) {
 
 int store_pol_set_status(store_t *s, uint32_t id, int action, store_pol_cb cb, void *arg) {
     return pol_queue(s, POL_STATUS, id, NULL, action, cb, arg);
+}
+
+int store_pol_publish(store_t *s, uint32_t id, const char *kind, uint64_t audience, store_pub_cb cb,
+                      void *arg) {
+    int rc = fake__writable(s);
+    if (rc) {
+        return rc;
+    }
+    pol_op_t *op = pol_op_new(POL_STATUS, id, NULL, STORE_PUBLISH, NULL, arg);
+    op->pub_cb = cb;
+    snprintf(op->job_kind, sizeof op->job_kind, "%s", kind ? kind : "");
+    op->audience = audience;
+    fake__queue(s, &op->base, pol_run);
+    return 0;
 }
 
 const store_policy_t *store_policy(const store_t *s, uint32_t id) {

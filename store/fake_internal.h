@@ -140,6 +140,10 @@ store_kv_t *fake__rec_kv(const fake_rec_t *r, size_t lead, size_t *n);
 /* ---- fake_push.c ---- */
 /* Job 'id', or NULL. */
 fake_rec_t *fake__job_find(store_t *s, uint64_t id);
+/* A new running job (JOB_CREATE's record); returns its id. The caller has kept
+ * the job table under FAKE_MAX_JOBS. */
+uint64_t fake__job_new(store_t *s, uint32_t policy, const char *kind, int mode, uint64_t pver,
+                       uint64_t total);
 /* Forgets what policy 'id' was sent to (it was deleted). */
 void fake__sent_drop_policy(store_t *s, uint32_t id);
 /* An ordinal was freed: whoever gets it next was notified of nothing. */

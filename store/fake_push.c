@@ -329,21 +329,19 @@ fake_rec_t *fake__job_find(store_t *s, uint64_t id) {
     return fake__tab_find(&s->jobs, sid);
 }
 
-static uint64_t job_create(store_t *s, job_op_t *op) {
-    if (s->jobs.n >= FAKE_MAX_JOBS) {
-        fake__drop_all(s, 0);
-    }
+uint64_t fake__job_new(store_t *s, uint32_t policy, const char *kind, int mode, uint64_t pver,
+                       uint64_t total) {
     uint64_t id = ++s->job_seq;
     char sid[24];
     snprintf(sid, sizeof sid, "%llu", (unsigned long long)id);
     fake_rec_t *r = fake__tab_get(&s->jobs, sid);
     int64_t now = fake__now_ms();
-    fake__rec_setf(r, "policy", "%u", op->policy);
-    fake__rec_set(r, "kind", op->text, strlen(op->text));
-    fake__rec_set(r, "mode", op->mode == STORE_MODE_AUTO ? "auto" : "apply",
-                  op->mode == STORE_MODE_AUTO ? 4 : 5);
-    fake__rec_setf(r, "pver", "%llu", (unsigned long long)op->pver);
-    fake__rec_setf(r, "audience", "%llu", (unsigned long long)op->total);
+    fake__rec_setf(r, "policy", "%u", policy);
+    fake__rec_set(r, "kind", kind, strlen(kind));
+    fake__rec_set(r, "mode", mode == STORE_MODE_AUTO ? "auto" : "apply",
+                  mode == STORE_MODE_AUTO ? 4 : 5);
+    fake__rec_setf(r, "pver", "%llu", (unsigned long long)pver);
+    fake__rec_setf(r, "audience", "%llu", (unsigned long long)total);
     fake__rec_set(r, "state", "running", 7);
     static const char *const zero[] = {"cursor",    "matched", "skipped", "queued",
                                        "delivered", "failed",  "expired", "scanned"};
@@ -353,6 +351,13 @@ static uint64_t job_create(store_t *s, job_op_t *op) {
     fake__rec_setf(r, "created", "%lld", (long long)now);
     fake__rec_setf(r, "updated", "%lld", (long long)now);
     return id;
+}
+
+static uint64_t job_create(store_t *s, job_op_t *op) {
+    if (s->jobs.n >= FAKE_MAX_JOBS) {
+        fake__drop_all(s, 0);
+    }
+    return fake__job_new(s, op->policy, op->text, op->mode, op->pver, op->total);
 }
 
 /* package.batch notices of one job step, 'batch' recipients per call. */

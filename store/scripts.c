@@ -39,6 +39,23 @@
     "  return tonumber(redis.call('HGET', 'hq:wh:' .. w, 'batch')) or 500\n"                 \
     "end\n"
 
+/* Shared by JOB_CREATE and POL_STATUS: a new running job for policy 'pol' (its
+ * version 'pver', mode 'apply' or 'auto', 'audience' enterprises counted by the
+ * caller); returns its id. Its first write is the INCR, which fails on a broken
+ * counter before anything else is written. */
+#define JOB_CREATE_LUA                                                                         \
+    "local function job_create(pol, kind, mode, pver, audience, now)\n"                        \
+    "  local id = redis.call('INCR', 'hq:job:seq')\n"                                          \
+    "  local k = 'hq:job:' .. id\n"                                                            \
+    "  redis.call('HSET', k, 'policy', pol, 'kind', kind, 'mode', mode, 'pver', pver,\n"       \
+    "    'audience', audience, 'state', 'running', 'cursor', 0, 'matched', 0, 'skipped', 0,\n" \
+    "    'queued', 0, 'delivered', 0, 'failed', 0, 'expired', 0, 'created', now,\n"            \
+    "    'updated', now, 'scanned', 0)\n"                                                      \
+    "  redis.call('SADD', 'hq:jobs:running', id)\n"                                            \
+    "  redis.call('ZADD', 'hq:jobs', now, id)\n"                                               \
+    "  return id\n"                                                                            \
+    "end\n"
+
 const char *const store__script_text[STORE_NSCRIPTS] = {
     /* ENT_PUT: ARGV uscc, mode (create|upsert|update), expected version or '', doc,
      * index record, now_ms, retag day or '', own webhook URL or '', card or ''.
@@ -122,24 +139,41 @@ const char *const store__script_text[STORE_NSCRIPTS] = {
     "redis.call('SREM', 'hq:pols', ARGV[1])\n"
     "return {'ok'}\n",
 
-    /* POL_STATUS: ARGV id, publish|withdraw, now_ms. Repeating a transition that is
-     * already done succeeds unchanged; other moves are refused with the state. */
+    /* POL_STATUS: ARGV id, publish|withdraw, now_ms, then for a publish that starts
+     * the policy's push job: the job's kind and audience. Repeating a transition that
+     * is already done succeeds unchanged (and starts no job); other moves are refused
+     * with the state. The job is made in this same script, so a published policy
+     * never lacks it whatever fails (reliability-checklist B8). Its writes come before
+     * the policy's: a script stopped by an error in between keeps what it wrote, and
+     * a job whose policy is not published only ends 'cancelled' at its first step.
+     * The mode is the policy's as stored: byte 10 of its meta (store/codec.c). Replies
+     * {'ok', id, ver, status, created, updated, published, job id or 0}. */
+    JOB_CREATE_LUA
     "local k = 'hq:pol:' .. ARGV[1]\n"
-    "local cur = redis.call('HMGET', k, 'ver', 'status', 'created', 'updated', 'published')\n"
+    "local cur = redis.call('HMGET', k, 'ver', 'status', 'created', 'updated', 'published',\n"
+    "  'meta')\n"
     "if not cur[1] then return {'missing'} end\n"
     "local st = cur[2]\n"
     "local to = 'withdrawn'\n"
     "if ARGV[2] == 'publish' then to = 'published' end\n"
     "if st == to then\n"
     "  return {'ok', tonumber(ARGV[1]), tonumber(cur[1]), st, tonumber(cur[3]),\n"
-    "    tonumber(cur[4]), tonumber(cur[5])}\n"
+    "    tonumber(cur[4]), tonumber(cur[5]), 0}\n"
     "end\n"
     "if to == 'withdrawn' and st ~= 'published' then return {'state', st} end\n"
     "local ver = tonumber(cur[1]) + 1\n"
     "local pub = tonumber(cur[5])\n"
-    "if to == 'published' then pub = tonumber(ARGV[3]) end\n"
+    "local job = 0\n"
+    "if to == 'published' then\n"
+    "  pub = tonumber(ARGV[3])\n"
+    "  if ARGV[4] then\n"
+    "    local mode = 'apply'\n"
+    "    if cur[6] and string.byte(cur[6], 10) == 1 then mode = 'auto' end\n"
+    "    job = job_create(ARGV[1], ARGV[4], mode, ver, ARGV[5], ARGV[3])\n"
+    "  end\n"
+    "end\n"
     "redis.call('HSET', k, 'status', to, 'ver', ver, 'updated', ARGV[3], 'published', pub)\n"
-    "return {'ok', tonumber(ARGV[1]), ver, to, tonumber(cur[3]), tonumber(ARGV[3]), pub}\n",
+    "return {'ok', tonumber(ARGV[1]), ver, to, tonumber(cur[3]), tonumber(ARGV[3]), pub, job}\n",
 
     /* TAX_APPEND: ARGV vocab, then code, bit pairs. Refuses to move a stored code or
      * to give a bit that another code holds. */
@@ -197,15 +231,8 @@ const char *const store__script_text[STORE_NSCRIPTS] = {
     "return {'ok'}\n",
 
     /* JOB_CREATE: ARGV policy, kind, mode, policy version, audience, now_ms. */
-    "local id = redis.call('INCR', 'hq:job:seq')\n"
-    "local k = 'hq:job:' .. id\n"
-    "redis.call('HSET', k, 'policy', ARGV[1], 'kind', ARGV[2], 'mode', ARGV[3], 'pver', ARGV[4],\n"
-    "  'audience', ARGV[5], 'state', 'running', 'cursor', 0, 'matched', 0, 'skipped', 0,\n"
-    "  'queued', 0, 'delivered', 0, 'failed', 0, 'expired', 0, 'created', ARGV[6],\n"
-    "  'updated', ARGV[6], 'scanned', 0)\n"
-    "redis.call('SADD', 'hq:jobs:running', id)\n"
-    "redis.call('ZADD', 'hq:jobs', ARGV[6], id)\n"
-    "return {'ok', id}\n",
+    JOB_CREATE_LUA
+    "return {'ok', job_create(ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6])}\n",
 
     /* JOB_STEP: ARGV job, policy, cursor, next, now_ms, then ordinal, code pairs. */
     NOTIFY_LUA

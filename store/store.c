@@ -622,8 +622,9 @@ typedef struct pol_op {
     store_pol_cb cb;
     void *arg;
     uint32_t id;
-    int kind; /* 0 create/update, 1 delete, 2 status */
-    store_policy_t *p; /* prepared record for create/update */
+    int kind;            /* 0 create/update, 1 delete, 2 status */
+    store_policy_t *p;   /* prepared record for create/update */
+    store_pub_cb pub_cb; /* a publish that asked for its push job: 'cb' is unused */
 } pol_op_t;
 
 static store_policy_t *pol_from_in(const store_pol_in_t *in) {
@@ -645,10 +646,10 @@ static store_policy_t *pol_copy(const store_policy_t *src) {
     return p;
 }
 
-/* Reads {'ok', id, ver, status, created, updated, published} into 'p'. */
+/* Reads {'ok', id, ver, status, created, updated, published[, job]} into 'p'. */
 static int pol_fill(store_policy_t *p, const redisReply *r) {
     long long id, ver, created, updated, published;
-    if (r->elements != 7 || reply_int(r, 1, &id) || reply_int(r, 2, &ver) ||
+    if (r->elements < 7 || r->elements > 8 || reply_int(r, 1, &id) || reply_int(r, 2, &ver) ||
         reply_int(r, 4, &created) || reply_int(r, 5, &updated) || reply_int(r, 6, &published) ||
         r->element[3]->type != REDIS_REPLY_STRING || id <= 0 || id >= UINT32_MAX) {
         return -EPROTO;
@@ -670,6 +671,7 @@ static void pol_on_reply(void *arg, redisReply *r) {
     pol_op_t *op = arg;
     store_t *s = op->s;
     const store_policy_t *result = NULL;
+    long long job = 0;
     int rc;
     if (r == NULL) {
         s->dirty = 1;
@@ -686,6 +688,9 @@ static void pol_on_reply(void *arg, redisReply *r) {
             p = cur ? pol_copy(cur) : NULL;
         }
         rc = p ? pol_fill(p, r) : -EPROTO;
+        if (rc == 0 && op->kind == 2 && (r->elements != 8 || reply_int(r, 7, &job) || job < 0)) {
+            rc = -EPROTO;
+        }
         if (rc == 0) {
             store__mem_pol_apply(s->mem, p->id, p);
             result = p;
@@ -694,7 +699,11 @@ static void pol_on_reply(void *arg, redisReply *r) {
         }
         op->p = NULL;
     }
-    op->cb(op->arg, rc, result);
+    if (op->pub_cb) {
+        op->pub_cb(op->arg, rc, result, rc == 0 ? (uint64_t)job : 0);
+    } else {
+        op->cb(op->arg, rc, result);
+    }
     store__policy_free(op->p);
     free(op);
 }
@@ -769,19 +778,36 @@ int store_pol_delete(store_t *s, uint32_t id, store_pol_cb cb, void *arg) {
     return pol_send(s, op, STORE_SCRIPT_POL_DEL, 1, args, lens);
 }
 
+/* POL_STATUS; with 'kind' (a publish only) it also creates the push job. */
+static int pol_status_send(store_t *s, pol_op_t *op, int action, const char *kind,
+                           uint64_t audience) {
+    char sid[16], now[24], aud[24];
+    snprintf(sid, sizeof sid, "%u", op->id);
+    snprintf(now, sizeof now, "%lld", (long long)store_now_ms(s));
+    snprintf(aud, sizeof aud, "%llu", (unsigned long long)audience);
+    const char *act = action == STORE_PUBLISH ? "publish" : "withdraw";
+    const char *args[5] = {sid, act, now, kind, aud};
+    size_t lens[5] = {strlen(sid), strlen(act), strlen(now), kind ? strlen(kind) : 0, strlen(aud)};
+    return pol_send(s, op, STORE_SCRIPT_POL_STATUS, kind ? 5 : 3, args, lens);
+}
+
 int store_pol_set_status(store_t *s, uint32_t id, int action, store_pol_cb cb, void *arg) {
     int rc = store_writable(s);
     if (rc) {
         return rc;
     }
-    pol_op_t *op = pol_op_new(s, cb, arg, id, 2);
-    char sid[16], now[24];
-    snprintf(sid, sizeof sid, "%u", id);
-    snprintf(now, sizeof now, "%lld", (long long)store_now_ms(s));
-    const char *act = action == STORE_PUBLISH ? "publish" : "withdraw";
-    const char *args[3] = {sid, act, now};
-    size_t lens[3] = {strlen(sid), strlen(act), strlen(now)};
-    return pol_send(s, op, STORE_SCRIPT_POL_STATUS, 3, args, lens);
+    return pol_status_send(s, pol_op_new(s, cb, arg, id, 2), action, NULL, 0);
+}
+
+int store_pol_publish(store_t *s, uint32_t id, const char *kind, uint64_t audience, store_pub_cb cb,
+                      void *arg) {
+    int rc = store_writable(s);
+    if (rc) {
+        return rc;
+    }
+    pol_op_t *op = pol_op_new(s, NULL, arg, id, 2);
+    op->pub_cb = cb;
+    return pol_status_send(s, op, STORE_PUBLISH, kind, audience);
 }
 
 const store_policy_t *store_policy(const store_t *s, uint32_t id) {

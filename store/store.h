@@ -177,8 +177,24 @@ int store_pol_update(store_t *s, uint32_t id, const store_pol_in_t *in, store_po
                      void *arg);
 int store_pol_delete(store_t *s, uint32_t id, store_pol_cb cb, void *arg);
 /* Publishes (from draft or withdrawn) or withdraws (from published); doing what is
- * already done succeeds without change; anything else is -EPERM. */
+ * already done succeeds without change; anything else is -EPERM. A publish made
+ * here starts no push job: store_pol_publish does both. */
 int store_pol_set_status(store_t *s, uint32_t id, int action, store_pol_cb cb, void *arg);
+
+/* 'p' is borrowed for the callback (NULL on error); 'job' is the push job created
+ * with the publish, or 0 when none was. */
+typedef void (*store_pub_cb)(void *arg, int rc, const store_policy_t *p, uint64_t job);
+/* Publishes like store_pol_set_status and, when 'kind' is not NULL and the policy
+ * becomes published, creates its push job (kind 'kind', e.g. "publish"; 'audience'
+ * is the caller's count, for progress only) in the same Redis script: the publish
+ * and its job are stored together or not at all, so no crash or Redis failure can
+ * leave a published policy without its job. The job takes the policy's mode and
+ * new version as Redis has them. Already published: unchanged, 'job' 0. Returns 0
+ * or a store error (then 'cb' is never called); 'cb' gets -ENOENT, -EPERM, -EIO
+ * (outcome unknown: the job, if made, resumes with the jobs that were running) or
+ * -EPROTO (a script error: nothing is published). */
+int store_pol_publish(store_t *s, uint32_t id, const char *kind, uint64_t audience, store_pub_cb cb,
+                      void *arg);
 
 /* The policy with this id, or NULL. Borrowed until the next write or reload. */
 const store_policy_t *store_policy(const store_t *s, uint32_t id);

@@ -94,6 +94,7 @@ TESTS = [
     ("faults_redis_connect_deadline", tests_deadline.test_redis_connect_deadline),
     ("faults_redis_restart_storm", tests_faults.test_redis_restart_storm),
     ("faults_hanging_webhook_receiver", tests_faults.test_hanging_webhook_receiver),
+    ("faults_publish_job_atomic", tests_faults.test_publish_job_atomic),
     ("faults_alloc_fail_register_enterprise", tests_alloc.test_alloc_fail_register_enterprise),
     ("faults_alloc_fail_register_policy", tests_alloc.test_alloc_fail_register_policy),
     ("faults_alloc_fail_publish_job", tests_alloc.test_alloc_fail_publish_job),

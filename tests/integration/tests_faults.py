@@ -23,8 +23,8 @@ import time
 from harness import TEST_ADMIN_KEY, Client, Env, TestFailure, check, eq, make_uscc, wait_until
 from receiver import Receiver
 from tests_api import expect_error, get_ok
-from tests_push import code, deliveries, import_ents, kill_huiqid, make_hook, make_policy, \
-    matched_id
+from tests_push import PUSH_ARGS, code, deliveries, import_ents, kill_huiqid, make_hook, \
+    make_policy, matched_id, policy_jobs, wait_job
 
 MERGE_PATCH = "application/merge-patch+json"
 REDIS_TIMEOUT_MS = 1000
@@ -944,3 +944,218 @@ def test_hanging_webhook_receiver(o):
     finally:
         fast.close()
         hang.close()
+
+
+# --------------------------------------------------------------------------
+# 6. A publish and its push job are one write (reliability-checklist B8)
+# --------------------------------------------------------------------------
+
+PUB_ENTS = 40
+PUB_TAG = "zone.wnd"
+
+
+class Publishers:
+    """Threads that publish drafts from a shared list, each once, until stopped, and
+    record what each answer proves in 'ledger': policy id -> ("ack", job id),
+    ("no", None) (not applied: a refused connection or a 503 documented as changing
+    nothing) or ("unknown", None) (no answer, or 503 outcome_unknown)."""
+
+    def __init__(self, env, o, pids, n=4):
+        self.env = env
+        self.todo = list(pids)
+        self.ledger = {}
+        self.problems = []
+        self.lock = threading.Lock()
+        self.stop_flag = threading.Event()
+        self.timeout = 10 * o.slow
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *a):
+        self.stop()
+        return False
+
+    def stop(self):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(self.timeout + 5)
+
+    def answered(self):
+        with self.lock:
+            return len(self.ledger)
+
+    def _outcome(self, pid):
+        c = Client("127.0.0.1", self.env.huiqid_port, timeout=self.timeout, keepalive=False,
+                   key=TEST_ADMIN_KEY)
+        try:
+            r = c.post("/v1/policies/%d/publish" % pid)
+        except ConnectionRefusedError:
+            return "no", None
+        except Exception:  # noqa: BLE001 - cut mid-request, or a client timeout
+            return "unknown", None
+        finally:
+            c.close()
+        if r.status == 200:
+            job = r.json.get("job")
+            if r.json.get("status") != "published" or not isinstance(job, int) or job <= 0:
+                self.problems.append("publish %d: 200 without its job: %r" % (pid, r))
+            return "ack", job
+        if r.status == 503:
+            code_ = check_503(r, "publish %d" % pid)
+            if code_.startswith("!"):
+                self.problems.append(code_[1:])
+            elif code_ in NOT_APPLIED_CODES:
+                return "no", None
+            elif code_ not in UNKNOWN_CODES:
+                self.problems.append("publish %d: 503 with code %r" % (pid, code_))
+            return "unknown", None
+        self.problems.append("publish %d: unexpected answer %r" % (pid, r))
+        return "unknown", None
+
+    def _run(self):
+        while not self.stop_flag.is_set():
+            with self.lock:
+                if not self.todo:
+                    return
+                pid = self.todo.pop(0)
+            outcome = self._outcome(pid)
+            with self.lock:
+                self.ledger[pid] = outcome
+
+
+def verify_publishes(env, o, rcv, wh, ents, ledger, what):
+    """Each policy in 'ledger': acknowledged means published with the job its answer
+    named, refused means a draft, unknown either; a published policy has exactly
+    one publish job, a draft none. Then every job finishes having notified each of
+    'ents' once, the receiver holds exactly the published policies' notices (a
+    repeat only with the same id and body) and nothing for a draft. Returns
+    (published, drafts)."""
+    c = env.new_client()
+    by_policy = policy_jobs(env)
+    want, jobs, drafts = set(), [], 0
+    for pid, (kind, jid) in sorted(ledger.items()):
+        st = get_ok(c, "/v1/policies/%d" % pid).json["status"]
+        check(st in ("draft", "published"), "%s: policy %d is %r", what, pid, st)
+        if kind == "ack":
+            eq(st, "published", "%s: policy %d (publish acknowledged)" % (what, pid))
+        elif kind == "no":
+            eq(st, "draft", "%s: policy %d (publish refused)" % (what, pid))
+        made = by_policy.get(pid, [])
+        if st == "draft":
+            eq(made, [], "%s: jobs of policy %d (a draft)" % (what, pid))
+            drafts += 1
+            continue
+        eq([k for _, k in made], ["publish"], "%s: jobs of policy %d (published)" % (what, pid))
+        if kind == "ack":
+            eq(made[0][0], jid, "%s: policy %d's job, as its answer said" % (what, pid))
+        want |= {matched_id(pid, u, wh) for u in ents}
+        jobs.append((pid, made[0][0]))
+    for pid, jid in jobs:
+        j = wait_job(c, jid, 30 * o.slow, "(%s, policy %d) " % (what, pid), env=env)
+        eq((j["state"], j["matched"], j["queued"], j["delivered"], j["failed"]),
+           ("done", len(ents), len(ents), len(ents), 0),
+           "%s: job %d (policy %d) state, matched, queued, delivered, failed" % (what, jid, pid))
+    wait_until(lambda: want <= set(rcv.ids()), 20 * o.slow,
+               "%s: the published policies' %d notices" % (what, len(want)))
+    c.close()
+    return len(jobs), drafts, want
+
+
+def test_publish_job_atomic(o):
+    """A publish and the creation of its push job are one Redis script. (1) Redis
+    fails inside it (the job counter is made unusable): the publish answers 500 and
+    the policy stays a draft with no job; repaired, the same publish answers 200
+    with its job, which reaches every matched enterprise. (2) huiqid is killed -9
+    and (3) Redis is killed -9 (appendfsync always) while 4 threads publish: after
+    the restart every published policy has exactly one publish job, acknowledged
+    publishes name it, and each matched enterprise gets each published policy's
+    notice under its one id, and nothing for a draft."""
+    rcv = Receiver()
+    try:
+        with Env(o, huiqid_args=PUSH_ARGS + FAULT_ARGS, appendfsync="always") as env:
+            c = env.new_client()
+            wh, _ = make_hook(c, rcv, ["policy.matched"])
+            ents = [code(i, series="6") for i in range(PUB_ENTS)]
+            import_ents(c, [{"uscc": u, "name": "发布原子性企业 %d" % n, "tags": [PUB_TAG]}
+                            for n, u in enumerate(ents)])
+
+            def drafts(n, label):
+                cl = env.new_client()
+                try:
+                    return [make_policy(cl, {"all": [PUB_TAG]}, publish=False,
+                                        title="发布原子性 %s %d" % (label, i))[0]
+                            for i in range(n)]
+                finally:
+                    cl.close()
+
+            # (1) Redis refuses the job's first write: nothing of the publish stays.
+            pid = drafts(1, "counter")[0]
+            seq = env.redis("GET", "hq:job:seq")
+            env.redis("SET", "hq:job:seq", "not-a-number")
+            r = c.post("/v1/policies/%d/publish" % pid)
+            expect_error(r, 500, "internal", what="publish with a broken job counter")
+            eq(get_ok(c, "/v1/policies/%d" % pid).json["status"], "draft",
+               "policy after the failed publish")
+            eq(env.redis("HGET", "hq:pol:%d" % pid, "status"), b"draft",
+               "policy status in Redis after the failed publish")
+            eq(policy_jobs(env).get(pid), None, "jobs of the policy after the failed publish")
+            if seq is None:
+                env.redis("DEL", "hq:job:seq")
+            else:
+                env.redis("SET", "hq:job:seq", seq)
+            ledger = {pid: ("ack", post_ok_job(c, pid))}
+            verify_publishes(env, o, rcv, wh, ents, ledger, "after the repaired publish")
+            figures = []
+            # (2) and (3): kill -9 huiqid, then Redis, with publishes in flight.
+            for label, kill, restart in (
+                    ("huiqid", lambda: kill_huiqid(env), env.start_huiqid),
+                    ("redis", env.kill_redis, lambda: (env.start_redis(), env.wait_ready()))):
+                pids = drafts(40, label)
+                p = Publishers(env, o, pids)
+                with p:
+                    wait_until(lambda: p.answered() >= 8, 20 * o.slow,
+                               "8 publishes answered before the kill of %s" % label)
+                    kill()
+                    # Let the threads meet the dead process (refusals, cut requests).
+                    time.sleep(0.3)
+                p.stop()
+                check(not p.problems, "publishers (%s killed):\n  %s", label,
+                      "\n  ".join(p.problems))
+                restart()
+                kinds = [k for k, _ in p.ledger.values()]
+                pub, dr, _ = verify_publishes(env, o, rcv, wh, ents, p.ledger,
+                                              "after kill -9 of %s" % label)
+                ledger.update(p.ledger)
+                figures.append("%s killed: %d sent (%d ack, %d unknown, %d refused), %d "
+                               "published, %d drafts" % (label, len(kinds), kinds.count("ack"),
+                                                         kinds.count("unknown"),
+                                                         kinds.count("no"), pub, dr))
+            # Everything at once: the receiver holds exactly the published policies'
+            # notices, each under its one id and with one body.
+            pub, dr, want = verify_publishes(env, o, rcv, wh, ents, ledger, "at the end")
+            got = set(rcv.ids())
+            eq(sorted(got - want)[:5], [], "notices for drafts or with unexpected ids")
+            eq(rcv.bad_signatures, 0, "deliveries with a bad signature")
+            check(not rcv.body_changed, "ids delivered again with other bodies: %s",
+                  rcv.body_changed[:5])
+            repeats = sum(n - 1 for n in rcv.ids().values())
+            for f in figures:
+                report(o, f)
+            report(o, "in all %d published, %d drafts, %d notices, %d repeats" % (
+                pub, dr, len(got), repeats))
+    finally:
+        rcv.close()
+
+
+def post_ok_job(c, pid):
+    """Publishes; the answer must be 200 with the policy published and its job."""
+    r = c.post("/v1/policies/%d/publish" % pid)
+    eq(r.status, 200, "POST /v1/policies/%d/publish" % pid)
+    eq(r.json["status"], "published", "publish answer: status")
+    check(isinstance(r.json.get("job"), int) and r.json["job"] > 0,
+          "publish answer carries no job: %r", r.json)
+    return r.json["job"]

@@ -223,6 +223,15 @@ def redis_hash(env, key):
     return {flat[i].decode(): flat[i + 1].decode() for i in range(0, len(flat), 2)}
 
 
+def policy_jobs(env):
+    """Every push job in Redis (hq:jobs), by policy: {policy id: [(job id, kind)]}."""
+    out = {}
+    for jid in env.redis("ZRANGE", "hq:jobs", 0, -1) or []:
+        h = redis_hash(env, "hq:job:%s" % jid.decode())
+        out.setdefault(int(h["policy"]), []).append((int(jid), h["kind"]))
+    return out
+
+
 class RedisLoad:
     """Keeps Redis busy with back-to-back Lua scripts that spin for 'ms' each, so
     every command huiqid sends waits for one: a bulk job's walk, which normally
