@@ -24,7 +24,8 @@ ALL_CFLAGS = $(STD) $(WARN) $(WERROR) $(OPT) $(DEBUG) $(ARCH) $(SAN) -I. $(PKG_C
 LDLIBS_ALL = $(PKG_LIBS) -lpthread -lm $(LDLIBS)
 
 PURE_SRC := common/xalloc.c \
-            matcher/rule.c matcher/cont.c matcher/matcher.c matcher/eval.c matcher/polset.c \
+            matcher/rule.c matcher/cont.c matcher/matcher.c matcher/layout.c matcher/eval.c \
+            matcher/polset.c \
             tags/uscc.c tags/taxonomy.c tags/date.c tags/rules.c common/sbuf.c common/histo.c
 STORE_SRC := store/redis_uv.c store/link.c store/store.c store/store_load.c store/codec.c \
             store/push.c store/keys.c store/scripts.c store/mirror.c

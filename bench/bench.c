@@ -50,6 +50,36 @@ static uint64_t pct(uint64_t *v, size_t n, double p) {
     return v[i];
 }
 
+/* Times every policy's count (one warm-up pass, then the best of three passes
+ * over all policies) into 'lat'; returns how many counts disagree with 'truth'. */
+static int time_counts(const matcher_t *m, const bench_data_t *d, const uint64_t *truth,
+                       uint64_t *lat) {
+    matcher_scratch_t *s = matcher_scratch_new();
+    uint32_t np = d->np;
+    for (uint32_t p = 0; p < np; p++) {
+        matcher_count(m, &d->rules[p], s); /* warm-up */
+    }
+    int bad = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        for (uint32_t p = 0; p < np; p++) {
+            uint64_t a = now_ns();
+            uint64_t c = matcher_count(m, &d->rules[p], s);
+            uint64_t b = now_ns();
+            if (rep == 0 || b - a < lat[p]) {
+                lat[p] = b - a;
+            }
+            if (c != truth[p]) {
+                if (bad++ < 5) {
+                    fprintf(stderr, "MISMATCH policy %u: columns %llu, row scan %llu\n", p + 1,
+                            (unsigned long long)c, (unsigned long long)truth[p]);
+                }
+            }
+        }
+    }
+    matcher_scratch_free(s);
+    return bad;
+}
+
 static long rss_kb(const char *field) {
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
@@ -327,36 +357,29 @@ int main(int argc, char **argv) {
         return 0;
     }
 
-    /* One policy at a time. */
-    matcher_scratch_t *s = matcher_scratch_new();
-    uint64_t *counts = xcalloc(np, sizeof *counts);
+    /* One policy at a time: first over the index as it filled (ordinal order), for
+     * comparison, then laid out by the cluster key as huiqid does once loaded. */
     uint64_t *lat = xcalloc(np, sizeof *lat);
-    for (uint32_t p = 0; p < np; p++) {
-        counts[p] = matcher_count(m, &d.rules[p], s); /* warm-up */
-    }
-    int bad = 0;
-    for (int rep = 0; rep < 3; rep++) {
-        for (uint32_t p = 0; p < np; p++) {
-            uint64_t a = now_ns();
-            uint64_t c = matcher_count(m, &d.rules[p], s);
-            uint64_t b = now_ns();
-            if (rep == 0 || b - a < lat[p]) {
-                lat[p] = b - a;
-            }
-            if (c != truth[p]) {
-                if (bad++ < 5) {
-                    fprintf(stderr, "MISMATCH policy %u: columns %llu, row scan %llu\n", p + 1,
-                            (unsigned long long)c, (unsigned long long)truth[p]);
-                }
-            }
-        }
-    }
-    if (bad) {
-        fprintf(stderr, "bench: %d policies disagree between columns and rows\n", bad);
+    uint64_t *tmp = xmalloc(np * sizeof *tmp);
+    if (time_counts(m, &d, truth, lat)) {
+        fprintf(stderr, "bench: policies disagree between columns and rows\n");
         return 1;
     }
+    memcpy(tmp, lat, np * sizeof *tmp);
+    printf("count_unsorted_median_ns %llu\n", (unsigned long long)pct(tmp, np, 0.5));
+    uint16_t ct[TAX_CLUSTER_MAX];
+    uint8_t cl[TAX_CLUSTER_MAX];
+    unsigned nct = taxonomy_cluster_tags(tax, ct, cl, TAX_CLUSTER_MAX);
+    matcher_set_cluster(m, ct, cl, nct);
+    t0 = now_s();
+    matcher_relayout(m);
+    printf("index_layout_s %.3f\nindex_bytes_laid_out %zu\n", now_s() - t0, matcher_bytes(m));
+    if (time_counts(m, &d, truth, lat)) {
+        fprintf(stderr, "bench: policies disagree between columns and rows after the layout\n");
+        return 1;
+    }
+    matcher_scratch_t *s = matcher_scratch_new();
     uint64_t sorted[4];
-    uint64_t *tmp = xmalloc(np * sizeof *tmp);
     memcpy(tmp, truth, np * sizeof *tmp);
     sorted[0] = pct(tmp, np, 0.5);
     sorted[1] = pct(tmp, np, 0.9);
@@ -460,7 +483,6 @@ int main(int argc, char **argv) {
     free(card);
     free(truth);
     free(ids);
-    free(counts);
     free(lat);
     free(tmp);
     free(pc);

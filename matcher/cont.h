@@ -1,6 +1,8 @@
 /* Module-internal: one tag's members inside one block of 65,536 ordinals, held as a
  * sorted array of 16-bit offsets while sparse and as a 1,024-word bitmap once dense
- * (the Roaring layout, written for our access pattern). Not part of the public API. */
+ * (the Roaring layout, written for our access pattern), with a summary over the
+ * block's 64 extents of 1,024 ordinals that lets evaluation skip extents without
+ * reading the members. Not part of the public API. */
 #ifndef HUIQI_MATCHER_CONT_H
 #define HUIQI_MATCHER_CONT_H
 
@@ -11,8 +13,15 @@
 #define CONT_BITS      16
 #define CONT_SPAN      (1u << CONT_BITS) /* ordinals per block */
 #define CONT_WORDS     (CONT_SPAN / 64)  /* 1,024 words in a bitmap container */
-#define CONT_ARRAY_MAX 512u             /* an array above this becomes a bitmap */
+#define CONT_ARRAY_MAX 512u              /* an array above this becomes a bitmap */
 #define CONT_ARRAY_MIN 384u              /* a bitmap below this becomes an array */
+/* Extents: the block's ordinals in 64 runs of 1,024 (16 bitmap words). The store
+ * hands out ordinals an extent at a time to enterprises alike in region, entity
+ * type and industry, so a tag is often all or nothing inside an extent. */
+#define CONT_EXT_BITS  10
+#define CONT_EXT       (1u << CONT_EXT_BITS)  /* ordinals per extent */
+#define CONT_EXT_WORDS (CONT_EXT / 64)        /* 16 bitmap words per extent */
+#define CONT_NEXT      (CONT_SPAN / CONT_EXT) /* 64 extents per block */
 
 enum { CONT_EMPTY = 0, CONT_ARRAY = 1, CONT_BITMAP = 2 };
 
@@ -21,6 +30,12 @@ typedef struct cont {
     uint32_t card; /* members */
     uint16_t cap;  /* array capacity in entries; 0 otherwise */
     uint8_t kind;
+    /* Bit e of ext_any: some live ordinal of extent e holds the tag. Bit e of
+     * ext_full: every live ordinal of extent e holds it (set for an empty extent).
+     * Both exact at all times: matcher.c keeps them with the rows. They sit here
+     * so that the one cache line a plan reads for the container brings them. */
+    uint64_t ext_any;
+    uint64_t ext_full;
 } cont_t;
 
 /* Adds offset 'x'; returns true when it was not present. */

@@ -1,6 +1,12 @@
 /* Rule evaluation over the columns, one block of 65,536 ordinals at a time.
  *
- * Each block gets its own plan. The driver is the sparsest 'all' column, or the
+ * Each block gets its own plan. First the extent summaries (cont.h) say which of
+ * the block's 64 extents can hold a match at all, and which conditions hold for
+ * every live ordinal of those extents: such a condition is dropped, and a block
+ * with no such extent is skipped, without reading a member. The store gives out
+ * ordinals an extent at a time to enterprises alike in region, entity type and
+ * industry, so rules over those tags mostly end here. What is left runs only over
+ * the extents kept. The driver is the sparsest 'all' column, or the
  * union of the 'any' columns when that is smaller. When the driver is sparse, its
  * members become a candidate list that each remaining condition filters in turn,
  * most selective first, with branch-free compaction (a condition costs a load, a
@@ -23,10 +29,13 @@ struct matcher_scratch {
     uint64_t acc[CONT_WORDS];
     uint64_t tmp[CONT_WORDS];
     uint64_t uni[CONT_WORDS];
-    uint64_t bm_all[CONT_WORDS]; /* an 'all' array spread out (kept zeroed) */
-    uint64_t bm_any[CONT_WORDS]; /* the 'any' arrays spread out (kept zeroed) */
+    uint64_t bm_all[CONT_WORDS];  /* an 'all' array spread out (kept zeroed) */
+    uint64_t bm_any[CONT_WORDS];  /* the 'any' arrays spread out (kept zeroed) */
     uint64_t bm_none[CONT_WORDS]; /* the 'none' arrays spread out (kept zeroed) */
     uint16_t cand[CONT_SPAN];
+    /* matcher_list: the matches as a bitmap over ordinals, all 0 between calls. */
+    uint64_t *obm;
+    uint32_t obm_words;
 };
 
 matcher_scratch_t *matcher__scratch_new_isa(int isa) {
@@ -40,10 +49,13 @@ matcher_scratch_t *matcher_scratch_new(void) {
 }
 
 void matcher_scratch_free(matcher_scratch_t *s) {
+    if (s) {
+        free(s->obm);
+    }
     free(s);
 }
 
-enum { SINK_COUNT, SINK_GROUPS, SINK_LIST };
+enum { SINK_COUNT, SINK_GROUPS, SINK_ORDS };
 
 /* Above this many matches in a block, counting by group columns beats a lookup
  * per match (about ngroups x 1,024 word operations against one load per match). */
@@ -52,12 +64,11 @@ enum { SINK_COUNT, SINK_GROUPS, SINK_LIST };
 typedef struct sink {
     int mode;
     const eval_kern_t *kx;
+    const matcher_t *m;
     uint64_t count;
     uint64_t *groups; /* SINK_GROUPS: ngroups + 1 counters */
-    uint32_t *out;    /* SINK_LIST */
-    size_t max, n;
-    uint32_t next; /* SINK_LIST: first ordinal not emitted when full */
-    int full;
+    uint64_t *obm;    /* SINK_ORDS: matching ordinals >= from are set here */
+    uint32_t from;
 } sink_t;
 
 /* ---------------------------------------------------------------------------
@@ -70,39 +81,39 @@ typedef struct sink {
  * set the CPU has. Elsewhere the plain loops are all there is.
  * ------------------------------------------------------------------------- */
 
-/* The kernels, once per instruction set. */
-#define EVAL_KERNELS(SFX, ATTR)                                                                \
-    ATTR static uint64_t popcount_##SFX(const uint64_t *restrict a, unsigned from_w) {         \
-        uint64_t n = 0;                                                                        \
-        for (unsigned i = from_w; i < CONT_WORDS; i++) {                                       \
-            n += (uint64_t)__builtin_popcountll(a[i]);                                         \
-        }                                                                                      \
-        return n;                                                                              \
-    }                                                                                          \
-    ATTR static uint64_t and_popcount_##SFX(const uint64_t *restrict a,                       \
-                                            const uint64_t *restrict b) {                      \
-        uint64_t n = 0;                                                                        \
-        for (unsigned i = 0; i < CONT_WORDS; i++) {                                            \
-            n += (uint64_t)__builtin_popcountll(a[i] & b[i]);                                  \
-        }                                                                                      \
-        return n;                                                                              \
-    }                                                                                          \
-    ATTR static void and_##SFX(uint64_t *restrict a, const uint64_t *restrict b) {            \
-        for (unsigned i = 0; i < CONT_WORDS; i++) {                                            \
-            a[i] &= b[i];                                                                      \
-        }                                                                                      \
-    }                                                                                          \
-    ATTR static void andnot_##SFX(uint64_t *restrict a, const uint64_t *restrict b) {         \
-        for (unsigned i = 0; i < CONT_WORDS; i++) {                                            \
-            a[i] &= ~b[i];                                                                     \
-        }                                                                                      \
-    }                                                                                          \
-    ATTR static void or_##SFX(uint64_t *restrict a, const uint64_t *restrict b) {             \
-        for (unsigned i = 0; i < CONT_WORDS; i++) {                                            \
-            a[i] |= b[i];                                                                      \
-        }                                                                                      \
-    }                                                                                          \
-    static const eval_kern_t kern_##SFX = {popcount_##SFX, and_popcount_##SFX, and_##SFX,      \
+/* The kernels, once per instruction set; 'n' words, a multiple of 16. */
+#define EVAL_KERNELS(SFX, ATTR)                                                                   \
+    ATTR static uint64_t popcount_##SFX(const uint64_t *restrict a, unsigned n) {                 \
+        uint64_t c = 0;                                                                           \
+        for (unsigned i = 0; i < n; i++) {                                                        \
+            c += (uint64_t)__builtin_popcountll(a[i]);                                            \
+        }                                                                                         \
+        return c;                                                                                 \
+    }                                                                                             \
+    ATTR static uint64_t and_popcount_##SFX(const uint64_t *restrict a,                           \
+                                            const uint64_t *restrict b, unsigned n) {             \
+        uint64_t c = 0;                                                                           \
+        for (unsigned i = 0; i < n; i++) {                                                        \
+            c += (uint64_t)__builtin_popcountll(a[i] & b[i]);                                     \
+        }                                                                                         \
+        return c;                                                                                 \
+    }                                                                                             \
+    ATTR static void and_##SFX(uint64_t *restrict a, const uint64_t *restrict b, unsigned n) {    \
+        for (unsigned i = 0; i < n; i++) {                                                        \
+            a[i] &= b[i];                                                                         \
+        }                                                                                         \
+    }                                                                                             \
+    ATTR static void andnot_##SFX(uint64_t *restrict a, const uint64_t *restrict b, unsigned n) { \
+        for (unsigned i = 0; i < n; i++) {                                                        \
+            a[i] &= ~b[i];                                                                        \
+        }                                                                                         \
+    }                                                                                             \
+    ATTR static void or_##SFX(uint64_t *restrict a, const uint64_t *restrict b, unsigned n) {     \
+        for (unsigned i = 0; i < n; i++) {                                                        \
+            a[i] |= b[i];                                                                         \
+        }                                                                                         \
+    }                                                                                             \
+    static const eval_kern_t kern_##SFX = {popcount_##SFX, and_popcount_##SFX, and_##SFX,         \
                                            andnot_##SFX, or_##SFX};
 
 EVAL_KERNELS(base, )
@@ -133,11 +144,110 @@ const eval_kern_t *matcher__kernels(int isa) {
     return &kern_base;
 }
 
-/* acc &= members of c, for any container kind. */
-static void block_and_cont(const eval_kern_t *kx, uint64_t *acc, const cont_t *c,
-                           uint64_t *tmp) {
+/* ---------------------------------------------------------------------------
+ * Extent masks
+ *
+ * A mask holds one bit per extent of 16 words. The word loops run over its runs
+ * of consecutive extents, so a block whose rule keeps a few extents reads only
+ * those parts of its bitmaps.
+ * ------------------------------------------------------------------------- */
+
+/* Takes the lowest run of consecutive extents off '*mask' and gives it as words
+ * [*w0, *w0 + *nw); returns 0 when the mask is empty. */
+static inline int ext_run(uint64_t *mask, unsigned *w0, unsigned *nw) {
+    uint64_t x = *mask;
+    if (x == 0) {
+        return 0;
+    }
+    unsigned lo = (unsigned)__builtin_ctzll(x);
+    uint64_t gap = ~(x >> lo);
+    unsigned len = gap ? (unsigned)__builtin_ctzll(gap) : 64 - lo;
+    *mask = lo + len >= 64 ? 0 : x & ~(((UINT64_C(1) << len) - 1) << lo);
+    *w0 = lo * CONT_EXT_WORDS;
+    *nw = len * CONT_EXT_WORDS;
+    return 1;
+}
+
+static uint64_t mpopcount(const eval_kern_t *kx, const uint64_t *a, uint64_t mask) {
+    uint64_t n = 0;
+    unsigned w0, nw;
+    while (ext_run(&mask, &w0, &nw)) {
+        n += kx->popcount(a + w0, nw);
+    }
+    return n;
+}
+
+static uint64_t mand_popcount(const eval_kern_t *kx, const uint64_t *a, const uint64_t *b,
+                              uint64_t mask) {
+    uint64_t n = 0;
+    unsigned w0, nw;
+    while (ext_run(&mask, &w0, &nw)) {
+        n += kx->and_popcount(a + w0, b + w0, nw);
+    }
+    return n;
+}
+
+/* a op= b over the extents of 'mask'; 'op' is one of the kernels' word loops. */
+static void mop(void (*op)(uint64_t *, const uint64_t *, unsigned), uint64_t *a, const uint64_t *b,
+                uint64_t mask) {
+    unsigned w0, nw;
+    while (ext_run(&mask, &w0, &nw)) {
+        op(a + w0, b + w0, nw);
+    }
+}
+
+/* dst = src on the extents of 'mask', 0 elsewhere. */
+static void mload(uint64_t *dst, const uint64_t *src, uint64_t mask) {
+    if (mask == UINT64_MAX) {
+        memcpy(dst, src, CONT_WORDS * sizeof *dst);
+        return;
+    }
+    memset(dst, 0, CONT_WORDS * sizeof *dst);
+    unsigned w0, nw;
+    while (ext_run(&mask, &w0, &nw)) {
+        memcpy(dst + w0, src + w0, nw * sizeof *dst);
+    }
+}
+
+/* Clears 'a' on the extents outside 'mask'. */
+static void mclear_outside(uint64_t *a, uint64_t mask) {
+    uint64_t out = ~mask;
+    unsigned w0, nw;
+    while (ext_run(&out, &w0, &nw)) {
+        memset(a + w0, 0, nw * sizeof *a);
+    }
+}
+
+/* Whether offset 'x' lies in an extent of 'mask', as 0 or 1. */
+static inline unsigned in_mask(uint64_t mask, uint16_t x) {
+    return (unsigned)(mask >> (x >> CONT_EXT_BITS)) & 1u;
+}
+
+/* Members of 'c' in the extents of 'mask'. */
+static uint64_t cont_count(const eval_kern_t *kx, const cont_t *c, uint64_t mask) {
+    if ((c->ext_any & ~mask) == 0) {
+        return c->card;
+    }
     if (c->kind == CONT_BITMAP) {
-        kx->and_(acc, c->p);
+        return mpopcount(kx, c->p, mask);
+    }
+    const uint16_t *a = c->p;
+    uint64_t n = 0;
+    for (uint32_t i = 0; i < c->card; i++) {
+        n += in_mask(mask, a[i]);
+    }
+    return n;
+}
+
+/* ---------------------------------------------------------------------------
+ * Container operations on a block accumulator that is 0 outside the mask
+ * ------------------------------------------------------------------------- */
+
+/* acc &= members of c, for any container kind. */
+static void block_and_cont(const eval_kern_t *kx, uint64_t *acc, const cont_t *c, uint64_t *tmp,
+                           uint64_t mask) {
+    if (c->kind == CONT_BITMAP) {
+        mop(kx->and_, acc, c->p, mask);
         return;
     }
     memset(tmp, 0, CONT_WORDS * sizeof *tmp);
@@ -148,9 +258,10 @@ static void block_and_cont(const eval_kern_t *kx, uint64_t *acc, const cont_t *c
     memcpy(acc, tmp, CONT_WORDS * sizeof *acc);
 }
 
-static void block_andnot_cont(const eval_kern_t *kx, uint64_t *acc, const cont_t *c) {
+static void block_andnot_cont(const eval_kern_t *kx, uint64_t *acc, const cont_t *c,
+                              uint64_t mask) {
     if (c->kind == CONT_BITMAP) {
-        kx->andnot(acc, c->p);
+        mop(kx->andnot, acc, c->p, mask);
         return;
     }
     const uint16_t *a = c->p;
@@ -159,9 +270,11 @@ static void block_andnot_cont(const eval_kern_t *kx, uint64_t *acc, const cont_t
     }
 }
 
-static void block_or_cont(const eval_kern_t *kx, uint64_t *acc, const cont_t *c) {
+/* acc |= members of c: bitmaps over the extents of 'mask', arrays whole (callers
+ * that need acc to stay 0 outside the mask clear it afterwards). */
+static void block_or_cont(const eval_kern_t *kx, uint64_t *acc, const cont_t *c, uint64_t mask) {
     if (c->kind == CONT_BITMAP) {
-        kx->or_(acc, c->p);
+        mop(kx->or_, acc, c->p, mask);
         return;
     }
     const uint16_t *a = c->p;
@@ -177,13 +290,17 @@ static void block_clear_cont(uint64_t *acc, const cont_t *c) {
     }
 }
 
-static void acc_load(const eval_kern_t *kx, uint64_t *acc, const cont_t *c) {
+/* acc = members of c in the extents of 'mask', 0 elsewhere. */
+static void acc_load(uint64_t *acc, const cont_t *c, uint64_t mask) {
     if (c->kind == CONT_BITMAP) {
-        memcpy(acc, c->p, CONT_WORDS * sizeof *acc);
+        mload(acc, c->p, mask);
         return;
     }
     memset(acc, 0, CONT_WORDS * sizeof *acc);
-    block_or_cont(kx, acc, c);
+    const uint16_t *a = c->p;
+    for (uint32_t i = 0; i < c->card; i++) {
+        acc[a[i] >> 6] |= (uint64_t)in_mask(mask, a[i]) << (a[i] & 63);
+    }
 }
 
 /* ---------------------------------------------------------------------------
@@ -191,9 +308,9 @@ static void acc_load(const eval_kern_t *kx, uint64_t *acc, const cont_t *c) {
  * ------------------------------------------------------------------------- */
 
 /* Writes the positions of the set bits of 'm' (plus 'base') to 'out' and returns
- * how many. Writes up to 64 entries whatever the count: callers leave room. The
- * loop runs a fixed number of times per 8 bits found, so it does not mispredict on
- * every bit the way a plain ctz loop does. */
+ * how many. Writes a multiple of 8 entries whatever the count: callers leave room
+ * for 64. The loop runs a fixed number of times per 8 bits found, so it does not
+ * mispredict on every bit the way a plain ctz loop does. */
 static inline size_t emit_bits(uint32_t *out, uint32_t base, uint64_t m) {
     size_t cnt = (size_t)__builtin_popcountll(m);
     for (size_t i = 0; i < cnt; i += 8) {
@@ -207,32 +324,47 @@ static inline size_t emit_bits(uint32_t *out, uint32_t base, uint64_t m) {
     return cnt;
 }
 
-static void sink_list_word(sink_t *k, uint32_t base, uint64_t m) {
-    if (k->n + 72 <= k->max) {
-        k->n += emit_bits(k->out + k->n, base, m);
-        return;
-    }
-    while (m) {
-        uint32_t ord = base + (uint32_t)__builtin_ctzll(m);
-        m &= m - 1;
-        if (k->n == k->max) {
-            k->full = 1;
-            k->next = ord;
-            return;
+/* SINK_ORDS marks the ordinals of 'n' positions (offsets 'c' into 'p2o', or the
+ * set bits of 'bits' when 'c' is NULL). Laid-out positions run in ordinal order
+ * within a cluster, so consecutive marks mostly fall in one word: they gather in a
+ * register, and memory is written once a word (a read-modify-write a mark would
+ * wait on the previous one's store). */
+typedef struct ord_marks {
+    uint64_t *obm;
+    uint32_t from;
+    uint32_t word; /* UINT32_MAX: none gathered */
+    uint64_t bits;
+} ord_marks_t;
+
+static inline void marks_add(ord_marks_t *om, uint32_t ord) {
+    uint32_t w = ord >> 6;
+    if (w != om->word) {
+        if (om->word != UINT32_MAX) {
+            om->obm[om->word] |= om->bits;
         }
-        k->out[k->n++] = ord;
+        om->word = w;
+        om->bits = 0;
+    }
+    om->bits |= (uint64_t)(ord >= om->from) << (ord & 63);
+}
+
+static inline void marks_flush(ord_marks_t *om) {
+    if (om->word != UINT32_MAX) {
+        om->obm[om->word] |= om->bits;
     }
 }
 
-/* Delivers a finished dense accumulator of block 'bi'. */
+/* Delivers a finished dense accumulator of block 'bi', which is 0 outside the
+ * extents of 'mask'. */
 static void sink_block(sink_t *k, const matcher_t *m, const matcher_blk_t *b, uint32_t bi,
-                       const uint64_t *acc, unsigned from_w) {
+                       const uint64_t *acc, uint64_t mask) {
     if (k->mode == SINK_COUNT) {
-        k->count += k->kx->popcount(acc, from_w);
+        k->count += mpopcount(k->kx, acc, mask);
         return;
     }
+    unsigned w0, nw;
     if (k->mode == SINK_GROUPS) {
-        uint64_t total = k->kx->popcount(acc, 0);
+        uint64_t total = mpopcount(k->kx, acc, mask);
         k->count += total;
         if (total == 0) {
             return;
@@ -247,8 +379,11 @@ static void sink_block(sink_t *k, const matcher_t *m, const matcher_blk_t *b, ui
             for (unsigned g = 0; g < m->ngroups; g++) {
                 const cont_t *c = &b->cols[m->group_tags[g]];
                 uint64_t n = 0;
+                if ((c->ext_any & mask) == 0) {
+                    continue;
+                }
                 if (c->kind == CONT_BITMAP) {
-                    n = k->kx->and_popcount(acc, c->p);
+                    n = mand_popcount(k->kx, acc, c->p, mask & c->ext_any);
                 } else {
                     const uint16_t *a = c->p;
                     for (uint32_t i = 0; i < c->card; i++) {
@@ -261,22 +396,30 @@ static void sink_block(sink_t *k, const matcher_t *m, const matcher_blk_t *b, ui
             k->groups[0] += total - grouped;
             return;
         }
-        for (unsigned w = 0; w < CONT_WORDS; w++) {
-            uint64_t x = acc[w];
-            while (x) {
-                unsigned off = w * 64 + (unsigned)__builtin_ctzll(x);
-                x &= x - 1;
-                k->groups[b->groups[off]]++;
+        uint64_t runs = mask;
+        while (ext_run(&runs, &w0, &nw)) {
+            for (unsigned w = w0; w < w0 + nw; w++) {
+                uint64_t x = acc[w];
+                while (x) {
+                    unsigned off = w * 64 + (unsigned)__builtin_ctzll(x);
+                    x &= x - 1;
+                    k->groups[b->groups[off]]++;
+                }
             }
         }
         return;
     }
-    uint32_t base = bi << CONT_BITS;
-    for (unsigned w = from_w; w < CONT_WORDS && !k->full; w++) {
-        if (acc[w]) {
-            sink_list_word(k, base + w * 64, acc[w]);
+    const uint32_t *p2o = m->p2o + ((size_t)bi << CONT_BITS);
+    ord_marks_t om = {k->obm, k->from, UINT32_MAX, 0};
+    uint64_t runs = mask;
+    while (ext_run(&runs, &w0, &nw)) {
+        for (unsigned w = w0; w < w0 + nw; w++) {
+            for (uint64_t x = acc[w]; x; x &= x - 1) {
+                marks_add(&om, p2o[w * 64 + (unsigned)__builtin_ctzll(x)]);
+            }
         }
     }
+    marks_flush(&om);
 }
 
 /* Delivers a finished candidate list (sorted offsets) of block 'bi'. */
@@ -293,17 +436,12 @@ static void sink_cands(sink_t *k, const matcher_blk_t *b, uint32_t bi, const uin
         }
         return;
     }
-    uint32_t base = bi << CONT_BITS;
-    size_t room = k->max - k->n;
-    size_t take = n < room ? n : room;
-    for (size_t i = 0; i < take; i++) {
-        k->out[k->n + i] = base | c[i];
+    const uint32_t *p2o = k->m->p2o + ((size_t)bi << CONT_BITS);
+    ord_marks_t om = {k->obm, k->from, UINT32_MAX, 0};
+    for (size_t i = 0; i < n; i++) {
+        marks_add(&om, p2o[c[i]]);
     }
-    k->n += take;
-    if (take < n) {
-        k->full = 1;
-        k->next = base | c[take];
-    }
+    marks_flush(&om);
 }
 
 /* ---------------------------------------------------------------------------
@@ -315,18 +453,44 @@ typedef struct plan {
     const cont_t *any[RULE_MAX_PART];
     const cont_t *none[RULE_MAX_PART];
     unsigned nall, nany, nnone;
+    int has_any; /* the 'any' part is still to be checked */
     uint64_t any_card;
+    uint64_t any_ext; /* extents where an 'any' column has members */
+    uint64_t mask;    /* extents that may hold a match */
 } plan_t;
 
-/* Gathers the block's containers for the rule. Returns 0 when the block cannot
- * hold a match. */
+/* Gathers the block's containers for the rule. An extent stays in the mask only
+ * if every 'all' column
+ * and some 'any' column has members there and no 'none' column holds all of it; a
+ * condition that every live ordinal of the kept extents meets is left out of the
+ * plan. Returns 0 when the block cannot hold a match. */
 static int plan_block(plan_t *p, const rule_t *r, const matcher_blk_t *b) {
+    uint64_t mask = b->ext_live;
+    uint64_t any_full = 0;
+    p->any_ext = 0;
+    for (unsigned i = 0; i < r->nall; i++) {
+        mask &= b->cols[r->all[i]].ext_any;
+    }
+    for (unsigned i = 0; i < r->nany; i++) {
+        p->any_ext |= b->cols[r->any[i]].ext_any;
+        any_full |= b->cols[r->any[i]].ext_full;
+    }
+    if (r->nany) {
+        mask &= p->any_ext;
+    }
+    for (unsigned i = 0; i < r->nnone; i++) {
+        mask &= ~b->cols[r->none[i]].ext_full;
+    }
+    if (mask == 0) {
+        return 0;
+    }
+    p->mask = mask;
     p->nall = p->nany = p->nnone = 0;
     p->any_card = 0;
     for (unsigned i = 0; i < r->nall; i++) {
         const cont_t *c = &b->cols[r->all[i]];
-        if (c->card == 0) {
-            return 0;
+        if ((mask & ~c->ext_full) == 0) {
+            continue;
         }
         /* Insertion keeps the list sorted by cardinality, sparsest first. */
         unsigned j = p->nall++;
@@ -336,19 +500,17 @@ static int plan_block(plan_t *p, const rule_t *r, const matcher_blk_t *b) {
         }
         p->all[j] = c;
     }
-    for (unsigned i = 0; i < r->nany; i++) {
+    p->has_any = r->nany && (mask & ~any_full) != 0;
+    for (unsigned i = 0; p->has_any && i < r->nany; i++) {
         const cont_t *c = &b->cols[r->any[i]];
-        if (c->card) {
+        if (c->ext_any & mask) {
             p->any[p->nany++] = c;
             p->any_card += c->card;
         }
     }
-    if (r->nany && p->nany == 0) {
-        return 0;
-    }
     for (unsigned i = 0; i < r->nnone; i++) {
         const cont_t *c = &b->cols[r->none[i]];
-        if (c->card) {
+        if (c->ext_any & mask) {
             p->none[p->nnone++] = c;
         }
     }
@@ -363,40 +525,44 @@ enum { F_ALL, F_ANY, F_NONE };
 
 typedef struct filter {
     int kind;
-    double keep;                        /* estimated fraction of candidates kept */
-    const uint64_t *bm[RULE_MAX_PART];  /* bitmaps to test (any: OR, none: OR) */
+    double keep;                       /* estimated fraction of candidates kept */
+    const uint64_t *bm[RULE_MAX_PART]; /* bitmaps to test (any: OR, none: OR) */
     unsigned nbm;
     const cont_t *spread[RULE_MAX_PART]; /* arrays spread into a scratch bitmap */
     unsigned nspread;
     uint64_t *scratch;
 } filter_t;
 
-/* Copies the members of a container into 'out' as sorted offsets. */
-static size_t cands_from(const cont_t *c, uint16_t *out) {
-    if (c->kind != CONT_BITMAP) {
-        memcpy(out, c->p, c->card * sizeof *out);
-        return c->card;
-    }
-    const uint64_t *bm = c->p;
+/* The members of bitmap 'bm' in the extents of 'mask', as sorted offsets. */
+static size_t cands_from_bitmap(const uint64_t *bm, uint16_t *out, uint64_t mask) {
     size_t n = 0;
-    for (unsigned w = 0; w < CONT_WORDS; w++) {
-        uint64_t m = bm[w];
-        while (m) {
-            out[n++] = (uint16_t)(w * 64 + (unsigned)__builtin_ctzll(m));
-            m &= m - 1;
+    unsigned w0, nw;
+    while (ext_run(&mask, &w0, &nw)) {
+        for (unsigned w = w0; w < w0 + nw; w++) {
+            uint64_t m = bm[w];
+            while (m) {
+                out[n++] = (uint16_t)(w * 64 + (unsigned)__builtin_ctzll(m));
+                m &= m - 1;
+            }
         }
     }
     return n;
 }
 
-static size_t cands_from_bitmap(const uint64_t *bm, uint16_t *out) {
+/* The members of a container in the extents of 'mask', as sorted offsets. */
+static size_t cands_from(const cont_t *c, uint16_t *out, uint64_t mask) {
+    if (c->kind == CONT_BITMAP) {
+        return cands_from_bitmap(c->p, out, mask);
+    }
+    const uint16_t *a = c->p;
+    if ((c->ext_any & ~mask) == 0) {
+        memcpy(out, a, c->card * sizeof *out);
+        return c->card;
+    }
     size_t n = 0;
-    for (unsigned w = 0; w < CONT_WORDS; w++) {
-        uint64_t m = bm[w];
-        while (m) {
-            out[n++] = (uint16_t)(w * 64 + (unsigned)__builtin_ctzll(m));
-            m &= m - 1;
-        }
+    for (uint32_t i = 0; i < c->card; i++) {
+        out[n] = a[i];
+        n += in_mask(mask, a[i]);
     }
     return n;
 }
@@ -505,7 +671,7 @@ static uint64_t filter_spread_cost(const filter_t *f) {
 
 static void filter_spread(filter_t *f) {
     for (unsigned j = 0; j < f->nspread; j++) {
-        block_or_cont(&kern_base, f->scratch, f->spread[j]);
+        block_or_cont(&kern_base, f->scratch, f->spread[j], UINT64_MAX);
     }
 }
 
@@ -588,8 +754,8 @@ static unsigned filters_build(filter_t *f, uint8_t *order, const plan_t *p, int 
 }
 
 /* Filters candidates 'c[0..n)' through every filter; returns the survivors. */
-static size_t filters_apply(filter_t *f, const uint8_t *order, unsigned nf, uint16_t *c,
-                            size_t n, matcher_scratch_t *s) {
+static size_t filters_apply(filter_t *f, const uint8_t *order, unsigned nf, uint16_t *c, size_t n,
+                            matcher_scratch_t *s) {
     for (unsigned i = 0; i < nf && n; i++) {
         filter_t *x = &f[order[i]];
         /* Spreading costs about two steps per array member, searching about
@@ -622,18 +788,20 @@ typedef struct defer {
     const cont_t *none_last; /* subtract the members of this array, or NULL */
 } defer_t;
 
-/* dst = the union of the block's 'any' columns. */
+/* dst = the union of the block's 'any' columns (bitmaps over the mask's extents;
+ * arrays whole, so dst may hold bits outside the mask). */
 static void any_union(const eval_kern_t *kx, uint64_t *dst, const plan_t *p) {
     memset(dst, 0, CONT_WORDS * sizeof *dst);
     for (unsigned i = 0; i < p->nany; i++) {
-        block_or_cont(kx, dst, p->any[i]);
+        block_or_cont(kx, dst, p->any[i], p->mask);
     }
 }
 
-/* Dense evaluation into s->acc, which holds the driver on entry. With 'd' on, one
- * bitmap operand and the last 'none' array may be left for dense_count. */
-static void dense_block(const plan_t *p, const rule_t *r, int drv_all, int any_done,
-                        matcher_scratch_t *s, defer_t *d) {
+/* Dense evaluation into s->acc, which holds the driver on entry (0 outside the
+ * mask). With 'd' on, one bitmap operand and the last 'none' array may be left for
+ * dense_count. */
+static void dense_block(const plan_t *p, int drv_all, int any_done, matcher_scratch_t *s,
+                        defer_t *d) {
     for (unsigned i = 0; i < p->nall; i++) {
         if ((int)i == drv_all) {
             continue;
@@ -642,21 +810,21 @@ static void dense_block(const plan_t *p, const rule_t *r, int drv_all, int any_d
             d->f = p->all[i]->p;
             continue;
         }
-        block_and_cont(s->kx, s->acc, p->all[i], s->tmp);
+        block_and_cont(s->kx, s->acc, p->all[i], s->tmp, p->mask);
     }
-    if (r->nany && !any_done) {
+    if (p->has_any && !any_done) {
         if (p->nany == 1) {
             if (d->on && d->f == NULL && p->any[0]->kind == CONT_BITMAP) {
                 d->f = p->any[0]->p;
             } else {
-                block_and_cont(s->kx, s->acc, p->any[0], s->tmp);
+                block_and_cont(s->kx, s->acc, p->any[0], s->tmp, p->mask);
             }
         } else {
             any_union(s->kx, s->uni, p);
             if (d->on && d->f == NULL) {
                 d->f = s->uni;
             } else {
-                s->kx->and_(s->acc, s->uni);
+                mop(s->kx->and_, s->acc, s->uni, p->mask);
             }
         }
     }
@@ -665,15 +833,15 @@ static void dense_block(const plan_t *p, const rule_t *r, int drv_all, int any_d
             d->none_last = p->none[i];
             continue;
         }
-        block_andnot_cont(s->kx, s->acc, p->none[i]);
+        block_andnot_cont(s->kx, s->acc, p->none[i], p->mask);
     }
 }
 
 /* The matches of a block evaluated with 'd' on: popcount(acc & f), less the
  * members of the deferred 'none' array that would have survived. */
-static uint64_t dense_count(const matcher_scratch_t *s, const defer_t *d) {
+static uint64_t dense_count(const matcher_scratch_t *s, const defer_t *d, uint64_t mask) {
     const uint64_t *acc = s->acc;
-    uint64_t n = d->f ? s->kx->and_popcount(acc, d->f) : s->kx->popcount(acc, 0);
+    uint64_t n = d->f ? mand_popcount(s->kx, acc, d->f, mask) : mpopcount(s->kx, acc, mask);
     if (d->none_last) {
         const uint16_t *a = d->none_last->p;
         for (uint32_t i = 0; i < d->none_last->card; i++) {
@@ -688,81 +856,79 @@ static uint64_t dense_count(const matcher_scratch_t *s, const defer_t *d) {
 }
 
 /* Finishes a block on the dense path, s->acc holding the driver: a count is fused
- * (dense_count), anything else is delivered from 'from_off' on. */
-static void dense_finish(const matcher_t *m, const rule_t *r, matcher_scratch_t *s, sink_t *k,
-                         const plan_t *p, uint32_t bi, int drv_all, int any_done,
-                         unsigned from_off) {
+ * (dense_count), anything else is delivered. */
+static void dense_finish(const matcher_t *m, matcher_scratch_t *s, sink_t *k, const plan_t *p,
+                         uint32_t bi, int drv_all, int any_done) {
     defer_t d = {.on = k->mode == SINK_COUNT};
-    dense_block(p, r, drv_all, any_done, s, &d);
+    dense_block(p, drv_all, any_done, s, &d);
     if (d.on) {
-        k->count += dense_count(s, &d);
+        k->count += dense_count(s, &d, p->mask);
         return;
     }
-    unsigned from_w = from_off >> 6;
-    if (from_off) {
-        memset(s->acc, 0, from_w * sizeof *s->acc);
-        s->acc[from_w] &= ~UINT64_C(0) << (from_off & 63);
-    }
-    sink_block(k, m, m->blk[bi], bi, s->acc, from_w);
+    sink_block(k, m, m->blk[bi], bi, s->acc, p->mask);
 }
 
 /* Cost model, in rough cycles: a sparse filter pass costs about 2 per candidate, a
- * dense pass about 0.5 per word per column (vectorised). Measured on the bench
- * data set; only the choice between paths depends on it, never a result. */
+ * dense pass about 0.5 per word per column over the kept extents (vectorised).
+ * Measured on the bench data set; only the choice between paths depends on it,
+ * never a result. */
 static int prefer_sparse(uint64_t drv, const plan_t *p) {
-    unsigned passes = p->nall + (p->nany ? 1 : 0) + (p->nnone ? 1 : 0);
+    unsigned passes = p->nall + (p->has_any ? 1 : 0) + (p->nnone ? 1 : 0);
     unsigned cols = p->nall + p->nany + p->nnone;
-    return drv * 2 * (passes ? passes : 1) < (uint64_t)CONT_WORDS * cols / 2 + 256;
+    uint64_t words = (uint64_t)CONT_EXT_WORDS * (uint64_t)__builtin_popcountll(p->mask);
+    return drv * 2 * (passes ? passes : 1) < words * cols / 2 + 256;
 }
 
-static void eval_block(const matcher_t *m, const rule_t *r, matcher_scratch_t *s, sink_t *k,
-                       uint32_t bi, unsigned from_off) {
+/* The expected members of a driver with 'card' members over extents 'ext' that
+ * fall in the mask (members spread evenly over their extents). */
+static uint64_t drv_in_mask(uint64_t card, uint64_t ext, uint64_t mask) {
+    int all = __builtin_popcountll(ext);
+    int kept = __builtin_popcountll(ext & mask);
+    return all ? card * (uint64_t)kept / (uint64_t)all : 0;
+}
+
+/* Evaluates block 'bi' by its plan 'pp' (from plan_block). */
+static void eval_block(const matcher_t *m, const plan_t *pp, matcher_scratch_t *s, sink_t *k,
+                       uint32_t bi) {
     const matcher_blk_t *b = m->blk[bi];
-    if (b == NULL || b->nlive == 0) {
+    plan_t p = *pp;
+    if (p.nall == 0 && !p.has_any) {
+        /* Every positive condition holds throughout the kept extents: their live
+         * ordinals, minus the 'none' tags still in play. */
+        if (k->mode == SINK_COUNT && p.nnone == 0) {
+            k->count += mpopcount(s->kx, b->live, p.mask);
+            return;
+        }
+        mload(s->acc, b->live, p.mask);
+        dense_finish(m, s, k, &p, bi, -1, 1);
         return;
     }
-    plan_t p;
-    if (!plan_block(&p, r, b)) {
+    if (k->mode == SINK_COUNT && p.nall == 1 && !p.has_any && p.nnone == 0) {
+        /* One column left: its members in the kept extents. */
+        k->count += cont_count(s->kx, p.all[0], p.mask);
         return;
     }
-    if (k->mode == SINK_COUNT && p.nall == 1 && r->nany == 0 && p.nnone == 0) {
-        /* One tag and nothing else: its column already knows. */
-        k->count += p.all[0]->card;
-        return;
-    }
-    if (p.nall == 0 && r->nany == 0) {
-        /* No positive condition: everyone alive, minus the 'none' tags. */
-        memcpy(s->acc, b->live, sizeof s->acc);
-        dense_finish(m, r, s, k, &p, bi, -1, 1, from_off);
-        return;
-    }
-    int any_driven = p.nall == 0 || (r->nany && p.any_card * 2 < p.all[0]->card);
-    uint64_t drv = any_driven ? p.any_card : p.all[0]->card;
+    int any_driven = p.nall == 0 || (p.has_any && p.any_card * 2 < p.all[0]->card);
+    uint64_t drv = any_driven ? drv_in_mask(p.any_card, p.any_ext, p.mask)
+                              : drv_in_mask(p.all[0]->card, p.all[0]->ext_any, p.mask);
     if (!prefer_sparse(drv, &p)) {
         if (any_driven) {
             any_union(s->kx, s->acc, &p);
+            mclear_outside(s->acc, p.mask);
         } else {
-            acc_load(s->kx, s->acc, p.all[0]);
+            acc_load(s->acc, p.all[0], p.mask);
         }
-        dense_finish(m, r, s, k, &p, bi, any_driven ? -1 : 0, any_driven, from_off);
+        dense_finish(m, s, k, &p, bi, any_driven ? -1 : 0, any_driven);
         return;
     }
     size_t n;
     if (!any_driven) {
-        n = cands_from(p.all[0], s->cand);
+        n = cands_from(p.all[0], s->cand, p.mask);
     } else if (p.nany == 1) {
-        n = cands_from(p.any[0], s->cand);
+        n = cands_from(p.any[0], s->cand, p.mask);
     } else {
         any_union(s->kx, s->uni, &p);
-        n = cands_from_bitmap(s->uni, s->cand);
-    }
-    if (from_off) {
-        size_t lo = 0;
-        while (lo < n && s->cand[lo] < from_off) {
-            lo++;
-        }
-        memmove(s->cand, s->cand + lo, (n - lo) * sizeof *s->cand);
-        n -= lo;
+        n = cands_from_bitmap(s->uni, s->cand, p.mask);
     }
     filter_t f[RULE_MAX_PART + 2];
     uint8_t order[RULE_MAX_PART + 2];
@@ -771,35 +937,140 @@ static void eval_block(const matcher_t *m, const rule_t *r, matcher_scratch_t *s
     sink_cands(k, b, bi, s->cand, n);
 }
 
-static void eval_rule(const matcher_t *m, const rule_t *r, matcher_scratch_t *s, sink_t *k,
-                      uint32_t from) {
-    uint32_t nb = (m->span + CONT_SPAN - 1) >> CONT_BITS;
-    for (uint32_t bi = from >> CONT_BITS; bi < nb && !k->full; bi++) {
-        unsigned off = bi == (from >> CONT_BITS) ? (from & (CONT_SPAN - 1)) : 0;
-        eval_block(m, r, s, k, bi, off);
+/* Asks for block 'bi''s plan inputs ahead of time: the line with its extent mask
+ * and the rule's container headers. A block far from the cache otherwise costs a
+ * chain of dependent misses (block, header, members) that nothing overlaps. */
+static void prefetch_heads(const matcher_t *m, const rule_t *r, uint32_t bi, uint32_t nb) {
+    if (bi >= nb || m->blk[bi] == NULL) {
+        return;
+    }
+    const matcher_blk_t *b = m->blk[bi];
+    __builtin_prefetch(b);
+    for (unsigned i = 0; i < r->nall; i++) {
+        __builtin_prefetch(&b->cols[r->all[i]]);
+    }
+    for (unsigned i = 0; i < r->nany; i++) {
+        __builtin_prefetch(&b->cols[r->any[i]]);
+    }
+    for (unsigned i = 0; i < r->nnone; i++) {
+        __builtin_prefetch(&b->cols[r->none[i]]);
+    }
+}
+
+/* Above this many kept extents a bitmap is read in long runs, which the hardware
+ * prefetcher follows by itself. */
+#define PREFETCH_MAX_EXT 16
+
+static void prefetch_cont(const cont_t *c, uint64_t mask) {
+    const char *p = c->p;
+    if (c->kind == CONT_ARRAY) {
+        for (size_t at = 0; at < c->card * sizeof(uint16_t); at += 64) {
+            __builtin_prefetch(p + at);
+        }
+    } else if (c->kind == CONT_BITMAP && __builtin_popcountll(mask) <= PREFETCH_MAX_EXT) {
+        while (mask) {
+            unsigned e = (unsigned)__builtin_ctzll(mask);
+            mask &= mask - 1;
+            __builtin_prefetch(p + e * CONT_EXT_WORDS * 8);
+            __builtin_prefetch(p + e * CONT_EXT_WORDS * 8 + 64);
+        }
+    }
+}
+
+/* Asks for the members a planned block will read: whole arrays, and the kept
+ * extents of bitmaps. */
+static void prefetch_plan(const plan_t *p) {
+    for (unsigned i = 0; i < p->nall; i++) {
+        prefetch_cont(p->all[i], p->mask);
+    }
+    for (unsigned i = 0; i < p->nany; i++) {
+        prefetch_cont(p->any[i], p->mask);
+    }
+    for (unsigned i = 0; i < p->nnone; i++) {
+        prefetch_cont(p->none[i], p->mask);
+    }
+}
+
+/* Plans block 'bi' into 'p' and asks for what it will read; returns 0 when the
+ * block cannot hold a match. */
+static int plan_ahead(const matcher_t *m, const rule_t *r, uint32_t bi, uint32_t nb, plan_t *p) {
+    if (bi >= nb || m->blk[bi] == NULL || m->blk[bi]->nlive == 0 || !plan_block(p, r, m->blk[bi])) {
+        return 0;
+    }
+    prefetch_plan(p);
+    return 1;
+}
+
+/* The blocks in a software pipeline: while block i is evaluated, block i+1 is
+ * planned and its members requested, and block i+2's headers are requested. */
+static void eval_rule(const matcher_t *m, const rule_t *r, matcher_scratch_t *s, sink_t *k) {
+    uint32_t nb = (m->pspan + CONT_SPAN - 1) >> CONT_BITS;
+    plan_t plans[2];
+    prefetch_heads(m, r, 0, nb);
+    prefetch_heads(m, r, 1, nb);
+    int ok = plan_ahead(m, r, 0, nb, &plans[0]);
+    for (uint32_t bi = 0; bi < nb; bi++) {
+        prefetch_heads(m, r, bi + 2, nb);
+        int ok_next = plan_ahead(m, r, bi + 1, nb, &plans[(bi + 1) & 1]);
+        if (ok) {
+            eval_block(m, &plans[bi & 1], s, k, bi);
+        }
+        ok = ok_next;
     }
 }
 
 uint64_t matcher_count(const matcher_t *m, const rule_t *r, matcher_scratch_t *s) {
-    sink_t k = {.mode = SINK_COUNT, .kx = s->kx};
-    eval_rule(m, r, s, &k, 0);
+    sink_t k = {.mode = SINK_COUNT, .kx = s->kx, .m = m};
+    eval_rule(m, r, s, &k);
     return k.count;
 }
 
 uint64_t matcher_count_groups(const matcher_t *m, const rule_t *r, matcher_scratch_t *s,
                               uint64_t *groups) {
     memset(groups, 0, (m->ngroups + 1) * sizeof *groups);
-    sink_t k = {.mode = SINK_GROUPS, .kx = s->kx, .groups = groups};
-    eval_rule(m, r, s, &k, 0);
+    sink_t k = {.mode = SINK_GROUPS, .kx = s->kx, .m = m, .groups = groups};
+    eval_rule(m, r, s, &k);
     return k.count;
 }
 
 size_t matcher_list(const matcher_t *m, const rule_t *r, matcher_scratch_t *s, uint32_t from,
                     uint32_t *out, size_t max, uint32_t *next) {
-    sink_t k = {.mode = SINK_LIST, .kx = s->kx, .out = out, .max = max, .next = MATCHER_NONE};
-    if (from < m->span) {
-        eval_rule(m, r, s, &k, from);
+    *next = MATCHER_NONE;
+    if (from >= m->span || max == 0) {
+        return 0;
     }
-    *next = k.full ? k.next : MATCHER_NONE;
-    return k.n;
+    uint32_t words = (m->span + 63) / 64;
+    if (s->obm_words < words) {
+        free(s->obm);
+        s->obm_words = words + words / 4;
+        s->obm = xcalloc(s->obm_words, sizeof *s->obm);
+    }
+    sink_t k = {.mode = SINK_ORDS, .kx = s->kx, .m = m, .obm = s->obm, .from = from};
+    eval_rule(m, r, s, &k);
+    /* Read the marks in ordinal order from 'from', clearing them on the way; past
+     * the max-th, the next one found is where to resume, and the rest is cleared
+     * wholesale. */
+    size_t n = 0;
+    uint32_t w = from >> 6;
+    for (; w < words; w++) {
+        uint64_t x = s->obm[w];
+        if (x == 0) {
+            continue;
+        }
+        s->obm[w] = 0;
+        if (n + 64 <= max) {
+            n += emit_bits(out + n, w * 64, x);
+            continue;
+        }
+        for (; x; x &= x - 1) {
+            uint32_t ord = w * 64 + (uint32_t)__builtin_ctzll(x);
+            if (n == max) {
+                *next = ord;
+                memset(s->obm + w + 1, 0, (size_t)(words - w - 1) * sizeof *s->obm);
+                return n;
+            }
+            out[n++] = ord;
+        }
+    }
+    return n;
 }

@@ -16,7 +16,7 @@ typedef struct plist {
 } plist_t;
 
 typedef struct pslot {
-    uint32_t id;   /* POLSET_NONE when the slot is free */
+    uint32_t id;    /* POLSET_NONE when the slot is free */
     int32_t anchor; /* the 'all' tag it is filed under, -1 for any-filed, -2 always */
     uint8_t has_any;
     rule_t rule;

@@ -679,6 +679,7 @@ push_t *push_new(uv_loop_t *loop, store_t *store, const push_opts_t *opts,
         return NULL;
     }
     p->rng = uv_hrtime() | 1;
+    p->scratch = matcher_scratch_new();
     uv_timer_init(loop, &p->tick);
     p->tick.data = p;
     p->open_handles = 2; /* the tick timer and the HTTP client */
@@ -704,6 +705,7 @@ static void push_release(push_t *p) {
         free(ep);
     }
     free(p->eps);
+    matcher_scratch_free(p->scratch);
     void (*done)(void *) = p->done;
     void *arg = p->done_arg;
     free(p);

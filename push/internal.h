@@ -32,6 +32,9 @@ struct push {
     uint64_t last_move_ms;
     uint64_t rng;
     push_job_t *jobs; /* running jobs */
+    /* Shared by the jobs' steps, which run one at a time on the loop: a listing
+     * keeps a bitmap over all ordinals in it (matcher_list). */
+    matcher_scratch_t *scratch;
     unsigned job_steps; /* job steps in flight to Redis, all jobs together */
     int resuming;
     push_stats_t stats;

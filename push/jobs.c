@@ -35,7 +35,6 @@ struct push_job {
     int waiting;   /* due, but other jobs' steps hold the turn */
     int closing;
     uv_timer_t timer;
-    matcher_scratch_t *scratch;
     uint32_t ords[JOB_CHUNK];
     char keys[JOB_CHUNK * 18];
 };
@@ -44,7 +43,6 @@ static void job_schedule(push_job_t *j, uint64_t ms);
 
 static void job_on_close(uv_handle_t *h) {
     push_job_t *j = h->data;
-    matcher_scratch_free(j->scratch);
     free(j);
 }
 
@@ -222,7 +220,7 @@ static void job_step(uv_timer_t *t) {
     }
     const matcher_t *m = store_matcher(p->store);
     uint32_t next;
-    size_t n = matcher_list(m, &pol->rule, j->scratch, j->cursor, j->ords, JOB_CHUNK, &next);
+    size_t n = matcher_list(m, &pol->rule, p->scratch, j->cursor, j->ords, JOB_CHUNK, &next);
     for (size_t i = 0; i < n; i++) {
         memcpy(j->keys + i * 18, matcher_key(m, j->ords[i]), 18);
     }
@@ -251,7 +249,6 @@ static push_job_t *job_new(push_t *p, uint64_t id, uint32_t policy, uint32_t cur
     j->id = id;
     j->policy = policy;
     j->cursor = cursor;
-    j->scratch = matcher_scratch_new();
     uv_timer_init(p->loop, &j->timer);
     j->timer.data = j;
     j->next = p->jobs;
@@ -289,9 +286,7 @@ int push_job_start(push_t *p, uint32_t policy, const char *kind, push_job_cb cb,
     if (pol->status != STORE_POL_PUBLISHED) {
         return -EPERM;
     }
-    matcher_scratch_t *s = matcher_scratch_new();
-    uint64_t total = matcher_count(store_matcher(p->store), &pol->rule, s);
-    matcher_scratch_free(s);
+    uint64_t total = matcher_count(store_matcher(p->store), &pol->rule, p->scratch);
     start_op_t *op = xcalloc(1, sizeof *op);
     op->p = p;
     op->policy = policy;
@@ -327,9 +322,7 @@ int push_publish(push_t *p, uint32_t policy, int notify, push_publish_cb cb, voi
     const store_policy_t *pol = store_policy(p->store, policy);
     uint64_t total = 0;
     if (notify && pol) {
-        matcher_scratch_t *s = matcher_scratch_new();
-        total = matcher_count(store_matcher(p->store), &pol->rule, s);
-        matcher_scratch_free(s);
+        total = matcher_count(store_matcher(p->store), &pol->rule, p->scratch);
     }
     publish_op_t *op = xcalloc(1, sizeof *op);
     op->p = p;

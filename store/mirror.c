@@ -156,6 +156,11 @@ store_mem_t *store__mem_new(const taxonomy_t *tax) {
         }
     }
     matcher_set_groups(mem->m, groups, ng);
+    /* Lay the index out by region, entity type and industry (see matcher.h). */
+    uint16_t ct[TAX_CLUSTER_MAX];
+    uint8_t cl[TAX_CLUSTER_MAX];
+    unsigned nc = taxonomy_cluster_tags(tax, ct, cl, TAX_CLUSTER_MAX);
+    matcher_set_cluster(mem->m, ct, cl, nc);
     imap_init(&mem->imap);
     mem->scratch = matcher_scratch_new();
     mem->tally_on = 1; /* nothing to count yet */

@@ -508,6 +508,9 @@ static void load_start_enterprises(store_load_t *ld) {
 static void load_finish(store_load_t *ld) {
     store_t *s = ld->s;
     store_mem_t *mem = ld->mem;
+    /* The index filled with rows and keys only (matcher_load_begin): build its
+     * columns, laid out by region, entity type and industry, before it serves. */
+    matcher_relayout(mem->m);
     /* Anchors chosen while the index was still filling are re-picked now that
      * tag frequencies are known. */
     unsigned ntags = matcher_ntags(mem->m);
@@ -565,6 +568,8 @@ static void store_start_load(store_t *s) {
     ld->gen = s->gen;
     ld->mem = store__mem_new(s->tax);
     store__mem_tally_off(ld->mem); /* counted once at the end: load_finish */
+    /* Rows and keys only while filling; load_finish lays the columns out once. */
+    matcher_load_begin(ld->mem->m);
     ld->started = uv_now(s->loop);
     s->load = ld;
     s->state = ST_LOADING;

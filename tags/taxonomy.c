@@ -1,6 +1,7 @@
 /* Taxonomy file parser and lookups; see taxonomy.h. */
 #include "tags/taxonomy.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -385,6 +386,47 @@ int taxonomy_find_ref(const taxonomy_t *t, tax_vocab_t v, const char *klass, con
         }
     }
     return -ENOENT;
+}
+
+/* The cluster level of enterprise tag 'tg', or -1. */
+static int taxonomy_cluster_level(const tax_tag_t *tg) {
+    const char *k = tg->klass->code;
+    if (strcmp(k, "region") == 0) {
+        return 0;
+    }
+    if (strcmp(k, "entity") == 0) {
+        return 1;
+    }
+    if (strcmp(k, "industry") != 0 || tg->ref == NULL || !isupper((unsigned char)tg->ref[0])) {
+        return -1;
+    }
+    if (tg->ref[1] == '\0') {
+        return 2;
+    }
+    for (const char *p = tg->ref + 1; *p; p++) {
+        if (!isdigit((unsigned char)*p)) {
+            return -1;
+        }
+    }
+    return 3;
+}
+
+unsigned taxonomy_cluster_tags(const taxonomy_t *t, uint16_t *tags, uint8_t *levels,
+                               unsigned max) {
+    unsigned n = 0;
+    unsigned per[4] = {0};
+    unsigned count = taxonomy_count(t, TAX_ENTERPRISE);
+    for (unsigned i = 0; i < count && n < max; i++) {
+        int l = taxonomy_cluster_level(taxonomy_tag(t, TAX_ENTERPRISE, i));
+        if (l < 0 || per[l] == 255) {
+            continue;
+        }
+        per[l]++;
+        tags[n] = (uint16_t)i;
+        levels[n] = (uint8_t)l;
+        n++;
+    }
+    return n;
 }
 
 unsigned taxonomy_class_count(const taxonomy_t *t, tax_vocab_t v) {

@@ -51,6 +51,16 @@ int taxonomy_find(const taxonomy_t *t, tax_vocab_t v, const char *code, size_t l
 int taxonomy_find_ref(const taxonomy_t *t, tax_vocab_t v, const char *klass, const char *ref,
                       size_t reflen);
 unsigned taxonomy_class_count(const taxonomy_t *t, tax_vocab_t v);
+
+#define TAX_CLUSTER_MAX 1024u /* entries taxonomy_cluster_tags may write */
+/* The enterprise tags that order the in-memory index (matcher_set_cluster), in
+ * taxonomy order: level 0 the class "region", 1 the class "entity", 2 industry
+ * sections (class "industry", a one-letter ref), 3 industry divisions (a letter
+ * and digits), at most 255 a level. These describe what an enterprise is rather
+ * than how it is doing, so they rarely change, and most policies name one.
+ * Writes up to 'max' tags with their levels and returns how many. */
+unsigned taxonomy_cluster_tags(const taxonomy_t *t, uint16_t *tags, uint8_t *levels,
+                               unsigned max);
 const tax_class_t *taxonomy_class_at(const taxonomy_t *t, tax_vocab_t v, unsigned i);
 
 /* Checks the file against the bit map stored with the data: 'codes[i]' is the code

@@ -177,6 +177,33 @@ int test_taxonomy_default_file(void) {
             UNIT_FAIL_("default taxonomy lacks %s", required[i]);
         }
     }
+    /* The cluster key: regions, entity types, the 20 sections, then divisions. */
+    uint16_t ct[TAX_CLUSTER_MAX];
+    uint8_t cl[TAX_CLUSTER_MAX];
+    unsigned nc = taxonomy_cluster_tags(t, ct, cl, TAX_CLUSTER_MAX);
+    unsigned per[4] = {0};
+    for (unsigned i = 0; i < nc; i++) {
+        ASSERT_LT(cl[i], 4);
+        per[cl[i]]++;
+        ASSERT_TRUE(i == 0 || ct[i] > ct[i - 1]);
+    }
+    ASSERT_EQ(per[0], 9);
+    ASSERT_EQ(per[1], 7);
+    ASSERT_EQ(per[2], 20);
+    ASSERT_GT(per[3], 40);
+    int c39 = taxonomy_find(t, TAX_ENTERPRISE, "ind.c39", 7);
+    int sec_c = taxonomy_find(t, TAX_ENTERPRISE, "ind.c", 5);
+    int hightech = taxonomy_find(t, TAX_ENTERPRISE, "qual.hightech", 13);
+    for (unsigned i = 0; i < nc; i++) {
+        ASSERT_NE(ct[i], hightech);
+        if (ct[i] == c39) {
+            ASSERT_EQ(cl[i], 3);
+        }
+        if (ct[i] == sec_c) {
+            ASSERT_EQ(cl[i], 2);
+        }
+    }
+    ASSERT_EQ(taxonomy_cluster_tags(t, ct, cl, 5), 5);
     /* Every tag has both names. */
     for (int v = 0; v < TAX_NVOCAB; v++) {
         for (unsigned i = 0; i < taxonomy_count(t, (tax_vocab_t)v); i++) {
