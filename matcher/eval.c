@@ -33,9 +33,14 @@ struct matcher_scratch {
     uint64_t bm_any[CONT_WORDS];  /* the 'any' arrays spread out (kept zeroed) */
     uint64_t bm_none[CONT_WORDS]; /* the 'none' arrays spread out (kept zeroed) */
     uint16_t cand[CONT_SPAN];
-    /* matcher_list: the matches as a bitmap over ordinals, all 0 between calls. */
+    /* matcher_list: the matches as a bitmap over positions, then (when that is the
+     * cheaper way to order them) over ordinals; all 0 between calls. */
+    uint64_t *pbm;
+    uint32_t pbm_words;
     uint64_t *obm;
     uint32_t obm_words;
+    uint8_t *touched; /* blocks with bits in pbm */
+    uint32_t touched_cap;
 };
 
 matcher_scratch_t *matcher__scratch_new_isa(int isa) {
@@ -50,12 +55,14 @@ matcher_scratch_t *matcher_scratch_new(void) {
 
 void matcher_scratch_free(matcher_scratch_t *s) {
     if (s) {
+        free(s->pbm);
         free(s->obm);
+        free(s->touched);
     }
     free(s);
 }
 
-enum { SINK_COUNT, SINK_GROUPS, SINK_ORDS };
+enum { SINK_COUNT, SINK_GROUPS, SINK_POS, SINK_ORDS };
 
 /* Above this many matches in a block, counting by group columns beats a lookup
  * per match (about ngroups x 1,024 word operations against one load per match). */
@@ -67,6 +74,8 @@ typedef struct sink {
     const matcher_t *m;
     uint64_t count;
     uint64_t *groups; /* SINK_GROUPS: ngroups + 1 counters */
+    uint64_t *pbm;    /* SINK_POS: matching positions are set here */
+    uint8_t *touched; /* SINK_POS: blocks that set bits in pbm */
     uint64_t *obm;    /* SINK_ORDS: matching ordinals >= from are set here */
     uint32_t from;
 } sink_t;
@@ -81,36 +90,48 @@ typedef struct sink {
  * set the CPU has. Elsewhere the plain loops are all there is.
  * ------------------------------------------------------------------------- */
 
-/* The kernels, once per instruction set; 'n' words, a multiple of 16. */
+/* The kernels, once per instruction set; 'n' words, a multiple of 16 (whole
+ * extents). The inner loops have a constant trip count: GCC's -O2 vectorises only
+ * loops it needs no remainder for. */
 #define EVAL_KERNELS(SFX, ATTR)                                                                   \
     ATTR static uint64_t popcount_##SFX(const uint64_t *restrict a, unsigned n) {                 \
         uint64_t c = 0;                                                                           \
-        for (unsigned i = 0; i < n; i++) {                                                        \
-            c += (uint64_t)__builtin_popcountll(a[i]);                                            \
+        for (; n; n -= CONT_EXT_WORDS, a += CONT_EXT_WORDS) {                                     \
+            for (unsigned i = 0; i < CONT_EXT_WORDS; i++) {                                       \
+                c += (uint64_t)__builtin_popcountll(a[i]);                                        \
+            }                                                                                     \
         }                                                                                         \
         return c;                                                                                 \
     }                                                                                             \
     ATTR static uint64_t and_popcount_##SFX(const uint64_t *restrict a,                           \
                                             const uint64_t *restrict b, unsigned n) {             \
         uint64_t c = 0;                                                                           \
-        for (unsigned i = 0; i < n; i++) {                                                        \
-            c += (uint64_t)__builtin_popcountll(a[i] & b[i]);                                     \
+        for (; n; n -= CONT_EXT_WORDS, a += CONT_EXT_WORDS, b += CONT_EXT_WORDS) {                \
+            for (unsigned i = 0; i < CONT_EXT_WORDS; i++) {                                       \
+                c += (uint64_t)__builtin_popcountll(a[i] & b[i]);                                 \
+            }                                                                                     \
         }                                                                                         \
         return c;                                                                                 \
     }                                                                                             \
     ATTR static void and_##SFX(uint64_t *restrict a, const uint64_t *restrict b, unsigned n) {    \
-        for (unsigned i = 0; i < n; i++) {                                                        \
-            a[i] &= b[i];                                                                         \
+        for (; n; n -= CONT_EXT_WORDS, a += CONT_EXT_WORDS, b += CONT_EXT_WORDS) {                \
+            for (unsigned i = 0; i < CONT_EXT_WORDS; i++) {                                       \
+                a[i] &= b[i];                                                                     \
+            }                                                                                     \
         }                                                                                         \
     }                                                                                             \
     ATTR static void andnot_##SFX(uint64_t *restrict a, const uint64_t *restrict b, unsigned n) { \
-        for (unsigned i = 0; i < n; i++) {                                                        \
-            a[i] &= ~b[i];                                                                        \
+        for (; n; n -= CONT_EXT_WORDS, a += CONT_EXT_WORDS, b += CONT_EXT_WORDS) {                \
+            for (unsigned i = 0; i < CONT_EXT_WORDS; i++) {                                       \
+                a[i] &= ~b[i];                                                                    \
+            }                                                                                     \
         }                                                                                         \
     }                                                                                             \
     ATTR static void or_##SFX(uint64_t *restrict a, const uint64_t *restrict b, unsigned n) {     \
-        for (unsigned i = 0; i < n; i++) {                                                        \
-            a[i] |= b[i];                                                                         \
+        for (; n; n -= CONT_EXT_WORDS, a += CONT_EXT_WORDS, b += CONT_EXT_WORDS) {                \
+            for (unsigned i = 0; i < CONT_EXT_WORDS; i++) {                                       \
+                a[i] |= b[i];                                                                     \
+            }                                                                                     \
         }                                                                                         \
     }                                                                                             \
     static const eval_kern_t kern_##SFX = {popcount_##SFX, and_popcount_##SFX, and_##SFX,         \
@@ -308,25 +329,30 @@ static void acc_load(uint64_t *acc, const cont_t *c, uint64_t mask) {
  * ------------------------------------------------------------------------- */
 
 /* Writes the positions of the set bits of 'm' (plus 'base') to 'out' and returns
- * how many. Writes a multiple of 8 entries whatever the count: callers leave room
- * for 64. The loop runs a fixed number of times per 8 bits found, so it does not
- * mispredict on every bit the way a plain ctz loop does. */
+ * how many. Writes up to 4 entries past the count: callers leave room for 68.
+ * Four at a time, the second four only when there are more than four: a plain
+ * ctz loop mispredicts its exit on every word, and most words here hold a few
+ * bits. */
 static inline size_t emit_bits(uint32_t *out, uint32_t base, uint64_t m) {
     size_t cnt = (size_t)__builtin_popcountll(m);
-    for (size_t i = 0; i < cnt; i += 8) {
-        for (int k = 0; k < 8; k++) {
-            /* OR-ing the top bit keeps ctz defined once m runs out; the extra
-             * writes land past cnt and are overwritten or ignored. */
-            out[i + (size_t)k] = base + (uint32_t)__builtin_ctzll(m | (UINT64_C(1) << 63));
-            m &= m - 1;
-        }
+    /* OR-ing the top bit keeps ctz defined once m runs out; the extra writes land
+     * past cnt and are overwritten or ignored. */
+    const uint64_t top = UINT64_C(1) << 63;
+    for (size_t i = 0; i < cnt; i += 4) {
+        out[i] = base + (uint32_t)__builtin_ctzll(m | top);
+        m &= m - 1;
+        out[i + 1] = base + (uint32_t)__builtin_ctzll(m | top);
+        m &= m - 1;
+        out[i + 2] = base + (uint32_t)__builtin_ctzll(m | top);
+        m &= m - 1;
+        out[i + 3] = base + (uint32_t)__builtin_ctzll(m | top);
+        m &= m - 1;
     }
     return cnt;
 }
 
-/* SINK_ORDS marks the ordinals of 'n' positions (offsets 'c' into 'p2o', or the
- * set bits of 'bits' when 'c' is NULL). Laid-out positions run in ordinal order
- * within a cluster, so consecutive marks mostly fall in one word: they gather in a
+/* Marks ordinals in a bitmap. Laid-out positions run in ordinal order within a
+ * cluster, so consecutive marks often fall in one word: they gather in a
  * register, and memory is written once a word (a read-modify-write a mark would
  * wait on the previous one's store). */
 typedef struct ord_marks {
@@ -409,17 +435,28 @@ static void sink_block(sink_t *k, const matcher_t *m, const matcher_blk_t *b, ui
         }
         return;
     }
-    const uint32_t *p2o = m->p2o + ((size_t)bi << CONT_BITS);
-    ord_marks_t om = {k->obm, k->from, UINT32_MAX, 0};
     uint64_t runs = mask;
-    while (ext_run(&runs, &w0, &nw)) {
-        for (unsigned w = w0; w < w0 + nw; w++) {
-            for (uint64_t x = acc[w]; x; x &= x - 1) {
-                marks_add(&om, p2o[w * 64 + (unsigned)__builtin_ctzll(x)]);
+    if (k->mode == SINK_ORDS) {
+        const uint32_t *p2o = m->p2o + ((size_t)bi << CONT_BITS);
+        ord_marks_t om = {k->obm, k->from, UINT32_MAX, 0};
+        while (ext_run(&runs, &w0, &nw)) {
+            for (unsigned w = w0; w < w0 + nw; w++) {
+                for (uint64_t x = acc[w]; x; x &= x - 1) {
+                    marks_add(&om, p2o[w * 64 + (unsigned)__builtin_ctzll(x)]);
+                }
             }
         }
+        marks_flush(&om);
+        return;
     }
-    marks_flush(&om);
+    uint64_t *pbm = k->pbm + (size_t)bi * CONT_WORDS;
+    while (ext_run(&runs, &w0, &nw)) {
+        for (unsigned w = w0; w < w0 + nw; w++) {
+            pbm[w] |= acc[w];
+            k->count += (uint64_t)__builtin_popcountll(acc[w]);
+        }
+    }
+    k->touched[bi] = 1;
 }
 
 /* Delivers a finished candidate list (sorted offsets) of block 'bi'. */
@@ -436,12 +473,21 @@ static void sink_cands(sink_t *k, const matcher_blk_t *b, uint32_t bi, const uin
         }
         return;
     }
-    const uint32_t *p2o = k->m->p2o + ((size_t)bi << CONT_BITS);
-    ord_marks_t om = {k->obm, k->from, UINT32_MAX, 0};
-    for (size_t i = 0; i < n; i++) {
-        marks_add(&om, p2o[c[i]]);
+    if (k->mode == SINK_ORDS) {
+        const uint32_t *p2o = k->m->p2o + ((size_t)bi << CONT_BITS);
+        ord_marks_t om = {k->obm, k->from, UINT32_MAX, 0};
+        for (size_t i = 0; i < n; i++) {
+            marks_add(&om, p2o[c[i]]);
+        }
+        marks_flush(&om);
+        return;
     }
-    marks_flush(&om);
+    uint64_t *pbm = k->pbm + (size_t)bi * CONT_WORDS;
+    for (size_t i = 0; i < n; i++) {
+        pbm[c[i] >> 6] |= UINT64_C(1) << (c[i] & 63);
+    }
+    k->count += n;
+    k->touched[bi] |= n != 0;
 }
 
 /* ---------------------------------------------------------------------------
@@ -1033,32 +1079,51 @@ uint64_t matcher_count_groups(const matcher_t *m, const rule_t *r, matcher_scrat
     return k.count;
 }
 
-size_t matcher_list(const matcher_t *m, const rule_t *r, matcher_scratch_t *s, uint32_t from,
-                    uint32_t *out, size_t max, uint32_t *next) {
-    *next = MATCHER_NONE;
-    if (from >= m->span || max == 0) {
-        return 0;
+/* Grows a zeroed scratch array to at least 'n' elements of 'size' bytes. */
+static void *scratch_grow(void *p, uint32_t *cap, uint32_t n, size_t size) {
+    if (*cap >= n) {
+        return p;
     }
-    uint32_t words = (m->span + 63) / 64;
-    if (s->obm_words < words) {
-        free(s->obm);
-        s->obm_words = words + words / 4;
-        s->obm = xcalloc(s->obm_words, sizeof *s->obm);
-    }
-    sink_t k = {.mode = SINK_ORDS, .kx = s->kx, .m = m, .obm = s->obm, .from = from};
-    eval_rule(m, r, s, &k);
-    /* Read the marks in ordinal order from 'from', clearing them on the way; past
-     * the max-th, the next one found is where to resume, and the rest is cleared
-     * wholesale. */
+    free(p);
+    *cap = n + n / 4;
+    return xcalloc(*cap, size);
+}
+
+/* matcher_list by walking the ordinals from 'from' and testing each one's
+ * position in s->pbm: cheap when the matches are many and few are wanted. */
+static size_t list_walk(const matcher_t *m, const matcher_scratch_t *s, uint32_t from,
+                        uint32_t *out, size_t max, uint32_t *next) {
+    const uint64_t *pbm = s->pbm;
     size_t n = 0;
-    uint32_t w = from >> 6;
-    for (; w < words; w++) {
+    uint32_t end = m->span < m->o2p_cap ? m->span : m->o2p_cap;
+    for (uint32_t ord = from; ord < end; ord++) {
+        uint32_t pos = m->o2p[ord];
+        if (pos == MATCHER_NONE || !((pbm[pos >> 6] >> (pos & 63)) & 1)) {
+            continue;
+        }
+        if (n == max) {
+            *next = ord;
+            break;
+        }
+        out[n++] = ord;
+    }
+    return n;
+}
+
+/* Reads the marks in s->obm in ordinal order from 'from', clearing them on the
+ * way; past the max-th, the next one found is where to resume, and the rest is
+ * cleared wholesale. */
+static size_t list_read(const matcher_t *m, matcher_scratch_t *s, uint32_t from, uint32_t *out,
+                        size_t max, uint32_t *next) {
+    uint32_t words = (m->span + 63) / 64;
+    size_t n = 0;
+    for (uint32_t w = from >> 6; w < words; w++) {
         uint64_t x = s->obm[w];
         if (x == 0) {
             continue;
         }
         s->obm[w] = 0;
-        if (n + 64 <= max) {
+        if (n + 68 <= max) {
             n += emit_bits(out + n, w * 64, x);
             continue;
         }
@@ -1070,6 +1135,65 @@ size_t matcher_list(const matcher_t *m, const rule_t *r, matcher_scratch_t *s, u
                 return n;
             }
             out[n++] = ord;
+        }
+    }
+    return n;
+}
+
+/* matcher_list by marking the ordinal of every match in s->pbm in s->obm, then
+ * reading the marks back in order: cheap when all or most of the matches are
+ * wanted. */
+static size_t list_sort(const matcher_t *m, matcher_scratch_t *s, uint32_t from, uint32_t *out,
+                        size_t max, uint32_t *next) {
+    ord_marks_t om = {s->obm, from, UINT32_MAX, 0};
+    uint32_t nb = (m->pspan + CONT_SPAN - 1) >> CONT_BITS;
+    for (uint32_t bi = 0; bi < nb; bi++) {
+        if (!s->touched[bi]) {
+            continue;
+        }
+        const uint64_t *pbm = s->pbm + (size_t)bi * CONT_WORDS;
+        const uint32_t *p2o = m->p2o + ((size_t)bi << CONT_BITS);
+        for (unsigned w = 0; w < CONT_WORDS; w++) {
+            for (uint64_t x = pbm[w]; x; x &= x - 1) {
+                marks_add(&om, p2o[w * 64 + (unsigned)__builtin_ctzll(x)]);
+            }
+        }
+    }
+    marks_flush(&om);
+    return list_read(m, s, from, out, max, next);
+}
+
+size_t matcher_list(const matcher_t *m, const rule_t *r, matcher_scratch_t *s, uint32_t from,
+                    uint32_t *out, size_t max, uint32_t *next) {
+    *next = MATCHER_NONE;
+    if (from >= m->span || max == 0) {
+        return 0;
+    }
+    s->obm = scratch_grow(s->obm, &s->obm_words, (m->span + 63) / 64, sizeof *s->obm);
+    if (max >= (m->span - from) / 64) {
+        /* Most of the matches wanted: mark their ordinals as they are found. */
+        sink_t k = {.mode = SINK_ORDS, .kx = s->kx, .m = m, .obm = s->obm, .from = from};
+        eval_rule(m, r, s, &k);
+        return list_read(m, s, from, out, max, next);
+    }
+    uint32_t nb = (m->pspan + CONT_SPAN - 1) >> CONT_BITS;
+    s->pbm = scratch_grow(s->pbm, &s->pbm_words, nb * CONT_WORDS, sizeof *s->pbm);
+    s->touched = scratch_grow(s->touched, &s->touched_cap, nb, 1);
+    sink_t k = {.mode = SINK_POS, .kx = s->kx, .m = m, .pbm = s->pbm, .touched = s->touched};
+    eval_rule(m, r, s, &k);
+    /* Walking tests about max * (span - from) / matches ordinals (those before
+     * 'from' are in the count, so that overestimates); marking costs about 1.5
+     * walking steps a match. */
+    size_t n;
+    if (k.count && (double)max * (double)(m->span - from) < 1.5 * (double)k.count * (double)k.count) {
+        n = list_walk(m, s, from, out, max, next);
+    } else {
+        n = list_sort(m, s, from, out, max, next);
+    }
+    for (uint32_t bi = 0; bi < nb; bi++) {
+        if (s->touched[bi]) {
+            memset(s->pbm + (size_t)bi * CONT_WORDS, 0, CONT_WORDS * sizeof *s->pbm);
+            s->touched[bi] = 0;
         }
     }
     return n;

@@ -167,6 +167,15 @@ store_mem_t *store__mem_new(const taxonomy_t *tax) {
     return mem;
 }
 
+uint32_t store__mem_relayout(store_mem_t *mem, uint32_t min) {
+    uint32_t added = matcher_unsorted(mem->m);
+    if (added < min || added < matcher_live(mem->m) / 4) {
+        return 0;
+    }
+    matcher_relayout(mem->m);
+    return matcher_live(mem->m);
+}
+
 void store__policy_free(store_policy_t *p) {
     if (p) {
         free(p->doc);

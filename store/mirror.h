@@ -61,6 +61,8 @@ void store__policy_free(store_policy_t *p);
 /* Tallies off (dropped) while a full load fills 'mem'; on again (every published
  * policy counted once, matcher_count_groups) when the load is done. A new mirror
  * has them on. */
+/* store_relayout on the mirror. */
+uint32_t store__mem_relayout(store_mem_t *mem, uint32_t min);
 void store__mem_tally_off(store_mem_t *mem);
 void store__mem_tally_on(store_mem_t *mem);
 /* Behind store_pol_audience (same contract). */

@@ -609,6 +609,10 @@ const matcher_t *store_matcher(const store_t *s) {
     return s->mem->m;
 }
 
+uint32_t store_relayout(store_t *s, uint32_t min) {
+    return store__mem_relayout(s->mem, min);
+}
+
 unsigned store_ent_interests(const store_t *s, uint32_t ord, const uint16_t **bits) {
     return store__mem_interests(s->mem, ord, bits);
 }

@@ -133,6 +133,12 @@ void store_set_ent_hook(store_t *s, store_ent_hook_fn fn, void *arg);
 
 /* Read-only views of the mirror, valid until the next write or reload. */
 const matcher_t *store_matcher(const store_t *s);
+/* Lays the in-memory index out again by region, entity type and industry
+ * (matcher_relayout) when at least 'min' enterprises, and a quarter of all, were
+ * added since the last layout (a load lays it out anyway). Runs on the caller's
+ * thread: about 0.3 s a million enterprises. Returns how many enterprises were laid
+ * out, 0 when nothing was done. */
+uint32_t store_relayout(store_t *s, uint32_t min);
 /* The interests (policy tag bits) of a live ordinal; returns the count. */
 unsigned store_ent_interests(const store_t *s, uint32_t ord, const uint16_t **bits);
 

@@ -2,7 +2,8 @@
 Python over the enterprises' returned tag lists: audience counts and districts for
 random rules and for policies, and the policy packages of sampled enterprises;
 then again after deleting, updating and creating enterprises (the service reuses
-freed ordinals) and changing policies.
+freed ordinals) and changing policies, after a restart (the loaded index is laid out
+by region, entity type and industry) and after more writes on that layout.
 
 The seed is fixed (override with HUIQI_SEED=n) so a failure can be replayed."""
 
@@ -291,6 +292,17 @@ def test_randomized_oracle(o):
         orc.create(n)   # reuses the ordinals freed above
         orc.change_policies()
         orc.compare_all("after delete/update/create")
+        # A restart loads the index and lays it out by region, entity type and
+        # industry (other positions, the same answers); then writes land on the
+        # laid-out index: freed positions and new ones at its end.
+        check(not env.stop_huiqid(), "clean stop before the restart")
+        env.start_huiqid()
+        orc.c = env.c
+        orc.compare_all("after a restart (index laid out)")
+        orc.delete(n)
+        orc.update(n)
+        orc.create(n)
+        orc.compare_all("after writes on the laid-out index")
         # Everyone is still counted once.
         r = orc.c.post("/v1/audience", {"rule": {}})
         eq(r.json["count"], len(orc.ents), "final population")
