@@ -52,12 +52,13 @@ UNIT_OBJ  := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 LLHTTP_OBJ := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o
 BLOB_OBJ  := $(BUILD)/tags/default_taxonomy.o $(BUILD)/tags/default_rules.o
 
-.PHONY: all deps test unit link-test integration asan test-asan test-valgrind run stop demo bench bench-smoke load soak push-bench \
-        load-smoke fuzz \
+.PHONY: all deps test unit link-test integration asan test-asan test-valgrind reliability run stop demo bench bench-smoke load soak push-bench \
+        load-smoke fuzz fuzz-http fuzz-json fuzz-api \
         fuzz-smoke fuzz-build clean format check-format lint help
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/huiqid $(BUILD)/unit $(BUILD)/link_test $(BUILD)/tests/failmalloc.so
+all: $(BUILD)/huiqid $(BUILD)/unit $(BUILD)/link_test $(BUILD)/tests/failmalloc.so \
+     $(BUILD)/tests/netshim.so
 
 help:
 	@echo "make            build $(BUILD)/huiqid and $(BUILD)/unit"
@@ -66,14 +67,16 @@ help:
 	@echo "make unit       unit tests only;  make integration: integration tests only"
 	@echo "make link-test  the Redis link re-entrancy tests (starts its own redis-server)"
 	@echo "make test-valgrind  unit, link and integration tests under valgrind memcheck (CI)"
+	@echo "make reliability    the reliability checklist's long runs at full size (CI)"
 	@echo "make asan       build into build-asan/ with -fsanitize=address,undefined"
 	@echo "make bench      huiqi vs Redis, CRoaring, PostgreSQL, nginx -> docs/benchmarks.md"
 	@echo "                (BENCH_N=11100000 for 10x; make bench-smoke: a tiny run for CI)"
 	@echo "make load       wrk (256 conns) and the open-loop generator on a 1.11M city; make soak:"
 	@echo "                10 min with RSS samples; make load-smoke: a tiny run for CI"
 	@echo "make push-bench 100k signed deliveries and a 1.11M package.batch push to a local nginx"
-	@echo "make fuzz       libFuzzer (clang, ASan+UBSan) on the HTTP API for FUZZ_SECONDS (600)"
-	@echo "                with an in-memory store; make fuzz-smoke: 60 s"
+	@echo "make fuzz       libFuzzer (clang, ASan+UBSan): the HTTP parser, the JSON bodies and the"
+	@echo "                whole API (in-memory store), FUZZ_SECONDS (600) each; fuzz-smoke: 90 s;"
+	@echo "                make fuzz-http / fuzz-json / fuzz-api: one of them"
 	@echo "make format / check-format / lint"
 
 deps:
@@ -109,6 +112,23 @@ $(BUILD)/huiqid: $(API_OBJ) $(STORE_OBJ) $(PUSH_OBJ) $(PURE_OBJ) $(LLHTTP_OBJ) $
 $(BUILD)/tests/failmalloc.so: tests/failmalloc.c
 	@mkdir -p $(dir $@)
 	$(CC) $(STD) $(WARN) $(WERROR) $(OPT) $(DEBUG) -fPIC -shared -o $@ $< -ldl -lpthread
+
+# The resolver and connect() shim the webhook address-policy tests LD_PRELOAD into
+# huiqid (tests/netshim.c): test host names answer what a test says, and nothing
+# connects beyond loopback. Never sanitized, like failmalloc.so.
+$(BUILD)/tests/netshim.so: tests/netshim.c
+	@mkdir -p $(dir $@)
+	$(CC) $(STD) $(WARN) $(WERROR) $(OPT) $(DEBUG) -fPIC -shared -o $@ $< -ldl
+
+# tests/test_push.c's ctgrind check (constant-time signature comparison) needs
+# valgrind's client-request header, which `make test-valgrind` installs: a stamp
+# rebuilds the test when the header appears or goes.
+MEMCHECK_DEF := $(if $(wildcard /usr/include/valgrind/memcheck.h),-DHAVE_MEMCHECK)
+$(BUILD)/tests/test_push.o: ALL_CFLAGS += $(MEMCHECK_DEF)
+$(BUILD)/tests/test_push.o: $(BUILD)/tests/memcheck.flags
+$(BUILD)/tests/memcheck.flags: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(MEMCHECK_DEF)' | cmp -s - $@ || echo '$(MEMCHECK_DEF)' > $@
 
 $(BUILD)/unit: $(UNIT_OBJ) $(PURE_OBJ) $(BUILD)/push/sign.o $(BUILD)/push/ssrf.o \
                $(BUILD)/store/mirror.o $(BLOB_OBJ)
@@ -157,7 +177,7 @@ unit: $(BUILD)/unit
 link-test: $(BUILD)/link_test
 	$(LINK_TEST_ENV) ./$(BUILD)/link_test
 
-integration: $(BUILD)/huiqid $(BUILD)/tests/failmalloc.so
+integration: $(BUILD)/huiqid $(BUILD)/tests/failmalloc.so $(BUILD)/tests/netshim.so
 	python3 tests/integration/run.py --huiqid $(BUILD)/huiqid
 
 SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -186,6 +206,13 @@ test-valgrind: deps
 	HUIQID=$(CURDIR)/$(BUILD)/huiqid python3 tests/integration/run.py \
 	    --huiqid tests/valgrind_huiqid.sh --valgrind
 
+# The reliability checklist's long runs at full size (tests/integration/run.py
+# LONG_TESTS): many trials, minutes-long storms and bulk pushes with kills. Not part
+# of `make test` (which runs the quick versions); .ci/run runs it.
+reliability: deps
+	$(MAKE) all
+	python3 tests/integration/run.py --huiqid $(BUILD)/huiqid --long -v
+
 test: deps
 	$(MAKE) all
 	./$(BUILD)/unit
@@ -193,36 +220,66 @@ test: deps
 	python3 tests/integration/run.py --huiqid $(BUILD)/huiqid
 	$(MAKE) test-asan
 
-# The fuzz build: clang's libFuzzer with ASan and UBSan, the whole API but with the
-# in-memory fake store (store/fake.c) in place of the Redis one, fed through a
-# socketpair by tests/fuzz/fuzz_api.c. Seeds are copied into build-fuzz/corpus,
-# where the corpus grows, so tests/fuzz/corpus keeps only the hand-written seeds.
+# The fuzz build: clang's libFuzzer with ASan and UBSan (tests/fuzz/README.md). Three
+# harnesses link the same objects, the whole API with the in-memory fake store
+# (store/fake.c) in place of the Redis one:
+#   fuzz_http  raw bytes -> api/httpd.c (pre-filter, llhttp, caps) -> routing; no loop
+#   fuzz_json  a request body -> the JSON decoder and the body validators
+#   fuzz_api   the whole server, fed through a socketpair
+# Seeds are copied into build-fuzz/corpus-<harness>, where each corpus grows, so
+# tests/fuzz keeps only the hand-written seeds (fuzz_http also starts from the
+# whole-API seeds, which are HTTP too). FUZZ_SECONDS is per harness; each harness
+# has its own variable too. `make fuzz` runs them one after the other, one process
+# at a time.
 FUZZ_BUILD   := build-fuzz
 FUZZ_SECONDS ?= 600
+FUZZ_HTTP_SECONDS ?= $(FUZZ_SECONDS)
+FUZZ_JSON_SECONDS ?= $(FUZZ_SECONDS)
+FUZZ_API_SECONDS  ?= $(FUZZ_SECONDS)
 FUZZ_SAN     := -fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=all \
                 -fno-omit-frame-pointer
-FUZZ_SRC     := $(filter-out api/main.c,$(API_SRC)) $(PUSH_SRC) $(PURE_SRC) store/mirror.c \
-                store/fake.c store/fake_rec.c store/fake_push.c store/fake_read.c \
-                tests/fuzz/fuzz_api.c
+FUZZ_LIB_SRC := $(filter-out api/main.c,$(API_SRC)) $(PUSH_SRC) $(PURE_SRC) store/mirror.c \
+                store/fake.c store/fake_rec.c store/fake_push.c store/fake_read.c
+FUZZ_HARNESSES := fuzz_http fuzz_json fuzz_api
 FUZZ_FLAGS   := -dict=tests/fuzz/http.dict -max_len=65536 -timeout=10 -rss_limit_mb=4096 \
                 -print_final_stats=1 -artifact_prefix=$(FUZZ_BUILD)/artifacts/
-$(BUILD)/fuzz_api: $(FUZZ_SRC:%.c=$(BUILD)/%.o) $(LLHTTP_OBJ) $(BLOB_OBJ)
+$(FUZZ_HARNESSES:%=$(BUILD)/%): $(BUILD)/%: $(BUILD)/tests/fuzz/%.o \
+                                $(FUZZ_LIB_SRC:%.c=$(BUILD)/%.o) $(LLHTTP_OBJ) $(BLOB_OBJ)
 	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS_ALL)
 
 fuzz-build:
 	@./deploy/install-deps.sh --fuzz
-	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang OPT=-O1 SAN="$(FUZZ_SAN)" $(FUZZ_BUILD)/fuzz_api
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang OPT=-O1 SAN="$(FUZZ_SAN)" \
+	    $(FUZZ_HARNESSES:%=$(FUZZ_BUILD)/%)
 
-# First the inputs of crashes found before (regressions), then the fuzzing run.
-fuzz: fuzz-build
-	mkdir -p $(FUZZ_BUILD)/corpus $(FUZZ_BUILD)/artifacts
-	cp tests/fuzz/corpus/* $(FUZZ_BUILD)/corpus/
-	UBSAN_OPTIONS=print_stacktrace=1 ./$(FUZZ_BUILD)/fuzz_api $(FUZZ_FLAGS) tests/fuzz/crashes/*
-	UBSAN_OPTIONS=print_stacktrace=1 ./$(FUZZ_BUILD)/fuzz_api $(FUZZ_FLAGS) \
-	    -max_total_time=$(FUZZ_SECONDS) $(FUZZ_BUILD)/corpus
+# One harness ($(1)): first every input that once crashed any harness (regressions;
+# bytes are valid input to all three), then $(2) seconds of fuzzing from seeds $(3).
+define FUZZ_RUN
+	mkdir -p $(FUZZ_BUILD)/corpus-$(1) $(FUZZ_BUILD)/artifacts
+	cp $(3) $(FUZZ_BUILD)/corpus-$(1)/
+	UBSAN_OPTIONS=print_stacktrace=1 ./$(FUZZ_BUILD)/fuzz_$(1) $(FUZZ_FLAGS) tests/fuzz/crashes/*
+	UBSAN_OPTIONS=print_stacktrace=1 ./$(FUZZ_BUILD)/fuzz_$(1) $(FUZZ_FLAGS) \
+	    -max_total_time=$(2) $(FUZZ_BUILD)/corpus-$(1)
+endef
 
+fuzz-http: fuzz-build
+	$(call FUZZ_RUN,http,$(FUZZ_HTTP_SECONDS),tests/fuzz/corpus/* tests/fuzz/corpus-http/*)
+
+fuzz-json: fuzz-build
+	$(call FUZZ_RUN,json,$(FUZZ_JSON_SECONDS),tests/fuzz/corpus-json/*)
+
+fuzz-api: fuzz-build
+	$(call FUZZ_RUN,api,$(FUZZ_API_SECONDS),tests/fuzz/corpus/*)
+
+# One harness after the other, never two at once (not even under make -j).
+fuzz:
+	$(MAKE) fuzz-http
+	$(MAKE) fuzz-json
+	$(MAKE) fuzz-api
+
+# About 90 s of fuzzing in all, for CI (.ci/run).
 fuzz-smoke:
-	$(MAKE) fuzz FUZZ_SECONDS=60
+	$(MAKE) fuzz FUZZ_HTTP_SECONDS=20 FUZZ_JSON_SECONDS=20 FUZZ_API_SECONDS=50
 
 # bench/run.sh installs what it needs, builds, runs bench and the peers, load-tests
 # huiqid against nginx and writes docs/benchmarks.md (raw lines: var/bench/last-run.txt).

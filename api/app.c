@@ -106,22 +106,31 @@ int64_t app_now_ms(void) {
  * Dispatch
  * ------------------------------------------------------------------------- */
 
-static int app_on_head(void *arg, api_req_t *req) {
-    app_t *app = arg;
+int app_route(const config_t *cfg, api_req_t *req, const route_t **out, char *allow,
+              size_t allowlen) {
     const route_t *rt = NULL;
-    route_miss_t *miss = xcalloc(1, sizeof *miss);
-    int st = router_match(app_routes, NROUTES, req->http->method, req, &rt, miss->allow,
-                          sizeof miss->allow);
+    int st = router_match(app_routes, NROUTES, req->http->method, req, &rt, allow, allowlen);
     req->http->body_limit = SMALL_BODY;
     if (st == 0) {
-        free(miss);
-        req->route = rt;
         if (rt->flags & ROUTE_BODY) {
-            req->http->body_limit = app->cfg->max_body;
+            req->http->body_limit = cfg->max_body;
         }
         if (rt->body_fn) {
             req->http->stream = 1;
         }
+        *out = rt;
+    }
+    return st;
+}
+
+static int app_on_head(void *arg, api_req_t *req) {
+    app_t *app = arg;
+    const route_t *rt = NULL;
+    route_miss_t *miss = xcalloc(1, sizeof *miss);
+    int st = app_route(app->cfg, req, &rt, miss->allow, sizeof miss->allow);
+    if (st == 0) {
+        free(miss);
+        req->route = rt;
         return access_head(app, req, rt);
     }
     miss->status = st;

@@ -61,6 +61,15 @@ int32_t app_today(const app_t *app);
 int64_t app_now_ms(void);
 /* The route table (for metrics). */
 const route_t *app_route_table(void);
+/* Routes a request whose head has arrived (req->http set, req->path split off the
+ * target): router_match over the route table, then the body rules, which hold
+ * for a miss too: req->http->body_limit is cfg->max_body for a route that takes a
+ * JSON body and 64 KiB otherwise, and req->http->stream is set for a route that
+ * streams its body. Returns router_match's answer (0 with '*out' set, 404, 405
+ * with 'allow' filled, 400). Pure, no access check: the server's head callback
+ * runs it before access_head; the parser fuzz harness (tests/fuzz) alone. */
+int app_route(const config_t *cfg, api_req_t *req, const route_t **out, char *allow,
+              size_t allowlen);
 
 /* ---- answering --------------------------------------------------------- */
 
@@ -80,6 +89,12 @@ void api_no_content(api_req_t *req);
  * application/merge-patch+json when 'merge_patch'). Returns 0 with a new reference
  * in '*out', or -1 after answering the error. */
 int api_read_object(api_req_t *req, json_t **out, int merge_patch);
+/* Decodes 'len' bytes of a request body as api_read_object does: jansson with
+ * duplicate keys refused (its parser stops at JSON_PARSER_MAX_DEPTH levels of
+ * nesting). Returns 0 with a new reference to an object in '*out'; -EBADMSG when
+ * the bytes are not JSON ('err' says where); -EINVAL for JSON that is not an
+ * object. Pure, no answer: the JSON fuzz harness (tests/fuzz) calls it alone. */
+int api_decode_object(const char *body, size_t len, json_t **out, json_error_t *err);
 /* The decoded value of query parameter 'name' into 'buf'. Returns 1 when present, 0
  * when absent, -1 when malformed or longer than buflen - 1. */
 int api_query(const api_req_t *req, const char *name, char *buf, size_t buflen);

@@ -30,7 +30,7 @@ static const opt_t config_opts[] = {
      "time allowed to send a request's headers (default 10000)"},
     {"--idle-timeout", "HUIQI_IDLE_TIMEOUT_MS", "MS", "keep-alive idle timeout (default 30000)"},
     {"--redis-timeout", "HUIQI_REDIS_TIMEOUT_MS", "MS",
-     "deadline for a Redis reply before the connection is reset (default 3000)"},
+     "deadline for a Redis reply before the connection is reset (default 2000)"},
     {"--redis-max-inflight", "HUIQI_REDIS_MAX_INFLIGHT", "N",
      "Redis commands in flight before requests get 503 (default 10000)"},
     {"--utc-offset", "HUIQI_UTC_OFFSET", "+HH:MM", "zone for 'today' (default +08:00, China)"},
@@ -312,7 +312,7 @@ int config_load(config_t *c, int argc, char **argv) {
     c->max_conns = 10000;
     c->header_timeout_ms = 10000;
     c->idle_timeout_ms = 30000;
-    c->redis_timeout_ms = 3000;
+    c->redis_timeout_ms = 2000;
     c->redis_max_inflight = 10000;
     c->utc_offset_min = 8 * 60;
     c->today = DATE_NONE;

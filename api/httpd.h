@@ -74,6 +74,14 @@ int httpd_in_request(const httpd_t *h);
 /* The status (400, 413, 414, 431, 505...) and a short reason of the last error. */
 int httpd_error(const httpd_t *h, const char **reason);
 
+/* Splits the request-target of 'r' (complete once on_head runs) into '*path', the
+ * bytes before the first '?', and '*query', those after it ("" when there is no
+ * '?'): new NUL-terminated strings, nothing decoded; free both with free(). Only
+ * origin-form is served, so a target that does not start with '/' (absolute-form,
+ * authority-form, "*") gives 400 and sets neither. Returns 0 or 400. Pure: the
+ * server calls it from on_head, the parser fuzz harness (tests/fuzz) without one. */
+int httpd_split_target(const httpd_req_t *r, char **path, char **query);
+
 const char *httpd_method_name(int method);
 /* The standard reason phrase of a status code. */
 const char *httpd_status_text(int status);

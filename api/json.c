@@ -106,16 +106,27 @@ int api_read_object(api_req_t *req, json_t **out, int merge_patch) {
         return -1;
     }
     json_error_t err;
-    json_t *v = json_loadb(h->body, h->body_len, JSON_REJECT_DUPLICATES, &err);
-    if (v == NULL) {
+    int rc = api_decode_object(h->body, h->body_len, out, &err);
+    if (rc == -EBADMSG) {
         api_error(req, 400, "invalid_json", NULL, "malformed JSON at line %d column %d: %s",
                   err.line, err.column, err.text);
         return -1;
     }
-    if (!json_is_object(v)) {
-        json_decref(v);
+    if (rc != 0) {
         api_error(req, 400, "invalid_json", NULL, "the body must be a JSON object");
         return -1;
+    }
+    return 0;
+}
+
+int api_decode_object(const char *body, size_t len, json_t **out, json_error_t *err) {
+    json_t *v = json_loadb(body, len, JSON_REJECT_DUPLICATES, err);
+    if (v == NULL) {
+        return -EBADMSG;
+    }
+    if (!json_is_object(v)) {
+        json_decref(v);
+        return -EINVAL;
     }
     *out = v;
     return 0;

@@ -138,14 +138,17 @@ static int server_rid_ok(const char *s) {
     return 1;
 }
 
-static void conn_free_req(server_conn_t *c) {
-    api_req_t *r = &c->req;
+void server_req_clear(api_req_t *r) {
     free(r->path);
     free(r->query);
     for (int i = 0; i < r->nparams; i++) {
         free(r->param[i]);
     }
     memset(r, 0, sizeof *r);
+}
+
+static void conn_free_req(server_conn_t *c) {
+    server_req_clear(&c->req);
 }
 
 static void conn_maybe_free(server_conn_t *c) {
@@ -386,14 +389,9 @@ static int conn_on_head(void *arg, httpd_req_t *h) {
         snprintf(r->id, sizeof r->id, "%016llx",
                  (unsigned long long)(s->rid_base + s->rid_seq++ * UINT64_C(0x9e3779b97f4a7c15)));
     }
-    const char *t = h->target;
-    if (t[0] != '/') {
+    if (httpd_split_target(h, &r->path, &r->query) != 0) {
         return 400;
     }
-    const char *q = strchr(t, '?');
-    size_t plen = q ? (size_t)(q - t) : strlen(t);
-    r->path = xstrndup(t, plen);
-    r->query = xstrdup(q ? q + 1 : "");
     c->head_done = 1;
     int st = s->cbs.on_head(s->app, r);
     if (st == 0 && h->expect_continue && h->content_length != 0) {

@@ -78,6 +78,11 @@ int server_adopt_fd(server_t *srv, int fd);
 int server_port(const server_t *srv);
 unsigned server_conns(const server_t *srv);
 
+/* Frees what the head of a request attached to 'req' (its path, query and path
+ * parameters) and zeroes it for the next request. The server does this after
+ * each answer; the parser fuzz harness (tests/fuzz) uses it without a server. */
+void server_req_clear(api_req_t *req);
+
 /* Closes the connection after the next response (e.g. a request refused while
  * its body is still arriving). */
 void server_close_after(api_req_t *req);

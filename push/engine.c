@@ -13,9 +13,18 @@
 #include "push/internal.h"
 #include "push/sign.h"
 
+/* PUSH_MOVE_EVERY_MS: due retries are moved back into the queue this often, so
+ * one comes late by at most that and a tick, well inside the schedule's +-10%
+ * jitter. Congestion (see defer_congested): an endpoint's throughput is measured
+ * over periods of PUSH_RATE_PERIOD_MS; while the read window is full it may hold
+ * about PUSH_HOLD_MS of it in memory (and at least its in-flight limit); the rest
+ * waits in the retry set, the first of it PUSH_DEFER_MS from now. */
 #define PUSH_TICK_MS        20
-#define PUSH_MOVE_EVERY_MS  1000
+#define PUSH_MOVE_EVERY_MS  100
 #define PUSH_ENT_INFLIGHT   4
+#define PUSH_RATE_PERIOD_MS 250
+#define PUSH_HOLD_MS        1000
+#define PUSH_DEFER_MS       1000
 
 typedef struct pitem {
     struct pitem *next;
@@ -30,6 +39,7 @@ typedef struct pitem {
     int first; /* no record yet: keep the body and the fields */
     int sent;  /* a request was made in this attempt */
     uint64_t start_ms;
+    int64_t due_ms; /* when deferred (congestion): when it is due again */
 } pitem_t;
 
 enum { F_ID, F_EV, F_WH, F_POL, F_U, F_JOB, F_URL, F_ADDED, F_REMOVED, F_N };
@@ -39,9 +49,17 @@ static const char *const item_fields[F_N] = {"id",  "ev",  "wh",    "pol",    "u
 struct push_ep {
     char *key;
     pitem_t *head, *tail;
+    unsigned queued; /* items from head to tail */
     unsigned inflight;
     double tokens;
     uint64_t last_ns;
+    /* Throughput: items settled in the period that began at period_ns; 'rate'
+     * (per second) is that of the last full period, known once one has passed
+     * since the endpoint became busy. */
+    uint64_t period_ns;
+    unsigned period_done;
+    double rate;
+    int rate_known;
 };
 
 void push_opts_default(push_opts_t *o) {
@@ -149,6 +167,45 @@ static void ep_limits(push_t *p, const pitem_t *it, unsigned *max, double *rate)
     }
 }
 
+/* Closes the endpoint's measuring period once it is PUSH_RATE_PERIOD_MS old. */
+static void ep_rate_update(push_ep_t *ep, uint64_t now_ns) {
+    uint64_t span = now_ns - ep->period_ns;
+    if (span >= (uint64_t)PUSH_RATE_PERIOD_MS * 1000000u) {
+        ep->rate = (double)ep->period_done * 1e9 / (double)span;
+        ep->rate_known = 1;
+        ep->period_ns = now_ns;
+        ep->period_done = 0;
+    }
+}
+
+static void ep_append(push_ep_t *ep, pitem_t *it) {
+    if (ep->head == NULL && ep->inflight == 0) {
+        /* Idle until now: how fast it went before says nothing of how fast it
+         * goes, so measure afresh. */
+        ep->period_ns = uv_hrtime();
+        ep->period_done = 0;
+        ep->rate_known = 0;
+    }
+    it->next = NULL;
+    if (ep->tail) {
+        ep->tail->next = it;
+    } else {
+        ep->head = it;
+    }
+    ep->tail = it;
+    ep->queued++;
+}
+
+static pitem_t *ep_pop(push_ep_t *ep) {
+    pitem_t *it = ep->head;
+    ep->head = it->next;
+    if (ep->head == NULL) {
+        ep->tail = NULL;
+    }
+    ep->queued--;
+    return it;
+}
+
 /* ---------------------------------------------------------------------------
  * Items
  * ------------------------------------------------------------------------- */
@@ -195,34 +252,35 @@ static void item_done_record(void *arg, int rc, uint64_t v) {
     item_free(it);
 }
 
-/* Records the outcome of an attempt (or of a notice that never needed one) and
- * acknowledges the queue entry in the same step. */
-static void item_finish(pitem_t *it, const char *outcome, long status, double latency_ms,
-                        const char *error, int64_t next_due) {
-    push_t *p = it->p;
-    /* Only a request that was made counts (an expired or disabled notice that
-     * never left has made none). */
-    unsigned attempts = it->attempts + (it->sent ? 1 : 0);
-    sbuf_t a;
-    sbuf_init(&a, 256);
+/* One line of a delivery's attempt log, as JSON, into 'a' (initialised here). */
+static void attempt_line(sbuf_t *a, unsigned attempt, const char *outcome, long status,
+                         double latency_ms, const char *error) {
+    sbuf_init(a, 256);
     time_t t = (time_t)(now_ms() / 1000);
     struct tm tm;
     gmtime_r(&t, &tm);
-    sbuf_addf(&a, "{\"attempt\":%u,\"at\":\"%04d-%02d-%02dT%02d:%02d:%02dZ\",\"outcome\":\"%s\"",
-              attempts, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+    sbuf_addf(a, "{\"attempt\":%u,\"at\":\"%04d-%02d-%02dT%02d:%02d:%02dZ\",\"outcome\":\"%s\"",
+              attempt, tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
               tm.tm_sec, outcome);
     if (status) {
-        sbuf_addf(&a, ",\"status\":%ld", status);
+        sbuf_addf(a, ",\"status\":%ld", status);
     }
     if (latency_ms > 0) {
-        sbuf_addf(&a, ",\"latency_ms\":%.1f", latency_ms);
+        sbuf_addf(a, ",\"latency_ms\":%.1f", latency_ms);
     }
     if (error && *error) {
-        sbuf_adds(&a, ",\"error\":\"");
-        json_esc(&a, error);
-        sbuf_adds(&a, "\"");
+        sbuf_adds(a, ",\"error\":\"");
+        json_esc(a, error);
+        sbuf_adds(a, "\"");
     }
-    sbuf_adds(&a, "}");
+    sbuf_adds(a, "}");
+}
+
+/* Writes the delivery's 'state', 'attempts', last 'status' and 'error' and the
+ * attempt log 'line', and acknowledges the queue entry in the same step. */
+static void item_record(pitem_t *it, const char *state, const char *line, unsigned attempts,
+                        long status, const char *error, int64_t next_due) {
+    push_t *p = it->p;
     const char *fields[2 * F_N];
     unsigned nf = 0;
     if (it->first) {
@@ -236,15 +294,15 @@ static void item_finish(pitem_t *it, const char *outcome, long status, double la
     store_dlv_rec_t r = {
         .id = it->f[F_ID],
         .sid = it->sid,
-        .outcome = outcome,
+        .outcome = state,
         .fields = fields,
         .nfields = nf,
         /* The body is kept for the attempts still to come, so they send the same
          * bytes. A notice delivered at once needs no copy (a batch is ~150 KB):
          * replaying it later renders it afresh. */
-        .body = it->first && strcmp(outcome, "delivered") != 0 ? it->body : NULL,
+        .body = it->first && strcmp(state, "delivered") != 0 ? it->body : NULL,
         .body_len = it->body_len,
-        .attempt = a.p,
+        .attempt = line,
         .next_due_ms = next_due,
         .attempts = attempts,
         .now_ms = now_ms(),
@@ -253,6 +311,15 @@ static void item_finish(pitem_t *it, const char *outcome, long status, double la
         .status = status,
         .error = error,
     };
+    if (store_dlv_record(p->store, &r, item_done_record, it) != 0) {
+        item_done_record(it, -EIO, 0);
+    }
+}
+
+/* Records the outcome of an attempt (or of a notice that never needed one). */
+static void item_finish(pitem_t *it, const char *outcome, long status, double latency_ms,
+                        const char *error, int64_t next_due) {
+    push_t *p = it->p;
     if (strcmp(outcome, "delivered") == 0) {
         p->stats.delivered++;
     } else if (strcmp(outcome, "retry") == 0) {
@@ -262,15 +329,20 @@ static void item_finish(pitem_t *it, const char *outcome, long status, double la
     } else {
         p->stats.dead++;
     }
-    if (store_dlv_record(p->store, &r, item_done_record, it) != 0) {
-        item_done_record(it, -EIO, 0);
-    }
+    /* Only a request that was made counts (an expired or disabled notice that
+     * never left has made none). */
+    unsigned attempts = it->attempts + (it->sent ? 1 : 0);
+    sbuf_t a;
+    attempt_line(&a, attempts, outcome, status, latency_ms, error);
+    item_record(it, outcome, a.p, attempts, status, error, next_due);
     sbuf_free(&a);
 }
 
 static void ep_release(push_t *p, push_ep_t *ep) {
     ep->inflight--;
     p->inflight--;
+    ep->period_done++;
+    ep_rate_update(ep, uv_hrtime());
     if (ep->head) {
         /* More is waiting for this endpoint: send it on the next loop turn, not
          * the next tick (the tick alone would cap an endpoint at inflight / 20 ms). */
@@ -522,6 +594,112 @@ static void item_begin(pitem_t *it) {
 }
 
 /* ---------------------------------------------------------------------------
+ * Congestion
+ *
+ * Entries are read from one queue in order, at most 4 x max_inflight of them
+ * held in memory. An endpoint that cannot keep up (hanging, slow, rate-limited)
+ * would fill that window with its own backlog, and nothing behind it, for any
+ * other endpoint, would be read. So while the window is full, an endpoint held
+ * back by its own limits (in-flight or rate) and holding more than about
+ * PUSH_HOLD_MS of its measured throughput (and more than its in-flight limit)
+ * hands the excess back to Redis: recorded as a retry that is not an attempt
+ * ("deferred" in its log), due about when the endpoint could have sent it. An
+ * endpoint that drains faster than that is never deferred.
+ * ------------------------------------------------------------------------- */
+
+#define PUSH_DEFER_WHY "deferred: its endpoint is congested"
+
+/* Records a deferral of 'it' with 'attempts', last 'status' and 'error' kept. */
+static void defer_record(pitem_t *it, unsigned attempts, long status, const char *error) {
+    sbuf_t a;
+    attempt_line(&a, attempts, "deferred", 0, 0, PUSH_DEFER_WHY);
+    item_record(it, "retry", a.p, attempts, status, error, it->due_ms);
+    sbuf_free(&a);
+}
+
+static void on_defer_fetched(void *arg, int rc, const store_kv_t *kv, size_t n) {
+    pitem_t *it = arg;
+    push_t *p = it->p;
+    const char *att = rc == 0 ? store_kv_get(kv, n, "attempts", NULL) : NULL;
+    if (rc != 0 && rc != -ENOENT) {
+        p->pending--;
+        p->recover = 1; /* leave it pending; read it again later */
+        item_free(it);
+    } else if (att == NULL) {
+        it->first = 1; /* no record (it expired): make one from the queue entry */
+        defer_record(it, 0, 0, PUSH_DEFER_WHY);
+    } else {
+        size_t elen = 0;
+        const char *st = store_kv_get(kv, n, "last_status", NULL);
+        const char *err = store_kv_get(kv, n, "last_error", &elen);
+        char ebuf[200];
+        snprintf(ebuf, sizeof ebuf, "%.*s", (int)elen, err ? err : "");
+        defer_record(it, (unsigned)strtoul(att, NULL, 10), st ? strtol(st, NULL, 10) : 0, ebuf);
+    }
+}
+
+static void item_defer(pitem_t *it) {
+    if (it->retry) {
+        /* Its record holds the attempts made so far, which the deferral keeps. */
+        if (store_dlv_get(it->p->store, it->f[F_ID], on_defer_fetched, it) != 0) {
+            on_defer_fetched(it, -EIO, NULL, 0);
+        }
+        return;
+    }
+    it->first = 1;
+    defer_record(it, 0, 0, PUSH_DEFER_WHY);
+}
+
+/* Keeps the oldest 'keep' (at least 1) of the endpoint's queued items and defers
+ * the rest, due PUSH_DEFER_MS from now and then 'per_s' a second. */
+static void ep_defer_excess(push_ep_t *ep, unsigned keep, double per_s) {
+    pitem_t *last = ep->head;
+    for (unsigned i = 1; i < keep; i++) {
+        last = last->next;
+    }
+    pitem_t *it = last->next;
+    last->next = NULL;
+    ep->tail = last;
+    ep->queued = keep;
+    int64_t now = now_ms();
+    for (unsigned k = 0; it; k++) {
+        pitem_t *next = it->next;
+        it->next = NULL;
+        it->due_ms = now + PUSH_DEFER_MS + (int64_t)((double)k * 1000.0 / per_s);
+        item_defer(it);
+        it = next;
+    }
+}
+
+/* Called while the read window is full. */
+static void defer_congested(push_t *p) {
+    uint64_t now = uv_hrtime();
+    for (size_t i = 0; i < p->capeps; i++) {
+        push_ep_t *ep = p->eps[i];
+        if (ep == NULL || ep->head == NULL) {
+            continue;
+        }
+        ep_rate_update(ep, now);
+        if (!ep->rate_known) {
+            continue;
+        }
+        unsigned max;
+        double rate;
+        ep_limits(p, ep->head, &max, &rate);
+        if (ep->inflight < max && (rate <= 0 || ep->tokens >= 1)) {
+            continue; /* held back by the global cap, not by its own limits */
+        }
+        double hold = ep->rate * PUSH_HOLD_MS / 1000.0;
+        unsigned keep = hold > (double)max ? (unsigned)hold : max;
+        if (ep->queued > keep) {
+            /* A hanging endpoint (no throughput) gets its items back at the pace
+             * of its in-flight limit per second. */
+            ep_defer_excess(ep, keep, ep->rate >= 1.0 ? ep->rate : (double)max);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------
  * Reading the queue and dispatching
  * ------------------------------------------------------------------------- */
 
@@ -545,11 +723,7 @@ static void dispatch(push_t *p) {
         ep->last_ns = now;
         while (ep->head && ep->inflight < max && p->inflight < p->o.max_inflight &&
                (rate <= 0 || ep->tokens >= 1)) {
-            pitem_t *it = ep->head;
-            ep->head = it->next;
-            if (ep->head == NULL) {
-                ep->tail = NULL;
-            }
+            pitem_t *it = ep_pop(ep);
             if (rate > 0) {
                 ep->tokens -= 1;
             }
@@ -603,14 +777,8 @@ static void on_read(void *arg, int rc, const store_kv_t *kv, size_t n) {
             } else {
                 snprintf(key, sizeof key, "wh:%.20s", it->f[F_WH]);
             }
-            push_ep_t *ep = ep_get(p, key);
-            it->ep = ep;
-            if (ep->tail) {
-                ep->tail->next = it;
-            } else {
-                ep->head = it;
-            }
-            ep->tail = it;
+            it->ep = ep_get(p, key);
+            ep_append(it->ep, it);
         }
         i = j + 1;
     }
@@ -656,6 +824,8 @@ static void on_tick(uv_timer_t *t) {
         if (store_q_read(p->store, cap - p->pending, p->recover, on_read, p) == 0) {
             p->reading = 1;
         }
+    } else if (p->pending >= cap / 2) {
+        defer_congested(p);
     }
     dispatch(p);
 }

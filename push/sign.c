@@ -203,6 +203,10 @@ static int sig_v1a_check(const char *whpk, const char *content, size_t n, const 
  * Verification
  * ------------------------------------------------------------------------- */
 
+bool whsig_equal(const void *a, const void *b, size_t n) {
+    return CRYPTO_memcmp(a, b, n) == 0;
+}
+
 int whsig_verify(const char *header, const whsig_secret_t *secrets, unsigned nsecrets,
                  const char *whpk, const char *id, const char *ts, int64_t now,
                  int64_t tolerance, const char *body, size_t len) {
@@ -239,7 +243,7 @@ int whsig_verify(const char *header, const whsig_secret_t *secrets, unsigned nse
             }
             for (unsigned i = 0; i < nm; i++) {
                 /* Constant time: no early exit on the first differing byte. */
-                found |= CRYPTO_memcmp(sig, macs[i], 32) == 0;
+                found |= whsig_equal(sig, macs[i], 32);
             }
         } else if (strncmp(tok, "v1a,", 4) == 0 && whpk) {
             int k = sig_unb64(tok + 4, sig, sizeof sig);

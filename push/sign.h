@@ -7,6 +7,7 @@
 #ifndef HUIQI_PUSH_SIGN_H
 #define HUIQI_PUSH_SIGN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -45,5 +46,11 @@ int whsig_ed25519_public(const char *whsk, char *pk, size_t pklen);
 int whsig_verify(const char *header, const whsig_secret_t *secrets, unsigned nsecrets,
                  const char *whpk, const char *id, const char *ts, int64_t now,
                  int64_t tolerance, const char *body, size_t len);
+
+/* Whether the 'n' bytes at 'a' and 'b' are equal, in a time that depends on 'n'
+ * alone (OpenSSL's CRYPTO_memcmp): how signatures are compared, never with
+ * memcmp, which stops at the first difference and so tells an attacker how much
+ * of a forged signature was right. */
+bool whsig_equal(const void *a, const void *b, size_t n);
 
 #endif

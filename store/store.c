@@ -81,7 +81,7 @@ store_t *store_new(uv_loop_t *loop, const store_opts_t *opts, const taxonomy_t *
         .port = opts->redis_port,
         .unix_path = opts->redis_unix,
         .connect_timeout_ms = opts->connect_timeout_ms ? opts->connect_timeout_ms : 1000,
-        .command_timeout_ms = opts->command_timeout_ms ? opts->command_timeout_ms : 3000,
+        .command_timeout_ms = opts->command_timeout_ms ? opts->command_timeout_ms : 2000,
         .max_inflight = opts->max_inflight ? opts->max_inflight : 10000,
         .ping_interval_ms = 1000,
     };

@@ -1,7 +1,14 @@
 /* Unit tests for push/: Standard Webhooks signing and verification. */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+
+/* The ctgrind check of test_sign_constant_time_compare needs valgrind's client
+ * requests: the Makefile defines HAVE_MEMCHECK when the header is installed. */
+#ifdef HAVE_MEMCHECK
+#include <valgrind/memcheck.h>
+#endif
 
 #include "push/sign.h"
 #include "tests/test_list_decl.h"
@@ -52,6 +59,103 @@ int test_sign_any_change_fails(void) {
                -EBADMSG);
     ASSERT_ERR(whsig_secret_parse("whsec_c2hvcnQ=", &s), -EINVAL); /* too short */
     ASSERT_ERR(whsig_secret_parse("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", &s), -EINVAL);
+    return 0;
+}
+
+/* The vector's parts, one of which a test changes. */
+static const char sv_secret[] = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+static const char sv_id[] = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+static const char sv_ts[] = "1614265330";
+static const char sv_body[] = "{\"test\": 2432232314}";
+
+/* Verifies the vector's signature against the vector with part 'which' (0 body,
+ * 1 id, 2 timestamp) changed at byte 'pos': set to 'v', or removed when v < 0.
+ * The tolerance is wide enough (2^40 s) that only the MAC can refuse a timestamp. */
+static int sign_verify_changed(const whsig_secret_t *s, const char *sig, int which, size_t pos,
+                               int v) {
+    const char *orig = which == 0 ? sv_body : which == 1 ? sv_id : sv_ts;
+    char part[64];
+    size_t n = strlen(orig);
+    memcpy(part, orig, n + 1);
+    if (v < 0) {
+        memmove(part + pos, part + pos + 1, n - pos);
+        n--;
+    } else {
+        part[pos] = (char)v;
+    }
+    return whsig_verify(sig, s, 1, NULL, which == 1 ? part : sv_id, which == 2 ? part : sv_ts,
+                        1614265330, (int64_t)1 << 40, which == 0 ? part : sv_body,
+                        which == 0 ? n : strlen(sv_body));
+}
+
+int test_sign_every_byte_change_fails(void) {
+    /* Reliability checklist C11: every one-byte change (each position set to each
+     * other value, or removed) of the body, the webhook-id and the timestamp fails
+     * verification. The body is bytes with a length (a NUL is a change like any
+     * other); the id and timestamp are C strings, so a NUL shortens them. */
+    whsig_secret_t s;
+    ASSERT_OK(whsig_secret_parse(sv_secret, &s));
+    char sig[128];
+    ASSERT_OK(whsig_sign_v1(&s, sv_id, 1614265330, sv_body, strlen(sv_body), sig, sizeof sig));
+    unsigned tried = 0;
+    for (int which = 0; which < 3; which++) {
+        const char *orig = which == 0 ? sv_body : which == 1 ? sv_id : sv_ts;
+        for (size_t pos = 0; pos < strlen(orig); pos++) {
+            ASSERT_OK(sign_verify_changed(&s, sig, which, pos, (unsigned char)orig[pos]));
+            for (int v = -1; v < 256; v++) {
+                if (v == (unsigned char)orig[pos]) {
+                    continue;
+                }
+                int rc = sign_verify_changed(&s, sig, which, pos, v);
+                tried++;
+                /* Refused by the MAC, or as malformed (a '.' in the id, a timestamp
+                 * that is not a number); never accepted, never "too old". */
+                if (rc != -EBADMSG && !(which > 0 && rc == -EINVAL)) {
+                    static const char *const part[] = {"body", "id", "timestamp"};
+                    UNIT_FAIL_("%s byte %zu %s %d: whsig_verify returned %d", part[which], pos,
+                               v < 0 ? "removed" : "set to", v, rc);
+                }
+            }
+        }
+    }
+    ASSERT_EQ(tried, (unsigned)(strlen(sv_body) + strlen(sv_id) + strlen(sv_ts)) * 256);
+    return 0;
+}
+
+int test_sign_constant_time_compare(void) {
+    /* Reliability checklist C11: the verifier compares MACs with whsig_equal
+     * (CRYPTO_memcmp). Equal and unequal at every bit, and, under valgrind (make
+     * test-valgrind), the ctgrind check: with both inputs marked secret
+     * (undefined), a comparison that branches on their bytes, as memcmp does, is
+     * a memcheck error. */
+    uint8_t a[32], b[32];
+    for (size_t i = 0; i < sizeof a; i++) {
+        a[i] = b[i] = (uint8_t)(i * 37 + 1);
+    }
+    ASSERT_TRUE(whsig_equal(a, b, sizeof a));
+    ASSERT_TRUE(whsig_equal(a, b, 0));
+    for (size_t i = 0; i < sizeof a; i++) {
+        for (int bit = 0; bit < 8; bit++) {
+            b[i] ^= (uint8_t)(1u << bit);
+            ASSERT_FALSE(whsig_equal(a, b, sizeof a));
+            b[i] ^= (uint8_t)(1u << bit);
+        }
+    }
+#ifdef HAVE_MEMCHECK
+    if (RUNNING_ON_VALGRIND) {
+        unsigned before = VALGRIND_COUNT_ERRORS;
+        b[31] ^= 1; /* differ only at the end: memcmp would branch on every byte */
+        VALGRIND_MAKE_MEM_UNDEFINED(a, sizeof a);
+        VALGRIND_MAKE_MEM_UNDEFINED(b, sizeof b);
+        bool same = whsig_equal(a, b, sizeof a);
+        VALGRIND_MAKE_MEM_DEFINED(&same, sizeof same);
+        VALGRIND_MAKE_MEM_DEFINED(a, sizeof a);
+        VALGRIND_MAKE_MEM_DEFINED(b, sizeof b);
+        unsigned after = VALGRIND_COUNT_ERRORS;
+        ASSERT_FALSE(same);
+        ASSERT_EQ(after, before); /* memcheck errors while comparing secret bytes */
+    }
+#endif
     return 0;
 }
 

@@ -15,15 +15,9 @@ import tests_faults as tf
 def metrics(env):
     c = Client("127.0.0.1", env.huiqid_port, timeout=5)
     try:
-        r = c.get("/metrics")
+        return tf.metrics(c)
     finally:
         c.close()
-    out = {}
-    for line in r.raw.decode().splitlines():
-        if line and not line.startswith("#"):
-            k, _, v = line.rpartition(" ")
-            out[k] = float(v)
-    return out
 
 def ledger(m):
     return (m["huiqi_redis_commands_total"], m["huiqi_redis_roundtrip_seconds_count"],

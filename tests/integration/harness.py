@@ -249,6 +249,18 @@ def read_until_closed(s, timeout):
         data += got
 
 
+def parse_head(head):
+    """The status and the headers (lower-cased names) of a response head: the bytes
+    before its blank line."""
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for ln in lines[1:]:
+        k, _, v = ln.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return status, headers
+
+
 def parse_responses(buf):
     """Splits a byte stream into HTTP responses: list of (status, headers, body)."""
     out = []
@@ -256,14 +268,7 @@ def parse_responses(buf):
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             break
-        head = buf[:end].decode("latin-1")
-        lines = head.split("\r\n")
-        parts = lines[0].split(" ", 2)
-        status = int(parts[1])
-        headers = {}
-        for ln in lines[1:]:
-            k, _, v = ln.partition(":")
-            headers[k.strip().lower()] = v.strip()
+        status, headers = parse_head(buf[:end])
         n = int(headers.get("content-length", "0"))
         body = buf[end + 4:end + 4 + n]
         out.append((status, headers, body))

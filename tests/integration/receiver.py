@@ -68,7 +68,8 @@ class Receiver:
     ids that came again with different bytes (a retry must send the same body),
     ts_changed those whose bodies differed only in "timestamp"."""
 
-    def __init__(self, secrets=(), keep_bodies=True, keep_raw=False):
+    def __init__(self, secrets=(), keep_bodies=True, keep_raw=False, host="127.0.0.1"):
+        self.host = host  # any 127/8 address: the address-policy tests use several
         self.secrets = list(secrets)
         self.keep_bodies = keep_bodies
         self.keep_raw = keep_raw
@@ -108,7 +109,7 @@ class Receiver:
         asyncio.set_event_loop(self.loop)
 
         async def start():
-            self._server = await asyncio.start_server(self._conn, "127.0.0.1", 0, backlog=256)
+            self._server = await asyncio.start_server(self._conn, self.host, 0, backlog=256)
 
         self.loop.run_until_complete(start())
         started.set()
@@ -116,7 +117,7 @@ class Receiver:
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d/hook" % self.port
+        return "http://%s:%d/hook" % (self.host, self.port)
 
     async def _conn(self, reader, writer):
         try:

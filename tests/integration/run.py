@@ -30,6 +30,8 @@ import tests_matching  # noqa: E402
 import tests_ops  # noqa: E402
 import tests_oracle  # noqa: E402
 import tests_push  # noqa: E402
+import tests_push_faults  # noqa: E402
+import tests_redis_faults  # noqa: E402
 
 # The suite, in order. Names are what --filter matches.
 TESTS = [
@@ -66,6 +68,7 @@ TESTS = [
     ("clean_shutdown_with_open_connections", tests_ops.test_clean_shutdown),
     ("http_smuggling_shapes_rejected", tests_http.test_smuggling_shapes),
     ("http_pipelining_in_order", tests_http.test_pipelining),
+    ("http_upgrade_is_plain_http", tests_http.test_upgrade_is_plain_http),
     ("http_keepalive_sequential", tests_http.test_keepalive_sequential),
     ("http_half_request_then_close", tests_http.test_half_request_then_close),
     ("http_limits_431_414", tests_http.test_limits),
@@ -88,11 +91,13 @@ TESTS = [
     ("auth_import_streamed", tests_auth.test_import_auth),
     ("auth_keys_while_redis_down", tests_auth.test_keys_while_redis_down),
     ("auth_cached_key_while_redis_stalls", tests_auth.test_cached_key_while_redis_stalls),
-    ("faults_redis_kill9_under_write_load", tests_faults.test_redis_kill_under_write_load),
+    ("faults_redis_kill9_under_write_load", tests_redis_faults.test_redis_kill_under_write_load),
     ("faults_huiqid_kill9_under_write_load", tests_faults.test_huiqid_kill9_under_write_load),
     ("faults_blackhole_redis", tests_faults.test_blackhole_redis),
+    ("faults_redis_goes_silent", tests_redis_faults.test_redis_goes_silent),
     ("faults_redis_connect_deadline", tests_deadline.test_redis_connect_deadline),
     ("faults_redis_restart_storm", tests_faults.test_redis_restart_storm),
+    ("faults_redis_restart_under_load", tests_redis_faults.test_redis_restart_under_load),
     ("faults_hanging_webhook_receiver", tests_faults.test_hanging_webhook_receiver),
     ("faults_publish_job_atomic", tests_faults.test_publish_job_atomic),
     ("faults_alloc_fail_register_enterprise", tests_alloc.test_alloc_fail_register_enterprise),
@@ -116,6 +121,22 @@ TESTS = [
     ("push_job_cancel_and_withdraw", tests_push.test_push_job_cancel_and_withdraw),
     ("push_kill9_mid_job", tests_push.test_push_kill9_mid_job),
     ("push_redis_restart_mid_job", tests_push.test_push_redis_restart_mid_job),
+    ("push_retry_schedule_jitter", tests_push_faults.test_push_retry_schedule_jitter),
+    ("push_endpoint_isolation", tests_push_faults.test_push_endpoint_isolation),
+    ("push_ssrf_names", tests_push_faults.test_push_ssrf_names),
+    ("push_sign_verifier_constant_time", tests_push_faults.test_sign_verifier_constant_time),
+    ("push_kill_storm_quick", tests_push_faults.test_push_kill_storm_quick),
+]
+
+# The long runs of the reliability checklist (shared/reliability.md section 8) at
+# their full size: `make reliability` (--long), run by .ci/run, never by `make test`.
+# Each keeps its quick version in TESTS above.
+LONG_TESTS = [
+    ("faults_redis_kill9_ten_trials", tests_redis_faults.test_redis_kill_ten_trials),
+    ("faults_blackhole_redis_100_cycles", tests_faults.test_blackhole_redis_100_cycles),
+    ("faults_redis_restart_storm_60s", tests_faults.test_redis_restart_storm_60s),
+    ("faults_redis_restarts_under_load", tests_redis_faults.test_redis_restarts_under_load),
+    ("push_kill_storm_100k", tests_push_faults.test_push_kill_storm_100k),
 ]
 
 
@@ -129,6 +150,8 @@ def main():
                          "and the allocation-failure tests are skipped (failmalloc.so cannot "
                          "wrap valgrind's allocator: it would fail nothing)")
     ap.add_argument("--filter", default="", help="run only tests whose name contains this")
+    ap.add_argument("--long", action="store_true",
+                    help="run the long reliability runs (LONG_TESTS) instead of the suite")
     ap.add_argument("-v", "--verbose", action="store_true", help="print each test's duration")
     ap.add_argument("--keepalive", choices=("auto", "on", "off"), default="auto",
                     help="whether tests reuse one connection (auto: probe the server once; "
@@ -147,7 +170,7 @@ def main():
 
     opts = harness.Options(args.huiqid, sanitized=args.sanitized or args.valgrind,
                            verbose=args.verbose)
-    selected = [(n, f) for n, f in TESTS if args.filter in n]
+    selected = [(n, f) for n, f in (LONG_TESTS if args.long else TESTS) if args.filter in n]
     if args.valgrind:
         for n, _ in selected:
             if n.startswith("faults_alloc_fail"):

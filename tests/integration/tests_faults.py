@@ -88,7 +88,28 @@ class Op:
             self.t1, self.outcome)
 
 
-class Writers:
+class Threads:
+    """Worker threads (self.threads, watching self.stop_flag) started when a 'with'
+    block opens and stopped when it ends."""
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def join(self, timeout):
+        """Sets stop_flag and waits for each thread; returns those still alive."""
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(timeout)
+        return [t for t in self.threads if t.is_alive()]
+
+
+class Writers(Threads):
     """n threads, each with its own connection and its own enterprises, creating
     (POST, employees 0) and patching (employees 1, 2, ...) in a steady stream.
     Unexpected answers (anything but 2xx, the documented 503s, or a 409 that
@@ -111,20 +132,8 @@ class Writers:
         self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
                         for i in range(n)]
 
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
-
     def stop(self):
-        self.stop_flag.set()
-        for t in self.threads:
-            t.join(60 * self.o.slow)
-        alive = [t for t in self.threads if t.is_alive()]
+        alive = self.join(60 * self.o.slow)
         if alive:
             self.problems.append("%d writer threads did not stop (a request hangs)" % len(alive))
 
@@ -407,65 +416,76 @@ def report(o, text):
         print("     " + text)
 
 
+def metrics(c):
+    """Every sample of /metrics: 'name' or 'name{labels}' -> value."""
+    r = get_ok(c, "/metrics")
+    out = {}
+    for line in r.raw.decode().splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.rpartition(" ")
+            out[k] = float(v)
+    return out
+
+
+def metric(c, name):
+    m = metrics(c)
+    if name not in m:
+        raise TestFailure("no %s in /metrics" % name)
+    return m[name]
+
+
+# huiqid started with these serves /metrics without a key, so that reading the
+# callback ledger never waits on an API-key check in Redis.
+LEDGER_ARGS = ["--metrics-public", "on"]
+
+
+def redis_ledger(env):
+    """The Redis callback ledger from /metrics (both connections together). Every
+    command sent is answered (a reply), failed with a NULL reply (lost with its
+    connection) or still in flight, so commands == replies + lost + inflight holds
+    exactly at every instant; the snapshot is taken inside huiqid's one loop."""
+    c = env.new_client(key=None, keepalive=False)
+    try:
+        m = metrics(c)
+    finally:
+        c.close()
+    return {"commands": m["huiqi_redis_commands_total"],
+            "replies": m["huiqi_redis_roundtrip_seconds_count"],
+            "lost": m['huiqi_redis_errors_total{kind="lost"}'],
+            "timeouts": m['huiqi_redis_errors_total{kind="timeout"}'],
+            "inflight": m["huiqi_redis_inflight"],
+            "up": m["huiqi_redis_up"],
+            "disconnects": m["huiqi_redis_disconnects_total"],
+            "t": time.monotonic()}
+
+
+def check_ledger(led, what):
+    check(led["commands"] == led["replies"] + led["lost"] + led["inflight"],
+          "%s: callback ledger off: %d commands != %d replies + %d NULL + %d in flight (a "
+          "command whose callback never ran, or one called twice)", what, led["commands"],
+          led["replies"], led["lost"], led["inflight"])
+    return led
+
+
+def wait_ledger(env, cond, timeout, what):
+    """Polls the ledger (checking it each time) until cond(ledger); returns it."""
+    seen = []
+
+    def ok():
+        env.assert_alive(what)
+        led = check_ledger(redis_ledger(env), what)
+        seen[:] = [led]
+        return led if cond(led) else None
+
+    try:
+        return wait_until(ok, timeout, what)
+    except TestFailure as e:
+        raise TestFailure("%s; last ledger %r" % (e, seen[-1] if seen else None))
+
+
 # --------------------------------------------------------------------------
-# 1. kill -9 Redis under write load
+# 1. kill -9 Redis under write load: tests_redis_faults (reliability A1)
 # --------------------------------------------------------------------------
-
-
-def test_redis_kill_under_write_load(o):
-    """Three times: kill -9 Redis while 4 threads write, keep it down ~1.5 s,
-    restart it on its AOF. Writes meanwhile get 503 (with Retry-After) within the
-    command deadline, /readyz returns to 200 within seconds, and every
-    acknowledged write survives."""
-    with Env(o, huiqid_args=FAULT_ARGS, appendfsync="always") as env:
-        w = Writers(env, o, n=4, seed=11, max_ents=40, timeout=10 * o.slow)
-        figures = []
-        t_start = time.monotonic()
-        with w:
-            wait_acks_after(env, w, time.monotonic() + 0.5, o, "warm-up")
-            for trial in range(3):
-                if time.monotonic() - t_start > 30 * o.slow:
-                    break
-                env.kill_redis()
-                t_killed = time.monotonic()
-
-                def down():
-                    env.assert_alive("after redis-server was killed")
-                    r = env.readyz_status()
-                    return r if r.status == 503 else None
-
-                r = wait_until(down, 5 * o.slow, "/readyz 503 after Redis was killed")
-                expect_error(r, 503, "redis_unavailable", what="/readyz with Redis down")
-                eq(env.new_client(key=None).get("/healthz").status, 200,
-                   "/healthz with Redis down")
-                # Down for ~1.5 s, watching huiqid stay alive.
-                wait_until(lambda: (env.assert_alive("while Redis was down") or
-                                    time.monotonic() - t_killed > 1.5), 10, "Redis downtime")
-                t_restart = time.monotonic()
-                env.start_redis()
-                t_up = time.monotonic()
-
-                def up():
-                    env.assert_alive("after Redis came back")
-                    return env.readyz_status().status == 200
-
-                wait_until(up, 6 * o.slow, "/readyz 200 after Redis came back (trial %d)" % trial)
-                t_ready = time.monotonic()
-                wait_acks_after(env, w, t_ready, o, "Redis came back (trial %d)" % trial)
-                n, codes, lat = down_window_check(w.all_ops(), t_killed, t_restart,
-                                                  "trial %d" % trial)
-                check(n > 0, "trial %d: no write was answered while Redis was down", trial)
-                figures.append((t_ready - t_up, n, codes, lat))
-        env.assert_alive("after the trials")
-        check(not w.problems, "writers saw unexpected answers:\n  %s", "\n  ".join(w.problems))
-        ops = w.all_ops()
-        max_lat = check_latencies(ops, o, "kill -9 Redis")
-        stats = verify_writes(env, o, w, "after kill -9 of Redis")
-        for i, (ready, n, codes, lat) in enumerate(figures):
-            report(o, "trial %d: /readyz 200 %.2fs after Redis answered PING; %d writes while "
-                   "down %s, slowest %.3fs" % (i, ready, n, codes, lat))
-        report(o, "%d writes, max latency %.3fs; %s" % (len(ops), max_lat, stats))
-        check(stats["ack"] > 0, "no write was acknowledged at all")
 
 
 # --------------------------------------------------------------------------
@@ -508,7 +528,8 @@ def test_huiqid_kill9_under_write_load(o):
 
 class Blackhole:
     """A TCP listener that accepts connections, reads and discards whatever comes,
-    and never writes a byte."""
+    and never writes a byte. For each connection closed by the peer, 'closed' keeps
+    (accepted, first byte received, closed) times (None: no byte came)."""
 
     def __init__(self):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -525,6 +546,8 @@ class Blackhole:
         self.accepted = 0
         self.bytes_in = 0
         self.conns = set()
+        self.times = {}   # open connection -> [accepted, first byte]
+        self.closed = []
         self.stop_flag = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -543,6 +566,7 @@ class Blackhole:
                     with self.lock:
                         self.accepted += 1
                         self.conns.add(conn)
+                        self.times[conn] = [time.monotonic(), None]
                     continue
                 try:
                     got = s.recv(65536)
@@ -553,15 +577,25 @@ class Blackhole:
                 if got:
                     with self.lock:
                         self.bytes_in += len(got)
+                        t = self.times[s]
+                        if t[1] is None:
+                            t[1] = time.monotonic()
                     continue
                 self.sel.unregister(s)
                 s.close()
                 with self.lock:
                     self.conns.discard(s)
+                    self.closed.append(tuple(self.times.pop(s)) + (time.monotonic(),))
 
     def open_conns(self):
         with self.lock:
             return len(self.conns)
+
+    def silences(self):
+        """For each connection closed so far that got a command: seconds from its
+        first byte to its close (how long huiqid waited for an answer)."""
+        with self.lock:
+            return [c - f for _, f, c in self.closed if f is not None]
 
     def close(self):
         if self.stop_flag.is_set():
@@ -576,14 +610,31 @@ class Blackhole:
         self.sel.close()
 
 
-def test_blackhole_redis(o):
-    """huiqid pointed at a listener that never answers: /healthz 200, /readyz 503,
-    keyed requests 503 unavailable with Retry-After within two command deadlines,
-    no fd growth over ~10 s of reconnect cycles; then a real Redis takes the
-    address and huiqid becomes ready without a restart."""
+# huiqid's default --redis-timeout (api/config.c): the checklist's [2 s] (A2).
+DEFAULT_REDIS_TIMEOUT_MS = 2000
+
+
+def deadline_window(o, deadline_s):
+    """Where a command deadline may fire, measured from the first byte of the
+    command to the close of its connection: +-10%. Under a sanitizer or valgrind
+    the loop runs late (and stamps a command at the start of a slow loop turn), so
+    the window widens with the harness's slow factor."""
+    return (deadline_s * 0.9 - 0.05 * (o.slow - 1), deadline_s * 1.1 + 0.3 * (o.slow - 1))
+
+
+def blackhole_cycles(o, cycles, max_s):
+    """huiqid (default command deadline) pointed at a listener that never answers:
+    /healthz 200, /readyz 503, keyed requests 503 unavailable with Retry-After
+    within two command deadlines. Then until the blackhole has seen 'cycles'
+    connections end (both of huiqid's Redis connections; at most max_s seconds):
+    each was closed by huiqid 2 s +-10% after its first command, and the fd
+    count stays within a few of where it started. Then a real Redis takes the
+    address and huiqid becomes ready without a restart; SIGTERM exit 0 at the
+    end (uv_loop_close() == 0)."""
     bh = Blackhole()
+    deadline = DEFAULT_REDIS_TIMEOUT_MS / 1000.0
     try:
-        with Env(o, huiqid_args=FAULT_ARGS, start=False) as env:
+        with Env(o, start=False) as env:
             env.redis_port = bh.port
             env.start_huiqid(wait_ready=False)
             pid = env.huiqid_proc.pid
@@ -601,7 +652,7 @@ def test_blackhole_redis(o):
             wait_until(lambda: bh.accepted >= 1, 10 * o.slow, "huiqid to connect to the blackhole")
 
             # Keyed requests: the key cannot be checked; a quick 503 each, never a hang.
-            bound = 2 * REDIS_TIMEOUT_MS / 1000.0 * o.slow + 0.5
+            bound = 2 * deadline * o.slow + 0.5
             lat = []
             u = make_uscc("320214", org="BH0000001")
             reqs = [("POST", "/v1/enterprises", {"uscc": u, "name": "黑洞"}),
@@ -639,17 +690,36 @@ def test_blackhole_redis(o):
                 return max(vals)
 
             t_warm = time.monotonic()
-            fd0, acc0 = fds_now(), bh.accepted
+            fd0, closed0 = fds_now(), len(bh.closed)
             rss0 = rss_bytes(pid)
-            wait_until(lambda: (env.assert_alive("during blackhole reconnects") or
-                                time.monotonic() - t_warm > 10), 30, "10 s of reconnects")
-            fd1, acc1 = fds_now(), bh.accepted
+            fds = [fd0]
+
+            def enough():
+                env.assert_alive("during blackhole reconnects")
+                fds.append(fd_count(pid))
+                return len(bh.closed) - closed0 >= cycles
+
+            try:
+                wait_until(enough, max_s * o.slow, "%d blackhole cycles" % cycles, interval=0.5)
+            except TestFailure:
+                raise TestFailure("only %d connections to the blackhole ended in %.0f s (want "
+                                  "%d): the command deadline does not reset the connection" % (
+                                      len(bh.closed) - closed0, max_s * o.slow, cycles))
+            t_cycles = time.monotonic() - t_warm
+            fd1 = fds_now()
             rss1 = rss_bytes(pid)
-            cycles = acc1 - acc0
-            check(cycles >= 3, "only %d reconnects to the blackhole in 10 s: the command "
-                  "deadline (%d ms) did not reset the connection", cycles, REDIS_TIMEOUT_MS)
-            check(fd1 - fd0 <= 4, "huiqid fds grew from %d to %d over %d reconnect cycles",
-                  fd0, fd1, cycles)
+            done = len(bh.closed) - closed0
+            lo, hi = deadline_window(o, deadline)
+            sil = bh.silences()
+            check(len(sil) >= done, "%d of %d connections ended without receiving a command",
+                  len(bh.closed) - len(sil), len(bh.closed))
+            out = [round(x, 3) for x in sil if not lo <= x <= hi]
+            check(not out, "the command deadline (default %d ms) fired outside %.2f-%.2f s "
+                  "after the command: %r (all: %s)", DEFAULT_REDIS_TIMEOUT_MS, lo, hi, out,
+                  [round(x, 3) for x in sil])
+            check(fd1 - fd0 <= 4 and max(fds) - fd0 <= 4,
+                  "huiqid fds grew from %d to %d (max %d) over %d reconnect cycles",
+                  fd0, fd1, max(fds), done)
             check(bh.open_conns() <= 4, "%d connections to the blackhole are still open "
                   "after %d cycles (old ones are not closed)", bh.open_conns(), bh.accepted)
             eq(env.new_client(key=None).get("/healthz").status, 200, "/healthz after the cycles")
@@ -674,12 +744,24 @@ def test_blackhole_redis(o):
             eq(r.status, 201, "POST once Redis answers (%r)" % r)
             eq(get_ok(c, "/v1/enterprises/" + u).json["name"], "黑洞之后", "read back")
             report(o, "readyz code %s; keyed 503s p50 %.3fs max %.3fs (bound %.2fs); %d "
-                   "reconnect cycles in 10 s; fds %d -> %d; RSS %.1f -> %.1f MB; ready %.2fs "
-                   "after a real Redis came up" % (
-                       ready_code, pct(lat, 50), max(lat), bound, cycles, fd0, fd1,
-                       rss0 / 2**20, rss1 / 2**20, t_ready))
+                   "connections ended in %.0f s, deadline after the first command min %.3f "
+                   "median %.3f max %.3f s (window %.2f-%.2f); fds %d -> %d (max %d); RSS "
+                   "%.1f -> %.1f MB; ready %.2fs after a real Redis came up" % (
+                       ready_code, pct(lat, 50), max(lat), bound, done, t_cycles, min(sil),
+                       pct(sil, 50), max(sil), lo, hi, fd0, fd1, max(fds), rss0 / 2**20,
+                       rss1 / 2**20, t_ready))
     finally:
         bh.close()
+
+
+def test_blackhole_redis(o):
+    """Reliability A2, quick: 4 blackhole cycles (see blackhole_cycles)."""
+    blackhole_cycles(o, 4, 20)
+
+
+def test_blackhole_redis_100_cycles(o):
+    """Reliability A2 at full size: 100 blackhole cycles."""
+    blackhole_cycles(o, 100, 240)
 
 
 # --------------------------------------------------------------------------
@@ -687,11 +769,17 @@ def test_blackhole_redis(o):
 # --------------------------------------------------------------------------
 
 
-def test_redis_restart_storm(o):
-    """Redis restarted every ~2 s for ~16 s (alternately SHUTDOWN and kill -9) while
-    writers and a reader run: huiqid stays up, every error answer is a 503 JSON
-    error with Retry-After, reads never go back in time, RSS stays flat, and
-    afterwards everything works and every acknowledged write is there."""
+# Reliability A3: huiqid's RSS may grow by less than this over a restart storm.
+STORM_RSS_BOUND = 5 * 2**20
+
+
+def restart_storm(o, period, duration):
+    """Redis (appendfsync always) restarted every 'period' s for 'duration' s,
+    alternately SHUTDOWN and kill -9, down 0.3 s each time, while writers and a
+    reader run: huiqid stays up, every error answer is a 503 JSON error with
+    Retry-After and a documented code, reads never go back in time, RSS grows by
+    less than 5 MB, and afterwards everything works and every acknowledged write
+    is there."""
     with Env(o, huiqid_args=FAULT_ARGS, appendfsync="always") as env:
         pid = env.huiqid_proc.pid
         w = Writers(env, o, n=3, seed=14, max_ents=30, timeout=10 * o.slow)
@@ -726,6 +814,9 @@ def test_redis_restart_storm(o):
                     c503 = check_503(r, "GET " + path)
                     if c503.startswith("!"):
                         reader_problems.append(c503[1:])
+                    elif c503 not in NOT_APPLIED_CODES + UNKNOWN_CODES:
+                        reader_problems.append("GET %s: 503 with undocumented code %r" % (
+                            path, c503))
                 else:
                     reader_problems.append("GET %s: %r" % (path, r))
             c.close()
@@ -740,11 +831,13 @@ def test_redis_restart_storm(o):
             env.start_redis()
             wait_until(lambda: env.readyz_status().status == 200, 10 * o.slow, "ready (warm-up)")
             wait_acks_after(env, w, time.monotonic() + 0.5, o, "warm-up restart")
-            rss0 = rss_bytes(pid)
+            rss = [rss_bytes(pid)]  # settled: after the warm-up, then before each restart
             t_storm = time.monotonic()
             i = 0
-            while time.monotonic() - t_storm < 16:
+            while time.monotonic() - t_storm < duration:
                 t_cycle = time.monotonic()
+                if i:
+                    rss.append(rss_bytes(pid))
                 if i % 2:
                     env.kill_redis()
                 else:
@@ -755,7 +848,8 @@ def test_redis_restart_storm(o):
                 cycles.append(time.monotonic() - t_cycle)
                 i += 1
                 wait_until(lambda: (env.assert_alive("during the storm") or
-                                    time.monotonic() - t_cycle >= 2.0), 10, "the next cycle")
+                                    time.monotonic() - t_cycle >= period), 10 + period,
+                           "the next cycle")
             t_end = time.monotonic()
 
             def up():
@@ -772,16 +866,24 @@ def test_redis_restart_storm(o):
         check(not reader_problems, "the reader saw:\n  %s", "\n  ".join(reader_problems[:20]))
         ops = w.all_ops()
         max_lat = check_latencies(ops, o, "restart storm")
-        # RSS after the load, once settled: compared with after the warm-up.
+        # RSS once settled after the load, then growth: the lowest sample of the last
+        # third of the storm against the lowest of the first third. A single sample
+        # swings by ~4 MB from one restart to the next: each reload builds a new
+        # mirror whose matcher block (64k rows, 4.2 MB, calloc) lands either in
+        # fresh memory, untouched and so not resident, or in heap recycled from the
+        # previous mirror, which calloc zeroes, making it resident.
         time.sleep(0.5)
-        rss1 = rss_bytes(pid)
+        rss.append(rss_bytes(pid))
+        k = max(3, len(rss) // 3)
+        rss0, rss1 = min(rss[:k]), min(rss[-k:])
         # Under ASan the RSS mostly measures its quarantine of freed memory (up to
         # 256 MB by default), so the bound applies to normal builds only; LeakSanitizer
         # at exit covers leaks there.
         if not o.sanitized:
-            check(rss1 - rss0 < 8 * 2**20, "RSS grew by %.1f MB over %d Redis restarts "
-                  "(%.1f -> %.1f MB)", (rss1 - rss0) / 2**20, len(cycles), rss0 / 2**20,
-                  rss1 / 2**20)
+            check(rss1 - rss0 < STORM_RSS_BOUND, "RSS grew by %.1f MB over %d Redis restarts "
+                  "(lowest of the first and the last %d samples: %.1f -> %.1f MB; bound %.0f "
+                  "MB; all samples %s)", (rss1 - rss0) / 2**20, len(cycles), k, rss0 / 2**20,
+                  rss1 / 2**20, STORM_RSS_BOUND / 2**20, ["%.1f" % (x / 2**20) for x in rss])
         # Everything works afterwards.
         c = env.new_client()
         u = make_uscc("320206", org="TRM000001")
@@ -795,10 +897,21 @@ def test_redis_restart_storm(o):
         for op in ops:
             if op.status == 503:
                 errs[op.code] = errs.get(op.code, 0) + 1
-        report(o, "%d restarts; %d writes (503s %s), max latency %.3fs; reads %s; RSS %.1f -> "
-               "%.1f MB (%+.2f MB); ready %.2fs after the last restart; %s" % (
-                   len(cycles), len(ops), errs, max_lat, reads, rss0 / 2**20, rss1 / 2**20,
-                   (rss1 - rss0) / 2**20, t_ready, stats))
+        report(o, "%d restarts; %d writes (503s %s), max latency %.3fs; reads %s; RSS low point "
+               "%.1f -> %.1f MB (%+.2f MB; samples %s MB); ready %.2fs after the last restart; "
+               "%s" % (len(cycles), len(ops), errs, max_lat, reads, rss0 / 2**20, rss1 / 2**20,
+                       (rss1 - rss0) / 2**20, " ".join("%.1f" % (x / 2**20) for x in rss),
+                       t_ready, stats))
+
+
+def test_redis_restart_storm(o):
+    """Reliability A3, quick: a restart every 2 s for 16 s (see restart_storm)."""
+    restart_storm(o, 2.0, 16.0)
+
+
+def test_redis_restart_storm_60s(o):
+    """Reliability A3 at full size: a restart every 3 s for 60 s."""
+    restart_storm(o, 3.0, 60.0)
 
 
 # --------------------------------------------------------------------------
@@ -838,14 +951,6 @@ def timed(c, path, n):
         if r.status != 200:
             raise TestFailure("GET %s: %r" % (path, r))
     return out
-
-
-def metric(c, name):
-    r = get_ok(c, "/metrics")
-    for line in r.raw.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    raise TestFailure("no %s in /metrics" % name)
 
 
 def test_hanging_webhook_receiver(o):
@@ -954,7 +1059,7 @@ PUB_ENTS = 40
 PUB_TAG = "zone.wnd"
 
 
-class Publishers:
+class Publishers(Threads):
     """Threads that publish drafts from a shared list, each once, until stopped, and
     record what each answer proves in 'ledger': policy id -> ("ack", job id),
     ("no", None) (not applied: a refused connection or a 503 documented as changing
@@ -970,19 +1075,8 @@ class Publishers:
         self.timeout = 10 * o.slow
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(n)]
 
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *a):
-        self.stop()
-        return False
-
     def stop(self):
-        self.stop_flag.set()
-        for t in self.threads:
-            t.join(self.timeout + 5)
+        self.join(self.timeout + 5)
 
     def answered(self):
         with self.lock:

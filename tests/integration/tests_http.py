@@ -149,6 +149,28 @@ def test_smuggling_shapes(o):
                   buf[:400])
 
 
+def test_upgrade_is_plain_http(o):
+    """A request asking for a protocol upgrade is answered as HTTP/1.1, and what
+    follows on the connection is parsed as HTTP/1.1 requests too (the fuzzer found
+    such bytes crashing the server: tests/fuzz/crashes/upgrade-phantom-request)."""
+    with Env(o) as env:
+        port = env.huiqid_port
+        reqs = (b"GET /healthz HTTP/1.1\r\n" + H + b"Connection: Upgrade\r\nUpgrade: x\r\n"
+                b"X-Request-Id: up\r\n\r\n" +
+                b"GET /readyz HTTP/1.1\r\n" + H + b"X-Request-Id: after\r\n"
+                b"Connection: close\r\n\r\n")
+        buf, closed = raw_exchange(port, reqs, timeout=5 * o.slow)
+        resps = parse_responses(buf)
+        eq([(r[0], r[1].get("x-request-id")) for r in resps], [(200, "up"), (200, "after")],
+           "the upgrade request and the one after it")
+        eq(closed, "eof", "closed after Connection: close")
+        # The same bytes cut anywhere: never a crash, every answer well formed.
+        for cut in range(1, len(reqs), 7):
+            buf, _ = raw_exchange(port, None, chunks=[reqs[:cut], reqs[cut:]], timeout=5 * o.slow)
+            eq([r[0] for r in parse_responses(buf)], [200, 200], "cut at %d" % cut)
+        env.assert_alive("after the upgrade requests")
+
+
 def test_pipelining(o):
     rng = random.Random(51)
     with Env(o) as env:
