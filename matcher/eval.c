@@ -351,33 +351,16 @@ static inline size_t emit_bits(uint32_t *out, uint32_t base, uint64_t m) {
     return cnt;
 }
 
-/* Marks ordinals in a bitmap. Laid-out positions run in ordinal order within a
- * cluster, so consecutive marks often fall in one word: they gather in a
- * register, and memory is written once a word (a read-modify-write a mark would
- * wait on the previous one's store). */
+/* Marks ordinals >= 'from' in a bitmap, one read-modify-write a mark: gathering
+ * the marks of one word in a register first costs a mispredicted branch whenever
+ * the word changes, which in a laid-out index is every second mark or so. */
 typedef struct ord_marks {
     uint64_t *obm;
     uint32_t from;
-    uint32_t word; /* UINT32_MAX: none gathered */
-    uint64_t bits;
 } ord_marks_t;
 
-static inline void marks_add(ord_marks_t *om, uint32_t ord) {
-    uint32_t w = ord >> 6;
-    if (w != om->word) {
-        if (om->word != UINT32_MAX) {
-            om->obm[om->word] |= om->bits;
-        }
-        om->word = w;
-        om->bits = 0;
-    }
-    om->bits |= (uint64_t)(ord >= om->from) << (ord & 63);
-}
-
-static inline void marks_flush(ord_marks_t *om) {
-    if (om->word != UINT32_MAX) {
-        om->obm[om->word] |= om->bits;
-    }
+static inline void marks_add(const ord_marks_t *om, uint32_t ord) {
+    om->obm[ord >> 6] |= (uint64_t)(ord >= om->from) << (ord & 63);
 }
 
 /* Delivers a finished dense accumulator of block 'bi', which is 0 outside the
@@ -438,7 +421,7 @@ static void sink_block(sink_t *k, const matcher_t *m, const matcher_blk_t *b, ui
     uint64_t runs = mask;
     if (k->mode == SINK_ORDS) {
         const uint32_t *p2o = m->p2o + ((size_t)bi << CONT_BITS);
-        ord_marks_t om = {k->obm, k->from, UINT32_MAX, 0};
+        ord_marks_t om = {k->obm, k->from};
         while (ext_run(&runs, &w0, &nw)) {
             for (unsigned w = w0; w < w0 + nw; w++) {
                 for (uint64_t x = acc[w]; x; x &= x - 1) {
@@ -446,7 +429,6 @@ static void sink_block(sink_t *k, const matcher_t *m, const matcher_blk_t *b, ui
                 }
             }
         }
-        marks_flush(&om);
         return;
     }
     uint64_t *pbm = k->pbm + (size_t)bi * CONT_WORDS;
@@ -475,11 +457,10 @@ static void sink_cands(sink_t *k, const matcher_blk_t *b, uint32_t bi, const uin
     }
     if (k->mode == SINK_ORDS) {
         const uint32_t *p2o = k->m->p2o + ((size_t)bi << CONT_BITS);
-        ord_marks_t om = {k->obm, k->from, UINT32_MAX, 0};
+        ord_marks_t om = {k->obm, k->from};
         for (size_t i = 0; i < n; i++) {
             marks_add(&om, p2o[c[i]]);
         }
-        marks_flush(&om);
         return;
     }
     uint64_t *pbm = k->pbm + (size_t)bi * CONT_WORDS;
@@ -1116,27 +1097,25 @@ static size_t list_walk(const matcher_t *m, const matcher_scratch_t *s, uint32_t
 static size_t list_read(const matcher_t *m, matcher_scratch_t *s, uint32_t from, uint32_t *out,
                         size_t max, uint32_t *next) {
     uint32_t words = (m->span + 63) / 64;
+    uint64_t *obm = s->obm;
     size_t n = 0;
-    for (uint32_t w = from >> 6; w < words; w++) {
-        uint64_t x = s->obm[w];
-        if (x == 0) {
-            continue;
-        }
-        s->obm[w] = 0;
-        if (n + 68 <= max) {
-            n += emit_bits(out + n, w * 64, x);
-            continue;
-        }
-        for (; x; x &= x - 1) {
+    uint32_t w = from >> 6;
+    /* While at least 68 entries of room are left, whole words go out at once. */
+    for (; w < words && n + 68 <= max; w++) {
+        n += emit_bits(out + n, w * 64, obm[w]);
+    }
+    for (; w < words; w++) {
+        for (uint64_t x = obm[w]; x; x &= x - 1) {
             uint32_t ord = w * 64 + (uint32_t)__builtin_ctzll(x);
             if (n == max) {
                 *next = ord;
-                memset(s->obm + w + 1, 0, (size_t)(words - w - 1) * sizeof *s->obm);
-                return n;
+                goto out;
             }
             out[n++] = ord;
         }
     }
+out:
+    memset(obm + (from >> 6), 0, (size_t)(words - (from >> 6)) * sizeof *obm);
     return n;
 }
 
@@ -1145,7 +1124,7 @@ static size_t list_read(const matcher_t *m, matcher_scratch_t *s, uint32_t from,
  * wanted. */
 static size_t list_sort(const matcher_t *m, matcher_scratch_t *s, uint32_t from, uint32_t *out,
                         size_t max, uint32_t *next) {
-    ord_marks_t om = {s->obm, from, UINT32_MAX, 0};
+    ord_marks_t om = {s->obm, from};
     uint32_t nb = (m->pspan + CONT_SPAN - 1) >> CONT_BITS;
     for (uint32_t bi = 0; bi < nb; bi++) {
         if (!s->touched[bi]) {
@@ -1159,7 +1138,6 @@ static size_t list_sort(const matcher_t *m, matcher_scratch_t *s, uint32_t from,
             }
         }
     }
-    marks_flush(&om);
     return list_read(m, s, from, out, max, next);
 }
 
@@ -1185,7 +1163,8 @@ size_t matcher_list(const matcher_t *m, const rule_t *r, matcher_scratch_t *s, u
      * 'from' are in the count, so that overestimates); marking costs about 1.5
      * walking steps a match. */
     size_t n;
-    if (k.count && (double)max * (double)(m->span - from) < 1.5 * (double)k.count * (double)k.count) {
+    if (k.count &&
+        (double)max * (double)(m->span - from) < 1.5 * (double)k.count * (double)k.count) {
         n = list_walk(m, s, from, out, max, next);
     } else {
         n = list_sort(m, s, from, out, max, next);
