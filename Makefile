@@ -52,7 +52,7 @@ UNIT_OBJ  := $(UNIT_SRC:%.c=$(BUILD)/%.o)
 LLHTTP_OBJ := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o
 BLOB_OBJ  := $(BUILD)/tags/default_taxonomy.o $(BUILD)/tags/default_rules.o
 
-.PHONY: all deps test unit link-test integration asan test-asan test-valgrind reliability run stop demo bench bench-smoke load soak push-bench \
+.PHONY: all deps test unit link-test integration asan test-asan test-valgrind reliability run stop demo bench bench-smoke perf-gate load soak push-bench \
         load-smoke fuzz fuzz-http fuzz-json fuzz-api \
         fuzz-smoke fuzz-build clean format check-format lint help
 .DEFAULT_GOAL := all
@@ -71,6 +71,7 @@ help:
 	@echo "make asan       build into build-asan/ with -fsanitize=address,undefined"
 	@echo "make bench      huiqi vs Redis, CRoaring, PostgreSQL, nginx -> docs/benchmarks.md"
 	@echo "                (BENCH_N=11100000 for 10x; make bench-smoke: a tiny run for CI)"
+	@echo "make perf-gate  callgrind instruction counts of the matcher's hot paths vs a baseline (CI)"
 	@echo "make load       wrk (256 conns) and the open-loop generator on a 1.11M city; make soak:"
 	@echo "                10 min with RSS samples; make load-smoke: a tiny run for CI"
 	@echo "make push-bench 100k signed deliveries and a 1.11M package.batch push to a local nginx"
@@ -156,11 +157,15 @@ PEERS_DEFS := $(if $(PEERS_ROARING),-DHAVE_ROARING) \
               $(if $(PEERS_PQ),-DHAVE_LIBPQ $(patsubst -I%,-isystem %,$(shell pkg-config --cflags libpq)))
 PEERS_LIBS := $(if $(PEERS_ROARING),-lroaring) $(if $(PEERS_PQ),$(shell pkg-config --libs libpq))
 PEERS_OBJ  := $(BUILD)/bench/peers.o $(BUILD)/bench/data.o
+GATE_OBJ   := $(BUILD)/bench/gate.o $(BUILD)/bench/data.o
 $(BUILD)/bench/peers.o: ALL_CFLAGS += $(PEERS_DEFS)
 $(BUILD)/bench/peers.o: $(BUILD)/bench/peers.flags
 $(BUILD)/bench/peers.flags: FORCE
 	@mkdir -p $(dir $@)
 	@echo '$(strip $(PEERS_DEFS))' | cmp -s - $@ || echo '$(strip $(PEERS_DEFS))' > $@
+$(BUILD)/bench/gate: $(GATE_OBJ) $(PURE_OBJ) $(BLOB_OBJ)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL)
+
 $(BUILD)/bench/peers: $(PEERS_OBJ) $(PURE_OBJ) $(BLOB_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS_ALL) $(PEERS_LIBS)
 FORCE:
@@ -285,6 +290,13 @@ fuzz-smoke:
 # huiqid against nginx and writes docs/benchmarks.md (raw lines: var/bench/last-run.txt).
 bench:
 	BUILD=$(BUILD) MAKE="$(MAKE)" ./bench/run.sh
+
+# The performance gate: callgrind's instruction counts in the matcher's hot paths
+# against bench/gate-baseline.txt (bench/gate.sh); deterministic, so CI runs it.
+perf-gate: deps
+	@./deploy/install-deps.sh --valgrind
+	$(MAKE) $(BUILD)/bench/bench $(BUILD)/bench/gate
+	BUILD=$(BUILD) ./bench/gate.sh
 
 bench-smoke:
 	BUILD=$(BUILD) MAKE="$(MAKE)" BENCH_N=50000 BENCH_POLICIES=200 BENCH_PG=0 \

@@ -239,7 +239,8 @@ if rss is not None:
     row("memory", "huiqid RSS with everything loaded" + (" (and after wrk)" if after else ""),
         "%s MiB" % f(mib(rss * 1024)) + (" (%s MiB)" % f(mib(after * 1024)) if after else ""),
         "≤ 128 MiB", rss <= 128 * 1024)
-row("memory", "huiqi index (matcher_bytes, in process)", "%s MiB" % f(mib(num("index_bytes"))))
+row("memory", "huiqi index laid out (matcher_bytes, in process)",
+    "%s MiB" % f(mib(num("index_bytes_laid_out") or num("index_bytes"))))
 if num("huiqi_redis_used_memory"):
     row("memory", "Redis used_memory behind huiqid (%s keys)" % kv.get("huiqi_redis_keys", "?"),
         "%s MiB" % f(mib(num("huiqi_redis_used_memory"))))
@@ -352,11 +353,13 @@ L.append("""- **In process** (`build/bench/bench`): huiqi's matcher over the who
   size) and the typical audience (the policy whose audience is closest to the median),
   then against nginx (its own config: `worker_processes auto`, `access_log off`,
   keep-alive without a request limit) serving files holding the very bytes huiqid
-  answered. **wrk and the server share the same cores**: huiqid serves from one
-  event-loop thread, nginx from one worker per core (`worker_processes auto`), and
-  both compete with wrk's threads for the same CPUs, so absolute figures are lower
-  than with a separate load generator; the ratio huiqi/nginx is the figure to compare.
-  Other load on the machine shows in the load averages above.
+  answered. With two cores, wrk runs on CPU 1 and the servers (huiqid, nginx's
+  workers, the idle Redis) on CPU 0 (`taskset`; `BENCH_PIN=0` leaves them to the
+  scheduler): huiqid serves from one event-loop thread, nginx from its workers
+  (`worker_processes auto`) sharing that one core, and the kernel's loopback work
+  shares it too, so absolute figures are lower than with a separate load generator;
+  the ratio huiqi/nginx is the figure to compare. Other load on the machine shows in
+  the load averages above.
 """)
 # Load, soak and push runs have their own commands and raw files; the latest of
 # each is shown here, with its own date (they are not part of the run above).
@@ -442,13 +445,16 @@ http_miss = [m for m in (
     ("audience rate", har and nar and har < 0.7 * nar)) if m[1]]
 if full and http_miss:
     L.append("## Why HTTP rows miss\n")
+    where = ("wrk ran on one core and the servers on the other, so each server had one core "
+             "and the kernel's loopback work shared it" if kv.get("bench_pinning") else
+             "wrk's two threads, the server and the kernel's loopback work shared two cores")
     L.append("Missed in this run: %s. nginx itself, serving the same bytes from a file in the "
-             "same run, had a p99 of %s ms (package) and %s ms (audience). wrk's two threads, "
-             "the server and the kernel's loopback work share two cores, so the tail is set by "
-             "scheduling more than by the server; huiqid serves from one event-loop thread, so a "
-             "request that arrives while it runs waits for the batch in hand. Other load on the "
-             "machine shows in the load averages above.\n" % (
-                 ", ".join(m[0] for m in http_miss), f(np99, "%.2f"), f(na99, "%.2f")))
+             "same run, had a p99 of %s ms (package) and %s ms (audience). %s; huiqid serves "
+             "from one event-loop thread, so with %s connections a request that arrives while it "
+             "runs waits for the batch in hand. Other load on the machine shows in the load "
+             "averages above.\n" % (
+                 ", ".join(m[0] for m in http_miss), f(np99, "%.2f"), f(na99, "%.2f"), where,
+                 kv.get("wrk_settings", "-c64").split("-c")[1].split()[0]))
 
 # The 10x city (BENCH_N=11100000): its own run and raw file; growth against this one.
 tx = raw_of("var/bench/last-run-n11100000-p2000.txt")
@@ -935,12 +941,25 @@ EOF
         kv nginx_status "skipped: nginx is not installed"
     fi
 
+    # With two cores or more, the servers (huiqid, nginx with its workers, the idle
+    # Redis) run on CPU 0 and wrk on CPU 1 (reliability.md section 7: the load
+    # generator shares the box, so pin it), so neither server competes with wrk's
+    # threads and both get the same single core. BENCH_PIN=0 leaves placement to
+    # the scheduler.
+    WRK_PIN=()
+    if [ "${BENCH_PIN:-1}" != 0 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+        for pid in "$HPID" ${REDIS_PID:+"$REDIS_PID"} ${NGPID:+"$NGPID"} ${NGPID:+$(pgrep -P "$NGPID" || true)}; do
+            taskset -a -p 0x1 "$pid" >/dev/null 2>&1 || true
+        done
+        WRK_PIN=(taskset -c 1)
+        kv bench_pinning "servers on CPU 0, wrk on CPU 1"
+    fi
     # wrk_run NAME URL: a 2 s warm-up, then the measured run; its figures as lines.
     wrk_run() {
         local name=$1 url=$2
-        timeout 120 wrk -t"$THREADS" -c"$CONNS" -d2s -H "$AUTH" "$url" >/dev/null 2>&1 || true
+        timeout 120 "${WRK_PIN[@]}" wrk -t"$THREADS" -c"$CONNS" -d2s -H "$AUTH" "$url" >/dev/null 2>&1 || true
         say "wrk -t$THREADS -c$CONNS -d$DUR --latency -H 'Authorization: Bearer ...' $url"
-        timeout 3600 wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -H "$AUTH" "$url" \
+        timeout 3600 "${WRK_PIN[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -H "$AUTH" "$url" \
             >"$TMP/wrk-$name.txt" 2>&1 ||
             die "wrk failed: $(cat "$TMP/wrk-$name.txt")"
         python3 - "$name" "$TMP/wrk-$name.txt" <<'EOF' | tee -a "$RAW"
@@ -965,7 +984,11 @@ print("%s_socket_errors %s" % (name, sock.group(1).replace(" ", "") if sock else
 EOF
     }
     if command -v wrk >/dev/null; then
-        kv wrk_settings "-t$THREADS -c$CONNS -d$DUR --latency (wrk and the server share the $(nproc) cores)"
+        if [ ${#WRK_PIN[@]} -gt 0 ]; then
+            kv wrk_settings "-t$THREADS -c$CONNS -d$DUR --latency (wrk on CPU 1; huiqid, nginx and Redis on CPU 0)"
+        else
+            kv wrk_settings "-t$THREADS -c$CONNS -d$DUR --latency (wrk and the server share the $(nproc) cores)"
+        fi
         wrk_run http_huiqi_package "$URL/v1/enterprises/$PKG_USCC/policies"
         [ -n "$NGINX_URL" ] && wrk_run http_nginx_package "$NGINX_URL/package.json"
         wrk_run http_huiqi_audience "$URL/v1/policies/$AUD_ID/audience"

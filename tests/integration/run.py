@@ -74,6 +74,7 @@ TESTS = [
     ("http_limits_431_414", tests_http.test_limits),
     ("http_head_404_405", tests_http.test_head_404_405),
     ("http_header_timeout_408", tests_http.test_header_timeout),
+    ("http_idle_keepalive_closed", tests_http.test_idle_keepalive),
     ("http_chunked_body", tests_http.test_chunked_body),
     ("http_request_id", tests_http.test_request_id),
     ("http_max_conns", tests_http.test_max_conns),

@@ -367,6 +367,42 @@ def test_head_404_405(o):
         still_serving(port, "after the 404/405 tests")
 
 
+def test_idle_keepalive(o):
+    """A keep-alive connection left idle is closed after --idle-timeout; one that
+    keeps asking is not, and every answer on it arrives."""
+    with Env(o, huiqid_args=["--idle-timeout", "600"]) as env:
+        port = env.huiqid_port
+        req = b"GET /healthz HTTP/1.1\r\n" + H + b"\r\n"
+        # Asked once, then silent: closed about 0.6 s after the answer.
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(req)
+        t0 = time.monotonic()
+        data, closed = read_until_closed(s, 5 * o.slow)
+        dt = time.monotonic() - t0
+        s.close()
+        eq([r[0] for r in parse_responses(data)], [200], "the answer before the idle close")
+        check(closed, "an idle keep-alive connection was not closed in %.1fs", 5 * o.slow)
+        check(0.4 <= dt <= 0.6 + 1.5 * o.slow, "idle close after %.2fs with --idle-timeout 600",
+              dt)
+        # Asking every 0.3 s for 2.4 s: never closed, every request answered.
+        s = socket.create_connection(("127.0.0.1", port))
+        s.settimeout(3 * o.slow)
+        answered = 0
+        buf = b""
+        t_end = time.monotonic() + 2.4
+        while time.monotonic() < t_end:
+            s.sendall(req)
+            while len(parse_responses(buf)) <= answered:
+                more = s.recv(65536)
+                check(more, "the connection was closed while in use, after %d answers", answered)
+                buf += more
+            answered += 1
+            time.sleep(0.3)
+        s.close()
+        check(answered >= 6, "only %d answers in 2.4 s", answered)
+        env.assert_alive("after the idle connections")
+
+
 def test_header_timeout(o):
     with Env(o, huiqid_args=["--header-timeout", "500"]) as env:
         port = env.huiqid_port
