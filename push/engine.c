@@ -25,6 +25,11 @@
 #define PUSH_RATE_PERIOD_MS 250
 #define PUSH_HOLD_MS        1000
 #define PUSH_DEFER_MS       1000
+/* Deferred items this process remembers, all endpoints together (about 100
+ * bytes each), so it can call them back early (see recall_deferred); the rest
+ * come back when due. */
+#define PUSH_RECALL_KNOWN   65536
+#define PUSH_RECALL_EVERY_MS 100
 
 typedef struct pitem {
     struct pitem *next;
@@ -46,6 +51,11 @@ enum { F_ID, F_EV, F_WH, F_POL, F_U, F_JOB, F_URL, F_ADDED, F_REMOVED, F_N };
 static const char *const item_fields[F_N] = {"id",  "ev",  "wh",    "pol",    "u",
                                              "job", "url", "added", "removed"};
 
+typedef struct push_deferred {
+    char *id;
+    int64_t due_ms;
+} push_deferred_t;
+
 struct push_ep {
     char *key;
     pitem_t *head, *tail;
@@ -60,6 +70,12 @@ struct push_ep {
     unsigned period_done;
     double rate;
     int rate_known;
+    unsigned max; /* its in-flight limit, as last seen */
+    /* Its deferred items, oldest first: ids with the due time each was given. */
+    push_deferred_t *dq;
+    size_t dq_head, dq_n, dq_cap;
+    int64_t recall_ms;
+    unsigned recall_n; /* how many the next recall takes back */
 };
 
 void push_opts_default(push_opts_t *o) {
@@ -652,6 +668,35 @@ static void item_defer(pitem_t *it) {
 
 /* Keeps the oldest 'keep' (at least 1) of the endpoint's queued items and defers
  * the rest, due PUSH_DEFER_MS from now and then 'per_s' a second. */
+/* Remembers that 'id' of 'ep' was deferred until 'due_ms'. */
+static void ep_remember(push_t *p, push_ep_t *ep, const char *id, int64_t due_ms) {
+    if (p->deferred_known >= PUSH_RECALL_KNOWN) {
+        return;
+    }
+    if (ep->dq_head + ep->dq_n == ep->dq_cap) {
+        if (ep->dq_head > 0) {
+            memmove(ep->dq, ep->dq + ep->dq_head, ep->dq_n * sizeof *ep->dq);
+            ep->dq_head = 0;
+        } else {
+            ep->dq_cap = ep->dq_cap ? ep->dq_cap * 2 : 64;
+            ep->dq = xrealloc(ep->dq, ep->dq_cap * sizeof *ep->dq);
+        }
+    }
+    ep->dq[ep->dq_head + ep->dq_n++] = (push_deferred_t){xstrdup(id), due_ms};
+    p->deferred_known++;
+}
+
+/* Forgets the oldest remembered deferred item of 'ep'. */
+static void ep_forget(push_t *p, push_ep_t *ep) {
+    free(ep->dq[ep->dq_head].id);
+    ep->dq_head++;
+    ep->dq_n--;
+    p->deferred_known--;
+    if (ep->dq_n == 0) {
+        ep->dq_head = 0;
+    }
+}
+
 static void ep_defer_excess(push_ep_t *ep, unsigned keep, double per_s) {
     pitem_t *last = ep->head;
     for (unsigned i = 1; i < keep; i++) {
@@ -666,9 +711,17 @@ static void ep_defer_excess(push_ep_t *ep, unsigned keep, double per_s) {
         pitem_t *next = it->next;
         it->next = NULL;
         it->due_ms = now + PUSH_DEFER_MS + (int64_t)((double)k * 1000.0 / per_s);
+        ep_remember(it->p, ep, it->f[F_ID], it->due_ms);
         item_defer(it);
         it = next;
     }
+}
+
+/* How many items 'ep' may hold: about PUSH_HOLD_MS of its throughput, and at
+ * least its in-flight limit 'max'. */
+static unsigned ep_keep(const push_ep_t *ep, unsigned max) {
+    double hold = ep->rate_known ? ep->rate * PUSH_HOLD_MS / 1000.0 : 0;
+    return hold > (double)max ? (unsigned)hold : max;
 }
 
 /* Called while the read window is full. */
@@ -689,12 +742,71 @@ static void defer_congested(push_t *p) {
         if (ep->inflight < max && (rate <= 0 || ep->tokens >= 1)) {
             continue; /* held back by the global cap, not by its own limits */
         }
-        double hold = ep->rate * PUSH_HOLD_MS / 1000.0;
-        unsigned keep = hold > (double)max ? (unsigned)hold : max;
+        ep->max = max;
+        unsigned keep = ep_keep(ep, max);
         if (ep->queued > keep) {
+            ep->recall_n = 0; /* congested again: recalls start small again */
             /* A hanging endpoint (no throughput) gets its items back at the pace
              * of its in-flight limit per second. */
             ep_defer_excess(ep, keep, ep->rate >= 1.0 ? ep->rate : (double)max);
+        }
+    }
+}
+
+/* The pace of a deferral is a guess from a quarter of a second of throughput
+ * (the first, while the endpoint was still warming up, can be far too low). So
+ * an endpoint that has room again (fewer items held and in flight than its
+ * in-flight limit) while the read window has room too calls back its oldest
+ * deferred items now instead of idling until they fall due: about a second of
+ * its throughput (at least its in-flight limit) at first, twice as many each
+ * time it has room again (up to 1,000 every PUSH_RECALL_EVERY_MS), as slow start.
+ * Items about to fall due are left to the mover. */
+static void on_recalled(void *arg, int rc, uint64_t n) {
+    (void)arg;
+    (void)rc;
+    (void)n;
+}
+
+static void recall_deferred(push_t *p) {
+    if (p->deferred_known == 0 || p->pending >= p->o.max_inflight * 2) {
+        return;
+    }
+    int64_t now = now_ms();
+    for (size_t i = 0; i < p->capeps; i++) {
+        push_ep_t *ep = p->eps[i];
+        if (ep == NULL || ep->dq_n == 0) {
+            continue;
+        }
+        while (ep->dq_n && ep->dq[ep->dq_head].due_ms <= now + PUSH_MOVE_EVERY_MS) {
+            ep_forget(p, ep);
+        }
+        if (ep->dq_n == 0 || ep->queued + ep->inflight >= ep->max ||
+            now - ep->recall_ms < PUSH_RECALL_EVERY_MS) {
+            continue;
+        }
+        ep->recall_ms = now;
+        unsigned keep = ep_keep(ep, ep->max);
+        if (ep->recall_n < keep) {
+            ep->recall_n = keep;
+        } else {
+            ep->recall_n = ep->recall_n * 2 > 1000 ? 1000 : ep->recall_n * 2;
+        }
+        unsigned n = ep->recall_n;
+        if (n > ep->dq_n) {
+            n = (unsigned)ep->dq_n;
+        }
+        const char **ids = xcalloc(n, sizeof *ids);
+        int64_t *dues = xcalloc(n, sizeof *dues);
+        for (unsigned k = 0; k < n; k++) {
+            ids[k] = ep->dq[ep->dq_head + k].id;
+            dues[k] = ep->dq[ep->dq_head + k].due_ms;
+        }
+        /* On failure they simply come back when due. */
+        (void)store_q_recall(p->store, ids, dues, n, on_recalled, p);
+        free(dues);
+        free(ids);
+        for (unsigned k = 0; k < n; k++) {
+            ep_forget(p, ep);
         }
     }
 }
@@ -828,6 +940,7 @@ static void on_tick(uv_timer_t *t) {
         defer_congested(p);
     }
     dispatch(p);
+    recall_deferred(p);
 }
 
 void push_kick(push_t *p) {
@@ -871,6 +984,10 @@ static void push_release(push_t *p) {
             ep->head = it->next;
             item_free(it);
         }
+        while (ep->dq_n) {
+            ep_forget(p, ep);
+        }
+        free(ep->dq);
         free(ep->key);
         free(ep);
     }

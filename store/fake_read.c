@@ -24,6 +24,7 @@ enum {
     RD_QSTATS,
     RD_QREAD,
     RD_MOVE,
+    RD_RECALL,
     RD_REQUEUE,
     RD_RECORD
 };
@@ -47,6 +48,7 @@ typedef struct rd_op {
     int has_body;
     char **fields;
     unsigned nfields;
+    int64_t *dues; /* store_q_recall: fields[i] due at dues[i] */
     int64_t next_due_ms, now_ms;
     unsigned attempts;
     long status;
@@ -64,6 +66,7 @@ static void rd_op_free(rd_op_t *op) {
         free(op->fields[i]);
     }
     free(op->fields);
+    free(op->dues);
     free(op);
 }
 
@@ -178,6 +181,23 @@ static uint64_t dlv_move_due(store_t *s, int64_t now, unsigned max) {
     return n;
 }
 
+/* Q_RECALL: deferred deliveries whose retry is still due when it was deferred
+ * to go back into the queue. */
+static uint64_t dlv_recall(store_t *s, const rd_op_t *op) {
+    uint64_t n = 0;
+    for (unsigned i = 0; i < op->nfields; i++) {
+        fake_rec_t *r = fake__tab_find(&s->dlvs, op->fields[i]);
+        size_t len;
+        const char *st = r ? fake__rec_get(r, "state", &len) : NULL;
+        if (st && len == 5 && memcmp(st, "retry", 5) == 0 &&
+            fake__rec_num(r, "next_at") == op->dues[i]) {
+            fake__rec_set(r, "state", "queued", 6);
+            n++;
+        }
+    }
+    return n;
+}
+
 /* DLV_RECORD: the attempt and its outcome. */
 static void dlv_record(store_t *s, rd_op_t *op) {
     fake_rec_t *r = fake__tab_find(&s->dlvs, op->id);
@@ -224,7 +244,7 @@ static void dlv_record(store_t *s, rd_op_t *op) {
 
 static void rd_run(store_t *s, fake_op_t *o) {
     rd_op_t *op = (rd_op_t *)o;
-    int ids = op->kind == RD_MOVE || op->kind == RD_REQUEUE || op->kind == RD_RECORD;
+    int ids = op->kind == RD_MOVE || op->kind == RD_RECALL || op->kind == RD_REQUEUE || op->kind == RD_RECORD;
     if (s->closing) {
         if (ids) {
             op->cb.id(op->arg, -EIO, 0);
@@ -273,6 +293,9 @@ static void rd_run(store_t *s, fake_op_t *o) {
         break;
     case RD_MOVE:
         op->cb.id(op->arg, 0, dlv_move_due(s, op->since, op->count));
+        break;
+    case RD_RECALL:
+        op->cb.id(op->arg, 0, dlv_recall(s, op));
         break;
     case RD_REQUEUE:
         r = fake__tab_find(&s->dlvs, op->id);
@@ -344,6 +367,19 @@ int store_q_move_due(store_t *s, int64_t now_ms, unsigned max, store_id_cb cb, v
     rd_op_t *op = rd_id(RD_MOVE, cb, arg);
     op->since = now_ms;
     op->count = max;
+    return rd_queue(s, 1, op);
+}
+
+int store_q_recall(store_t *s, const char *const *ids, const int64_t *due_ms, unsigned n,
+                   store_id_cb cb, void *arg) {
+    rd_op_t *op = rd_id(RD_RECALL, cb, arg);
+    op->fields = xcalloc((size_t)n + 1, sizeof *op->fields);
+    op->dues = xcalloc((size_t)n + 1, sizeof *op->dues);
+    for (unsigned i = 0; i < n; i++) {
+        op->fields[i] = xstrdup(ids[i]);
+        op->dues[i] = due_ms[i];
+    }
+    op->nfields = n;
     return rd_queue(s, 1, op);
 }
 

@@ -690,6 +690,33 @@ int store_q_move_due(store_t *s, int64_t now_ms, unsigned max, store_id_cb cb, v
     return send_eval_on(s, ON_BULK, op, id_on_reply, STORE_SCRIPT_Q_MOVE, 2, args, lens);
 }
 
+int store_q_recall(store_t *s, const char *const *ids, const int64_t *due_ms, unsigned n,
+                   store_id_cb cb, void *arg) {
+    int rc = push_writable(s);
+    if (rc) {
+        return rc;
+    }
+    const char **args = xcalloc(2 * (size_t)n + 1, sizeof *args);
+    size_t *lens = xcalloc(2 * (size_t)n + 1, sizeof *lens);
+    char(*due)[24] = xcalloc((size_t)n + 1, sizeof *due);
+    for (unsigned i = 0; i < n; i++) {
+        snprintf(due[i], sizeof due[i], "%lld", (long long)due_ms[i]);
+        args[2 * i] = ids[i];
+        lens[2 * i] = strlen(ids[i]);
+        args[2 * i + 1] = due[i];
+        lens[2 * i + 1] = strlen(due[i]);
+    }
+    cb_op_t *op = cb_op_new(s, arg);
+    op->cb.id = cb;
+    /* The command is formatted before this returns: the arguments may go. */
+    rc = send_eval_on(s, ON_BULK, op, id_on_reply, STORE_SCRIPT_Q_RECALL, (int)(2 * n), args,
+                      lens);
+    free(due);
+    free(lens);
+    free(args);
+    return rc;
+}
+
 int store_dlv_record(store_t *s, const store_dlv_rec_t *d, store_id_cb cb, void *arg) {
     int usable = store__usable(s);
     if (usable) {

@@ -56,6 +56,21 @@
     "  return id\n"                                                                            \
     "end\n"
 
+/* Shared by Q_MOVE and Q_RECALL: delivery 'id' leaves the retry set for the
+ * queue, marked as a retry (its record keeps the body and the attempts). */
+#define Q_REQUEUE_LUA                                                                          \
+    "local function requeue(id)\n"                                                             \
+    "  local k = 'hq:dlv:' .. id\n"                                                            \
+    "  local f = redis.call('HMGET', k, 'ev', 'wh', 'pol', 'u', 'job', 'url', 'added', 'removed')\n" \
+    "  if f[1] then\n"                                                                         \
+    "    redis.call('XADD', 'hq:q', '*', 'id', id, 'ev', f[1], 'wh', f[2] or '', 'pol', f[3] or '',\n" \
+    "      'u', f[4] or '', 'job', f[5] or '', 'url', f[6] or '', 'added', f[7] or '',\n"      \
+    "      'removed', f[8] or '', 'retry', '1')\n"                                             \
+    "    redis.call('HSET', k, 'state', 'queued')\n"                                           \
+    "  end\n"                                                                                  \
+    "  redis.call('ZREM', 'hq:retry', id)\n"                                                   \
+    "end\n"
+
 const char *const store__script_text[STORE_NSCRIPTS] = {
     /* ENT_PUT: ARGV uscc, mode (create|upsert|update), expected version or '', doc,
      * index record, now_ms, retag day or '', own webhook URL or '', card or ''.
@@ -328,20 +343,22 @@ const char *const store__script_text[STORE_NSCRIPTS] = {
     "return {'ok', newly, queued}\n",
 
     /* Q_MOVE: ARGV now_ms, max. Due retries go back into the queue. */
+    Q_REQUEUE_LUA
     "local ids = redis.call('ZRANGEBYSCORE', 'hq:retry', '-inf', ARGV[1], 'LIMIT', 0,\n"
     "  tonumber(ARGV[2]))\n"
-    "for _, id in ipairs(ids) do\n"
-    "  local k = 'hq:dlv:' .. id\n"
-    "  local f = redis.call('HMGET', k, 'ev', 'wh', 'pol', 'u', 'job', 'url', 'added', 'removed')\n"
-    "  if f[1] then\n"
-    "    redis.call('XADD', 'hq:q', '*', 'id', id, 'ev', f[1], 'wh', f[2] or '', 'pol', f[3] or '',\n"
-    "      'u', f[4] or '', 'job', f[5] or '', 'url', f[6] or '', 'added', f[7] or '',\n"
-    "      'removed', f[8] or '', 'retry', '1')\n"
-    "    redis.call('HSET', k, 'state', 'queued')\n"
-    "  end\n"
-    "  redis.call('ZREM', 'hq:retry', id)\n"
-    "end\n"
+    "for _, id in ipairs(ids) do requeue(id) end\n"
     "return {'ok', #ids}\n",
+
+    /* Q_RECALL: ARGV id, due pairs. Deferred deliveries go back into the queue
+     * now, each only while its retry is still the one due at that time (not
+     * moved meanwhile, not a later attempt's retry with its own backoff). */
+    Q_REQUEUE_LUA
+    "local n = 0\n"
+    "for i = 1, #ARGV - 1, 2 do\n"
+    "  local sc = redis.call('ZSCORE', 'hq:retry', ARGV[i])\n"
+    "  if sc and tonumber(sc) == tonumber(ARGV[i + 1]) then requeue(ARGV[i]); n = n + 1 end\n"
+    "end\n"
+    "return {'ok', n}\n",
 
     /* DLV_RECORD: ARGV id, stream id or '', outcome, now_ms, next due, attempts,
      * status, error, attempt JSON, job, webhook, body or '', nfields, fields. The

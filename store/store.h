@@ -340,6 +340,12 @@ int store_push_enterprise(store_t *s, const char *uscc, uint32_t ord,
 int store_q_read(store_t *s, unsigned count, int pending, store_hash_cb cb, void *arg);
 /* Moves retries that are due by 'now_ms' back into the queue; answers how many. */
 int store_q_move_due(store_t *s, int64_t now_ms, unsigned max, store_id_cb cb, void *arg);
+/* Moves the 'n' deferred deliveries ids[i] back into the queue now, each only if
+ * its retry is still the one due at due_ms[i] (one that was moved meanwhile, or
+ * has become a later attempt's retry with its own backoff, stays); answers how
+ * many moved. The arrays are borrowed. */
+int store_q_recall(store_t *s, const char *const *ids, const int64_t *due_ms, unsigned n,
+                   store_id_cb cb, void *arg);
 
 typedef struct store_dlv_rec {
     const char *id;        /* delivery (webhook-id) */

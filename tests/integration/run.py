@@ -124,6 +124,7 @@ TESTS = [
     ("push_redis_restart_mid_job", tests_push.test_push_redis_restart_mid_job),
     ("push_retry_schedule_jitter", tests_push_faults.test_push_retry_schedule_jitter),
     ("push_endpoint_isolation", tests_push_faults.test_push_endpoint_isolation),
+    ("push_deferred_recalled", tests_push_faults.test_push_deferred_recalled),
     ("push_ssrf_names", tests_push_faults.test_push_ssrf_names),
     ("push_sign_verifier_constant_time", tests_push_faults.test_sign_verifier_constant_time),
     ("push_kill_storm_quick", tests_push_faults.test_push_kill_storm_quick),

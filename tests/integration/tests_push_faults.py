@@ -112,6 +112,46 @@ def test_push_endpoint_isolation(o):
         fast.close()
 
 
+def test_push_deferred_recalled(o):
+    """An endpoint that is slow at first (each answer takes 1.5 s) gets a backlog
+    of 1,500 notices, more than the read window holds: most of it is deferred,
+    paced at what the first quarter second measured (nothing: its in-flight limit
+    of 8 a second, over three minutes for the backlog). Once it answers at once,
+    the deferred notices must be called back as it has room, not wait until they
+    fall due: all 1,500 delivered within 15 s (x slow) of its recovery, each once."""
+    n = 1500
+    rcv = Receiver(keep_bodies=False)
+    rcv.set(delay=1.5)
+    args = ["--webhook-allow", "127.0.0.1/32", "--webhook-allow-http", "on"]
+    try:
+        with Env(o, huiqid_args=args) as env:
+            c = env.c
+            wh, _ = make_hook(c, rcv, ["policy.matched"], inflight=8)
+            codes = [code(i, series="R") for i in range(n)]
+            import_ents(c, [{"uscc": u, "name": "慢热 %d" % i, "tags": [TAG_A]}
+                            for i, u in enumerate(codes)])
+            pid, jid = make_policy(c, {"all": [TAG_A]}, title="召回")
+            wait_until(lambda: len(deliveries(c, state="retry", webhook=wh, limit=500,
+                                              max_pages=4)) >= n // 2,
+                       20 * o.slow, "half of the backlog to be deferred")
+            d = dlv(c, deliveries(c, state="retry", webhook=wh, limit=1)[0]["id"])
+            eq((d["attempts"], [a["outcome"] for a in d["attempt_log"]][-1:]), (0, ["deferred"]),
+               "a deferred delivery: attempts and its log")
+            t0 = time.time()
+            rcv.set(delay=0.0)
+            want = {matched_id(pid, u, wh) for u in codes}
+            wait_ids(rcv, want, 15 * o.slow, "the deferred backlog once the endpoint is fast")
+            took = time.time() - t0
+            j = wait_job(c, jid, 10 * o.slow)
+            eq((j["queued"], j["delivered"], j["failed"]), (n, n, 0), "the job's counters")
+            twice = [i for i, k in rcv.ids().items() if k > 1]
+            eq(twice, [], "notices accepted more than once")
+            report(o, "%d notices, most deferred while the endpoint was slow: all delivered "
+                   "%.2f s after it recovered" % (n, took))
+    finally:
+        rcv.close()
+
+
 # --------------------------------------------------------------------------
 # C10: the retry schedule, within its jitter
 # --------------------------------------------------------------------------
