@@ -666,8 +666,6 @@ static void item_defer(pitem_t *it) {
     defer_record(it, 0, 0, PUSH_DEFER_WHY);
 }
 
-/* Keeps the oldest 'keep' (at least 1) of the endpoint's queued items and defers
- * the rest, due PUSH_DEFER_MS from now and then 'per_s' a second. */
 /* Remembers that 'id' of 'ep' was deferred until 'due_ms'. */
 static void ep_remember(push_t *p, push_ep_t *ep, const char *id, int64_t due_ms) {
     if (p->deferred_known >= PUSH_RECALL_KNOWN) {
@@ -697,6 +695,8 @@ static void ep_forget(push_t *p, push_ep_t *ep) {
     }
 }
 
+/* Keeps the oldest 'keep' (at least 1) of the endpoint's queued items and defers
+ * the rest, due PUSH_DEFER_MS from now and then 'per_s' a second. */
 static void ep_defer_excess(push_ep_t *ep, unsigned keep, double per_s) {
     pitem_t *last = ep->head;
     for (unsigned i = 1; i < keep; i++) {
@@ -753,6 +753,12 @@ static void defer_congested(push_t *p) {
     }
 }
 
+static void on_recalled(void *arg, int rc, uint64_t n) {
+    (void)arg;
+    (void)rc;
+    (void)n;
+}
+
 /* The pace of a deferral is a guess from a quarter of a second of throughput
  * (the first, while the endpoint was still warming up, can be far too low). So
  * an endpoint that has room again (fewer items held and in flight than its
@@ -761,12 +767,6 @@ static void defer_congested(push_t *p) {
  * its throughput (at least its in-flight limit) at first, twice as many each
  * time it has room again (up to 1,000 every PUSH_RECALL_EVERY_MS), as slow start.
  * Items about to fall due are left to the mover. */
-static void on_recalled(void *arg, int rc, uint64_t n) {
-    (void)arg;
-    (void)rc;
-    (void)n;
-}
-
 static void recall_deferred(push_t *p) {
     if (p->deferred_known == 0 || p->pending >= p->o.max_inflight * 2) {
         return;

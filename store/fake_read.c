@@ -244,7 +244,8 @@ static void dlv_record(store_t *s, rd_op_t *op) {
 
 static void rd_run(store_t *s, fake_op_t *o) {
     rd_op_t *op = (rd_op_t *)o;
-    int ids = op->kind == RD_MOVE || op->kind == RD_RECALL || op->kind == RD_REQUEUE || op->kind == RD_RECORD;
+    int ids = op->kind == RD_MOVE || op->kind == RD_RECALL || op->kind == RD_REQUEUE ||
+              op->kind == RD_RECORD;
     if (s->closing) {
         if (ids) {
             op->cb.id(op->arg, -EIO, 0);

@@ -56,19 +56,22 @@
     "  return id\n"                                                                            \
     "end\n"
 
-/* Shared by Q_MOVE and Q_RECALL: delivery 'id' leaves the retry set for the
- * queue, marked as a retry (its record keeps the body and the attempts). */
+/* Shared by Q_MOVE, Q_RECALL and DLV_REQUEUE: delivery 'id' goes back into the
+ * queue, marked as a retry (its record keeps the body and the attempts), and as a
+ * replay when 'replay' is true. Returns false, queueing nothing, when it has no
+ * record. Leaving the retry set is the caller's step. */
 #define Q_REQUEUE_LUA                                                                          \
-    "local function requeue(id)\n"                                                             \
+    "local function requeue(id, replay)\n"                                                     \
     "  local k = 'hq:dlv:' .. id\n"                                                            \
     "  local f = redis.call('HMGET', k, 'ev', 'wh', 'pol', 'u', 'job', 'url', 'added', 'removed')\n" \
-    "  if f[1] then\n"                                                                         \
-    "    redis.call('XADD', 'hq:q', '*', 'id', id, 'ev', f[1], 'wh', f[2] or '', 'pol', f[3] or '',\n" \
-    "      'u', f[4] or '', 'job', f[5] or '', 'url', f[6] or '', 'added', f[7] or '',\n"      \
-    "      'removed', f[8] or '', 'retry', '1')\n"                                             \
-    "    redis.call('HSET', k, 'state', 'queued')\n"                                           \
-    "  end\n"                                                                                  \
-    "  redis.call('ZREM', 'hq:retry', id)\n"                                                   \
+    "  if not f[1] then return false end\n"                                                    \
+    "  local a = {'id', id, 'ev', f[1], 'wh', f[2] or '', 'pol', f[3] or '', 'u', f[4] or '',\n" \
+    "    'job', f[5] or '', 'url', f[6] or '', 'added', f[7] or '', 'removed', f[8] or '',\n"    \
+    "    'retry', '1'}\n"                                                                      \
+    "  if replay then a[#a + 1] = 'replay'; a[#a + 1] = '1' end\n"                             \
+    "  redis.call('XADD', 'hq:q', '*', unpack(a))\n"                                           \
+    "  redis.call('HSET', k, 'state', 'queued')\n"                                             \
+    "  return true\n"                                                                          \
     "end\n"
 
 const char *const store__script_text[STORE_NSCRIPTS] = {
@@ -346,7 +349,7 @@ const char *const store__script_text[STORE_NSCRIPTS] = {
     Q_REQUEUE_LUA
     "local ids = redis.call('ZRANGEBYSCORE', 'hq:retry', '-inf', ARGV[1], 'LIMIT', 0,\n"
     "  tonumber(ARGV[2]))\n"
-    "for _, id in ipairs(ids) do requeue(id) end\n"
+    "for _, id in ipairs(ids) do requeue(id, false); redis.call('ZREM', 'hq:retry', id) end\n"
     "return {'ok', #ids}\n",
 
     /* Q_RECALL: ARGV id, due pairs. Deferred deliveries go back into the queue
@@ -356,7 +359,11 @@ const char *const store__script_text[STORE_NSCRIPTS] = {
     "local n = 0\n"
     "for i = 1, #ARGV - 1, 2 do\n"
     "  local sc = redis.call('ZSCORE', 'hq:retry', ARGV[i])\n"
-    "  if sc and tonumber(sc) == tonumber(ARGV[i + 1]) then requeue(ARGV[i]); n = n + 1 end\n"
+    "  if sc and tonumber(sc) == tonumber(ARGV[i + 1]) then\n"
+    "    requeue(ARGV[i], false)\n"
+    "    redis.call('ZREM', 'hq:retry', ARGV[i])\n"
+    "    n = n + 1\n"
+    "  end\n"
     "end\n"
     "return {'ok', n}\n",
 
@@ -407,13 +414,8 @@ const char *const store__script_text[STORE_NSCRIPTS] = {
     "return {'ok', 1}\n",
 
     /* DLV_REQUEUE: ARGV id. */
-    "local k = 'hq:dlv:' .. ARGV[1]\n"
-    "local f = redis.call('HMGET', k, 'ev', 'wh', 'pol', 'u', 'job', 'url', 'added', 'removed')\n"
-    "if not f[1] then return {'missing'} end\n"
-    "redis.call('XADD', 'hq:q', '*', 'id', ARGV[1], 'ev', f[1], 'wh', f[2] or '', 'pol', f[3] or '',\n"
-    "  'u', f[4] or '', 'job', f[5] or '', 'url', f[6] or '', 'added', f[7] or '',\n"
-    "  'removed', f[8] or '', 'retry', '1', 'replay', '1')\n"
-    "redis.call('HSET', k, 'state', 'queued')\n"
+    Q_REQUEUE_LUA
+    "if not requeue(ARGV[1], true) then return {'missing'} end\n"
     "redis.call('ZREM', 'hq:retry', ARGV[1])\n"
     "return {'ok', 1}\n",
 
