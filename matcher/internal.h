@@ -78,6 +78,12 @@ typedef struct eval_kern {
     void (*and_)(uint64_t *a, const uint64_t *b, unsigned n);
     void (*andnot)(uint64_t *a, const uint64_t *b, unsigned n);
     void (*or_)(uint64_t *a, const uint64_t *b, unsigned n);
+    /* Writes base + i for every set bit i of the 'n' words at 'a' (any n), in order,
+     * to 'out' and returns how many; may write up to 64 entries past the last,
+     * so 'out' needs room for the count plus 64. */
+    size_t (*emit)(uint32_t *out, const uint64_t *a, unsigned n, uint32_t base);
+    /* Sets bit p2o[i] in 'obm' for every set bit i of the 'n' words at 'a'. */
+    void (*mark)(uint64_t *obm, const uint32_t *p2o, const uint64_t *a, unsigned n);
 } eval_kern_t;
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -86,7 +92,7 @@ typedef struct eval_kern {
 #define EVAL_X86 0
 #endif
 
-enum { MATCHER_ISA_BASE = 0, MATCHER_ISA_AVX2 = 1, MATCHER_ISA_AVX512 = 2 };
+enum { MATCHER_ISA_BASE = 0, MATCHER_ISA_AVX2 = 1, MATCHER_ISA_AVX512 = 2, MATCHER_ISA_VBMI2 = 3 };
 
 /* Checks every extent summary of 'm' against its rows; returns 0 or the number of
  * disagreements (for tests). */

@@ -307,8 +307,8 @@ static int ora_run(unsigned ntags, uint32_t n, uint32_t spread, unsigned long lo
         ASSERT_EQ(matcher_live(m), n);
     }
     /* The same rules through every set of word loops this CPU has (the baseline,
-     * AVX2, AVX-512): each must agree with the oracle. */
-    for (int isa = MATCHER_ISA_BASE; isa <= MATCHER_ISA_AVX512; isa++) {
+     * AVX2, AVX-512, AVX-512 with VBMI2): each must agree with the oracle. */
+    for (int isa = MATCHER_ISA_BASE; isa <= MATCHER_ISA_VBMI2; isa++) {
         unsigned long long rs = seed;
         matcher_scratch_t *si = matcher__scratch_new_isa(isa);
         int bad = ora_check(&o, m, si, &rs, 60);
