@@ -55,7 +55,8 @@ static int access_in_scope(const access_t *ac) {
 /* Role, scope and rate, once the key is known to be valid. */
 static void access_decide(access_t *ac, int result) {
     if (result == AUTH_UNAVAILABLE) {
-        access_refuse(ac, 503, "Retry-After: 1\r\n", "the API key cannot be checked now: Redis is unavailable");
+        access_refuse(ac, 503, "Retry-After: 1\r\n",
+                      "the API key cannot be checked now: Redis is unavailable");
         return;
     }
     if (result != AUTH_OK) {
@@ -68,8 +69,7 @@ static void access_decide(access_t *ac, int result) {
     if (!allowed && ac->id.role == ROLE_ENTERPRISE && (rt->flags & ROUTE_SCOPED)) {
         allowed = access_in_scope(ac);
         if (!allowed) {
-            access_refuse(ac, 403, NULL, "this enterprise key may act only on %s",
-                          ac->id.scope);
+            access_refuse(ac, 403, NULL, "this enterprise key may act only on %s", ac->id.scope);
             return;
         }
     }
@@ -89,11 +89,11 @@ static void access_decide(access_t *ac, int result) {
 }
 
 static void access_answer(access_t *ac) {
-    static const char *const codes[] = {[1] = "unauthorized", [3] = "forbidden",
-                                        [9] = "unavailable", [5] = "rate_limited"};
+    static const char *const codes[] = {
+        [1] = "unauthorized", [3] = "forbidden", [9] = "unavailable", [5] = "rate_limited"};
     int k = ac->status == 401 ? 1 : ac->status == 403 ? 3 : ac->status == 429 ? 5 : 9;
-    json_t *body = json_pack("{s:{s:s,s:s,s:n}}", "error", "code", codes[k], "message", ac->msg,
-                             "field");
+    json_t *body =
+        json_pack("{s:{s:s,s:s,s:n}}", "error", "code", codes[k], "message", ac->msg, "field");
     api_reply_json(ac->req, ac->status, body, ac->hdr[0] ? ac->hdr : NULL);
 }
 

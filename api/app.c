@@ -14,8 +14,8 @@
 #include "api/metrics.h"
 #include "api/pol_input.h"
 #include "api/retag.h"
-#include "push/sign.h"
 #include "common/xalloc.h"
+#include "push/sign.h"
 #include "tags/date.h"
 
 extern const char huiqi_default_taxonomy[];
@@ -37,12 +37,14 @@ static const route_t app_routes[] = {
     {HTTPD_GET, "/metrics", h_metrics, ROUTE_METRICS, "metrics", NULL, R_AO},
     {HTTPD_GET, "/v1/tags", h_tags_list, 0, "tags.list", NULL, ROLE_ANY},
     {HTTPD_POST, "/v1/enterprises", h_ent_create, ROUTE_BODY, "enterprises.create", NULL, R_AOI},
-    {HTTPD_POST, "/v1/enterprises:import", h_ent_import, 0, "enterprises.import", h_ent_import_body, R_AOI},
+    {HTTPD_POST, "/v1/enterprises:import", h_ent_import, 0, "enterprises.import", h_ent_import_body,
+     R_AOI},
     {HTTPD_POST, "/v1/enterprises:retag", h_retag_start, 0, "enterprises.retag", NULL, ROLE_ADMIN},
     {HTTPD_GET, "/v1/enterprises:retag", h_retag_status, 0, "enterprises.retag_status", NULL, R_AO},
     {HTTPD_GET, "/v1/enterprises", h_ent_list, 0, "enterprises.list", NULL, R_AOI},
     {HTTPD_GET, "/v1/enterprises/:uscc", h_ent_get, ROUTE_SCOPED, "enterprises.get", NULL, R_AOI},
-    {HTTPD_PUT, "/v1/enterprises/:uscc", h_ent_put, ROUTE_BODY | ROUTE_SCOPED, "enterprises.put", NULL, R_AOI},
+    {HTTPD_PUT, "/v1/enterprises/:uscc", h_ent_put, ROUTE_BODY | ROUTE_SCOPED, "enterprises.put",
+     NULL, R_AOI},
     {HTTPD_PATCH, "/v1/enterprises/:uscc", h_ent_patch, ROUTE_BODY | ROUTE_SCOPED,
      "enterprises.patch", NULL, R_AOI},
     {HTTPD_DELETE, "/v1/enterprises/:uscc", h_ent_delete, 0, "enterprises.delete", NULL, R_AOI},
@@ -151,9 +153,9 @@ static void app_on_request(void *arg, api_req_t *req) {
             snprintf(hdr, sizeof hdr, "Allow: %s\r\n", miss->allow);
             free(miss);
             /* api_error sets no Allow header; build the answer here. */
-            json_t *err = json_pack("{s:{s:s,s:s,s:n}}", "error", "code", "method_not_allowed",
-                                    "message", "this resource does not support that method",
-                                    "field");
+            json_t *err =
+                json_pack("{s:{s:s,s:s,s:n}}", "error", "code", "method_not_allowed", "message",
+                          "this resource does not support that method", "field");
             api_reply_json(req, 405, err, hdr);
             return;
         }
@@ -253,7 +255,7 @@ static void app_bootstrap_key(app_t *app) {
         return;
     }
     snprintf(now, sizeof now, "%lld", (long long)app_now_ms());
-    const char *f[] = {"hash", hash, "role", "admin", "name", "bootstrap (HUIQI_ADMIN_KEY)",
+    const char *f[] = {"hash",    hash, "role", "admin", "name", "bootstrap (HUIQI_ADMIN_KEY)",
                        "created", now};
     store_key_put(app->store, kid, f, 8, app_on_bootstrap, app);
 }
@@ -388,14 +390,15 @@ int app_start(app_t *app, uv_loop_t *loop, const config_t *cfg) {
     char err[512];
     char *text;
     size_t len;
-    if (app_load_text(cfg->taxonomy_path, huiqi_default_taxonomy, huiqi_default_taxonomy_end,
-                      &text, &len, "taxonomy")) {
+    if (app_load_text(cfg->taxonomy_path, huiqi_default_taxonomy, huiqi_default_taxonomy_end, &text,
+                      &len, "taxonomy")) {
         return -1;
     }
     int rc = taxonomy_parse(text, len, &app->tax, err, sizeof err);
     free(text);
     if (rc) {
-        fprintf(stderr, "huiqid: taxonomy %s: %s\n", cfg->taxonomy_path ? cfg->taxonomy_path : "(built-in)", err);
+        fprintf(stderr, "huiqid: taxonomy %s: %s\n",
+                cfg->taxonomy_path ? cfg->taxonomy_path : "(built-in)", err);
         return -1;
     }
     if (app_load_text(cfg->rules_path, huiqi_default_rules, huiqi_default_rules_end, &text, &len,
@@ -405,7 +408,8 @@ int app_start(app_t *app, uv_loop_t *loop, const config_t *cfg) {
     rc = rules_parse(text, len, app->tax, &app->rules, err, sizeof err);
     free(text);
     if (rc) {
-        fprintf(stderr, "huiqid: rules %s: %s\n", cfg->rules_path ? cfg->rules_path : "(built-in)", err);
+        fprintf(stderr, "huiqid: rules %s: %s\n", cfg->rules_path ? cfg->rules_path : "(built-in)",
+                err);
         return -1;
     }
     if (cfg->admin_key[0]) {
@@ -433,8 +437,9 @@ int app_start(app_t *app, uv_loop_t *loop, const config_t *cfg) {
     po.timeout_ms = cfg->webhook_timeout_ms;
     po.max_inflight = cfg->webhook_inflight;
     if (cfg->retry_schedule[0] && push_schedule_parse(&po, cfg->retry_schedule) != 0) {
-        fprintf(stderr, "huiqid: bad --retry-schedule '%s' (up to 16 delays like 5s,5m,30m,2h, "
-                        "at most 255 characters)\n",
+        fprintf(stderr,
+                "huiqid: bad --retry-schedule '%s' (up to 16 delays like 5s,5m,30m,2h, "
+                "at most 255 characters)\n",
                 cfg->retry_schedule);
         return -1;
     }
@@ -451,7 +456,9 @@ int app_start(app_t *app, uv_loop_t *loop, const config_t *cfg) {
         fprintf(stderr, "huiqid: bad Redis address\n");
         return -1;
     }
-    push_app_t pa = {.app = app, .render = app_render, .today = app_today_cb,
+    push_app_t pa = {.app = app,
+                     .render = app_render,
+                     .today = app_today_cb,
                      .enterprise_secret = app_ent_secret};
     app->push = push_new(loop, app->store, &po, &pa);
     if (app->push == NULL) {
@@ -465,8 +472,10 @@ int app_start(app_t *app, uv_loop_t *loop, const config_t *cfg) {
     app->auth = auth_new(app->store, cfg->key_rate, cfg->enterprise_key_rate);
     app->metrics = metrics_new(NROUTES);
     app->started_ms = app_now_ms();
-    server_cbs_t cbs = {.on_head = app_on_head, .on_request = app_on_request,
-                        .on_done = app_on_done, .on_body = app_on_body,
+    server_cbs_t cbs = {.on_head = app_on_head,
+                        .on_request = app_on_request,
+                        .on_done = app_on_done,
+                        .on_body = app_on_body,
                         .on_abort = app_on_abort};
     server_opts_t sopts = {
         .host = cfg->listen_host,
@@ -498,11 +507,11 @@ int app_start(app_t *app, uv_loop_t *loop, const config_t *cfg) {
     } else {
         snprintf(r, sizeof r, "%s:%d", cfg->redis_host, cfg->redis_port);
     }
-    LOG_INFO("listening", "\"listen\":\"%s:%d\",\"redis\":\"%s\",\"enterprise_tags\":%u,"
+    LOG_INFO("listening",
+             "\"listen\":\"%s:%d\",\"redis\":\"%s\",\"enterprise_tags\":%u,"
              "\"policy_tags\":%u,\"rules\":%u",
-             cfg->listen_host, server_port(app->srv), r,
-             taxonomy_count(app->tax, TAX_ENTERPRISE), taxonomy_count(app->tax, TAX_POLICY),
-             rules_count(app->rules));
+             cfg->listen_host, server_port(app->srv), r, taxonomy_count(app->tax, TAX_ENTERPRISE),
+             taxonomy_count(app->tax, TAX_POLICY), rules_count(app->rules));
     return 0;
 }
 

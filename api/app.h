@@ -37,8 +37,8 @@ typedef struct app {
     struct auth *auth;        /* API keys, see auth.h */
     struct metrics *metrics;  /* request counters, see metrics.h */
     int64_t started_ms;
-    ssrf_policy_t ssrf;       /* where webhooks may go */
-    char ent_secret[96];      /* signs deliveries to enterprises' own endpoints */
+    ssrf_policy_t ssrf;  /* where webhooks may go */
+    char ent_secret[96]; /* signs deliveries to enterprises' own endpoints */
     /* Audience keys per matcher group: [0] "unknown", then one per region tag. */
     char **group_keys;
     unsigned ngroups;
@@ -100,8 +100,8 @@ int api_decode_object(const char *body, size_t len, json_t **out, json_error_t *
 int api_query(const api_req_t *req, const char *name, char *buf, size_t buflen);
 /* Reads an optional unsigned integer query parameter within [min, max]; answers 400
  * and returns -1 when malformed; returns 0 otherwise with '*v' set (default kept). */
-int api_query_uint(api_req_t *req, const char *name, unsigned long long min,
-                   unsigned long long max, unsigned long long *v);
+int api_query_uint(api_req_t *req, const char *name, unsigned long long min, unsigned long long max,
+                   unsigned long long *v);
 
 /* Reads If-Match: "<version>" (or *). Returns 0 with '*ver' set (-1 when absent),
  * or -1 after answering 400. */

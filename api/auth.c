@@ -112,7 +112,8 @@ int auth_make_key(char *key, char *kid, char *hash_hex) {
 }
 
 int auth_split(const char *key, char *kid, char *secret) {
-    if (strlen(key) != AUTH_KEY_LEN || strncmp(key, "hq_", 3) != 0 || key[3 + AUTH_KID_LEN] != '_') {
+    if (strlen(key) != AUTH_KEY_LEN || strncmp(key, "hq_", 3) != 0 ||
+        key[3 + AUTH_KID_LEN] != '_') {
         return -EINVAL;
     }
     for (int i = 0; i < AUTH_KID_LEN; i++) {

@@ -10,7 +10,6 @@
 #include "api/log.h"
 #include "tags/date.h"
 
-
 typedef struct opt {
     const char *flag;
     const char *env;
@@ -61,8 +60,9 @@ static const opt_t config_opts[] = {
 #define NOPTS (sizeof config_opts / sizeof config_opts[0])
 
 static void config_usage(FILE *f) {
-    fprintf(f, "usage: huiqid [options]\n\nhuiqi %s: policies find enterprises.\n\noptions "
-               "(each also read from its environment variable):\n",
+    fprintf(f,
+            "usage: huiqid [options]\n\nhuiqi %s: policies find enterprises.\n\noptions "
+            "(each also read from its environment variable):\n",
             HUIQI_VERSION);
     for (size_t i = 0; i < NOPTS; i++) {
         fprintf(f, "  %-22s %-16s %s [%s]\n", config_opts[i].flag, config_opts[i].arg,
@@ -193,8 +193,8 @@ static int config_apply(config_t *c, size_t i, const char *v) {
     unsigned long long n;
     const char *flag = config_opts[i].flag;
     if (strcmp(flag, "--listen") == 0) {
-        return config_parse_addr(v, c->listen_host, sizeof c->listen_host, &c->listen_port, NULL,
-                                 0, 0);
+        return config_parse_addr(v, c->listen_host, sizeof c->listen_host, &c->listen_port, NULL, 0,
+                                 0);
     }
     if (strcmp(flag, "--redis") == 0) {
         return config_parse_addr(v, c->redis_host, sizeof c->redis_host, &c->redis_port,
@@ -227,7 +227,7 @@ static int config_apply(config_t *c, size_t i, const char *v) {
         if (config_uint(v, 10, 3600000, &n)) {
             return -EINVAL;
         }
-        unsigned *dst = flag[2] == 'h' ? &c->header_timeout_ms
+        unsigned *dst = flag[2] == 'h'   ? &c->header_timeout_ms
                         : flag[2] == 'i' ? &c->idle_timeout_ms
                                          : &c->redis_timeout_ms;
         *dst = (unsigned)n;
@@ -352,7 +352,8 @@ int config_load(config_t *c, int argc, char **argv) {
         size_t nlen = eq ? (size_t)(eq - name) : strlen(name);
         size_t i;
         for (i = 0; i < NOPTS; i++) {
-            if (strlen(config_opts[i].flag) == nlen && strncmp(config_opts[i].flag, name, nlen) == 0) {
+            if (strlen(config_opts[i].flag) == nlen &&
+                strncmp(config_opts[i].flag, name, nlen) == 0) {
                 break;
             }
         }

@@ -34,10 +34,10 @@ typedef struct config {
     unsigned webhook_timeout_ms;
     unsigned webhook_inflight; /* requests in flight in all */
     /* access */
-    char admin_key[128];    /* HUIQI_ADMIN_KEY or --admin-key-file: made an admin key at start */
-    double key_rate;        /* requests/s for keys without their own rate; 0: unlimited */
+    char admin_key[128]; /* HUIQI_ADMIN_KEY or --admin-key-file: made an admin key at start */
+    double key_rate;     /* requests/s for keys without their own rate; 0: unlimited */
     double enterprise_key_rate;
-    int metrics_public;     /* GET /metrics without a key */
+    int metrics_public; /* GET /metrics without a key */
 } config_t;
 
 /* Fills 'c' from defaults, the environment and argv. Returns 0, 1 when help or

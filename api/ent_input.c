@@ -15,12 +15,12 @@
 #include "tags/date.h"
 #include "tags/uscc.h"
 
-#define ENT_MAX_NAME    200
-#define ENT_MAX_PHONE   32
-#define ENT_MAX_URL     2048
-#define ENT_MAX_BY      64
-#define ENT_MAX_REASON  500
-#define ENT_MAX_NUMBER  64
+#define ENT_MAX_NAME   200
+#define ENT_MAX_PHONE  32
+#define ENT_MAX_URL    2048
+#define ENT_MAX_BY     64
+#define ENT_MAX_REASON 500
+#define ENT_MAX_NUMBER 64
 
 static int ent_fail(ent_err_t *err, int status, const char *code, const char *field,
                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
@@ -88,15 +88,14 @@ static int ent_str(const json_t *v, size_t max, const char *field, ent_err_t *er
         }
     }
     if (chars == 0 || chars > max) {
-        return ent_fail(err, 400, "invalid_value", field, "%s must have 1 to %zu characters",
-                        field, max);
+        return ent_fail(err, 400, "invalid_value", field, "%s must have 1 to %zu characters", field,
+                        max);
     }
     return 0;
 }
 
 static int ent_date(const json_t *v, const char *field, int32_t *out, ent_err_t *err) {
-    if (!json_is_string(v) ||
-        date_parse(json_string_value(v), json_string_length(v), out) != 0) {
+    if (!json_is_string(v) || date_parse(json_string_value(v), json_string_length(v), out) != 0) {
         return ent_fail(err, 400, "invalid_date", field, "%s must be a date written YYYY-MM-DD",
                         field);
     }
@@ -178,8 +177,8 @@ static int ent_quals(const app_t *app, json_t *v, ent_input_t *in, ent_err_t *er
                         "qualifications must be a list");
     }
     if (json_array_size(v) > RULES_MAX_QUALS) {
-        return ent_fail(err, 400, "too_many", "qualifications",
-                        "at most %d qualifications", RULES_MAX_QUALS);
+        return ent_fail(err, 400, "too_many", "qualifications", "at most %d qualifications",
+                        RULES_MAX_QUALS);
     }
     json_t *out = json_array();
     json_object_set_new(in->attrs, "qualifications", out);
@@ -284,8 +283,7 @@ static int ent_contact(const ssrf_policy_t *ssrf, json_t *v, json_t *attrs, ent_
             }
         } else {
             return ent_fail(err, 400, "unknown_field", "contact",
-                            "unknown contact field '%.40s' (use phone, webhook, email, person)",
-                            k);
+                            "unknown contact field '%.40s' (use phone, webhook, email, person)", k);
         }
         json_object_set(out, k, x);
     }
@@ -365,8 +363,8 @@ static int ent_number(const json_t *v, double max, int integer, const char *fiel
 /* Fields the service writes itself: accepted back (a GET body can be PUT again)
  * and ignored. */
 static int ent_output_field(const char *k) {
-    static const char *const out[] = {"version",    "created_at", "updated_at", "tag_sources",
-                                      "entity",     "retag_on",   "tags_derived"};
+    static const char *const out[] = {"version", "created_at", "updated_at",  "tag_sources",
+                                      "entity",  "retag_on",   "tags_derived"};
     for (size_t i = 0; i < sizeof out / sizeof out[0]; i++) {
         if (strcmp(k, out[i]) == 0) {
             return 1;
@@ -375,8 +373,7 @@ static int ent_output_field(const char *k) {
     return 0;
 }
 
-static int ent_field(const app_t *app, const char *k, json_t *v, ent_input_t *in,
-                     ent_err_t *err) {
+static int ent_field(const app_t *app, const char *k, json_t *v, ent_input_t *in, ent_err_t *err) {
     if (strcmp(k, "name") == 0) {
         if (ent_str(v, ENT_MAX_NAME, "name", err)) {
             return -1;
@@ -393,8 +390,8 @@ static int ent_field(const app_t *app, const char *k, json_t *v, ent_input_t *in
         in->rin.region = in->region;
         json_object_set(in->attrs, "region", v);
     } else if (strcmp(k, "industry") == 0) {
-        if (!json_is_string(v) || rules_industry_normalize(json_string_value(v),
-                                                           json_string_length(v), in->industry)) {
+        if (!json_is_string(v) ||
+            rules_industry_normalize(json_string_value(v), json_string_length(v), in->industry)) {
             return ent_fail(err, 400, "invalid_industry", "industry",
                             "industry must be a GB/T 4754-2017 code: a section letter and 2 to 4 "
                             "digits, such as \"C3976\" or \"I65\"");
@@ -570,8 +567,8 @@ json_t *ent_doc_to_input(json_t *doc) {
     } else {
         json_object_del(in, "tags");
     }
-    static const char *const drop[] = {"tag_sources", "entity", "updated_at", "created_at",
-                                       "version",     "retag_on"};
+    static const char *const drop[] = {"tag_sources", "entity",  "updated_at",
+                                       "created_at",  "version", "retag_on"};
     for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++) {
         json_object_del(in, drop[i]);
     }

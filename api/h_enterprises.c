@@ -8,8 +8,8 @@
 #include <strings.h>
 
 #include "api/app.h"
-#include "api/json_out.h"
 #include "api/ent_input.h"
+#include "api/json_out.h"
 #include "api/log.h"
 #include "common/xalloc.h"
 #include "matcher/matcher.h"
@@ -83,8 +83,8 @@ static void ent_on_written(void *arg, int rc, const store_ent_out_t *out) {
     }
     if (rc == -EEXIST) {
         api_error(req, 409, "conflict", "uscc",
-                  "enterprise %s already exists; use PUT /v1/enterprises/%s to replace it",
-                  c->uscc, c->uscc);
+                  "enterprise %s already exists; use PUT /v1/enterprises/%s to replace it", c->uscc,
+                  c->uscc);
     } else if (rc == -ENOENT) {
         api_error(req, 404, "not_found", NULL, "no enterprise %s", c->uscc);
     } else if (rc == -ESTALE && c->pinned >= 0) {

@@ -11,15 +11,15 @@
 #include <strings.h>
 
 #include "api/app.h"
+#include "api/ent_input.h"
 #include "api/json_out.h"
 #include "api/log.h"
-#include "api/ent_input.h"
 #include "common/sbuf.h"
 #include "common/xalloc.h"
 
-#define IMPORT_WINDOW     2048       /* writes in flight */
-#define IMPORT_MAX_LINE   (1 << 20)  /* longer lines are rejected */
-#define IMPORT_MAX_ERRORS 10000      /* error details kept; the rest are counted */
+#define IMPORT_WINDOW     2048      /* writes in flight */
+#define IMPORT_MAX_LINE   (1 << 20) /* longer lines are rejected */
+#define IMPORT_MAX_ERRORS 10000     /* error details kept; the rest are counted */
 /* After an import, the index is laid out again once this many enterprises (and a
  * quarter of all) arrived since the last layout: below, the gain is small. */
 #define IMPORT_RELAYOUT_MIN 50000u
@@ -132,11 +132,11 @@ static void import_on_written(void *arg, int rc, const store_ent_out_t *out) {
             im->unchanged++;
         }
     } else {
-        const char *code = rc == -ENOTCONN   ? "unavailable"
-                           : rc == -EAGAIN   ? "loading"
-                           : rc == -ENOBUFS  ? "overloaded"
-                           : rc == -EIO      ? "outcome_unknown"
-                                             : "internal";
+        const char *code = rc == -ENOTCONN  ? "unavailable"
+                           : rc == -EAGAIN  ? "loading"
+                           : rc == -ENOBUFS ? "overloaded"
+                           : rc == -EIO     ? "outcome_unknown"
+                                            : "internal";
         import_error(im, op->line, op->uscc, code, NULL,
                      "the data store did not take this line; send it again");
     }
@@ -162,8 +162,8 @@ static void import_line(import_t *im, const char *p, size_t n) {
     json_t *obj = json_loadb(p, n, JSON_REJECT_DUPLICATES, &jerr);
     if (!json_is_object(obj)) {
         char msg[256];
-        snprintf(msg, sizeof msg, obj ? "the line is not a JSON object"
-                                      : "malformed JSON at column %d: %s",
+        snprintf(msg, sizeof msg,
+                 obj ? "the line is not a JSON object" : "malformed JSON at column %d: %s",
                  jerr.column, jerr.text);
         json_decref(obj);
         import_error(im, line, NULL, "invalid_json", NULL, msg);
@@ -215,7 +215,9 @@ static void import_line(import_t *im, const char *p, size_t n) {
     if (rc) {
         free(op);
         import_error(im, line, in.uscc,
-                     rc == -ENOTCONN ? "unavailable" : rc == -EAGAIN ? "loading" : "overloaded",
+                     rc == -ENOTCONN ? "unavailable"
+                     : rc == -EAGAIN ? "loading"
+                                     : "overloaded",
                      NULL, "the data store did not take this line; send it again");
         return;
     }
@@ -247,7 +249,8 @@ static void import_pump(import_t *im) {
         b->len -= start;
         im->scan -= start;
     }
-    if (!im->skipping && b->len - im->scan > 0 && memchr(b->p + im->scan, '\n', b->len - im->scan) == NULL) {
+    if (!im->skipping && b->len - im->scan > 0 &&
+        memchr(b->p + im->scan, '\n', b->len - im->scan) == NULL) {
         im->scan = b->len; /* no newline yet: look only at new bytes next time */
     }
     if (b->len > IMPORT_MAX_LINE) {

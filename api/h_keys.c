@@ -80,8 +80,8 @@ static json_t *key_render(const char *kid, const store_kv_t *kv, size_t n) {
             json_object_set_new(o, key, json_null());
         }
     }
-    json_object_set_new(o, "state", json_string(store_kv_get(kv, n, "revoked", NULL) ? "revoked"
-                                                                                     : "active"));
+    json_object_set_new(o, "state",
+                        json_string(store_kv_get(kv, n, "revoked", NULL) ? "revoked" : "active"));
     return o;
 }
 

@@ -59,8 +59,10 @@ typedef struct mx_ctx {
 static void mx_render(app_t *app, api_req_t *req, const store_kv_t *q, size_t nq) {
     sbuf_t b;
     sbuf_init(&b, 32768);
-    sbuf_addf(&b, "# HELP huiqi_build_info The running version.\n# TYPE huiqi_build_info gauge\n"
-                  "huiqi_build_info{version=\"%s\"} 1\n", HUIQI_VERSION);
+    sbuf_addf(&b,
+              "# HELP huiqi_build_info The running version.\n# TYPE huiqi_build_info gauge\n"
+              "huiqi_build_info{version=\"%s\"} 1\n",
+              HUIQI_VERSION);
     metrics_render_http(app->metrics, &b, app_route_table());
     mx_gauge(&b, "huiqi_http_connections", "Open client connections.", "gauge",
              app->srv ? server_conns(app->srv) : 0);
@@ -71,12 +73,13 @@ static void mx_render(app_t *app, api_req_t *req, const store_kv_t *q, size_t nq
              store_redis_up(app->store) ? 1 : 0);
     mx_gauge(&b, "huiqi_redis_commands_total", "Commands sent to Redis.", "counter",
              (double)ss.redis_commands);
-    sbuf_addf(&b, "# HELP huiqi_redis_errors_total Redis failures: error replies, commands "
-                  "lost with a connection, deadlines missed.\n"
-                  "# TYPE huiqi_redis_errors_total counter\n"
-                  "huiqi_redis_errors_total{kind=\"reply\"} %llu\n"
-                  "huiqi_redis_errors_total{kind=\"lost\"} %llu\n"
-                  "huiqi_redis_errors_total{kind=\"timeout\"} %llu\n",
+    sbuf_addf(&b,
+              "# HELP huiqi_redis_errors_total Redis failures: error replies, commands "
+              "lost with a connection, deadlines missed.\n"
+              "# TYPE huiqi_redis_errors_total counter\n"
+              "huiqi_redis_errors_total{kind=\"reply\"} %llu\n"
+              "huiqi_redis_errors_total{kind=\"lost\"} %llu\n"
+              "huiqi_redis_errors_total{kind=\"timeout\"} %llu\n",
               (unsigned long long)ss.redis_errors, (unsigned long long)ss.redis_failed,
               (unsigned long long)ss.redis_timeouts);
     mx_gauge(&b, "huiqi_redis_connects_total", "Connections made to Redis.", "counter",
@@ -88,14 +91,13 @@ static void mx_render(app_t *app, api_req_t *req, const store_kv_t *q, size_t nq
     sbuf_adds(&b, "# HELP huiqi_redis_roundtrip_seconds Send to reply of Redis commands.\n"
                   "# TYPE huiqi_redis_roundtrip_seconds histogram\n");
     metrics_histo(&b, "huiqi_redis_roundtrip_seconds", "", &ss.redis_rtt);
-    mx_gauge(&b, "huiqi_store_reloads_total", "Full reloads of the mirror from Redis.",
-             "counter", (double)ss.reloads);
+    mx_gauge(&b, "huiqi_store_reloads_total", "Full reloads of the mirror from Redis.", "counter",
+             (double)ss.reloads);
     mx_gauge(&b, "huiqi_store_load_seconds", "Duration of the last full load.", "gauge",
              (double)ss.load_ms / 1000.0);
 
     const matcher_t *m = store_matcher(app->store);
-    mx_gauge(&b, "huiqi_enterprises", "Enterprises registered.", "gauge",
-             m ? matcher_live(m) : 0);
+    mx_gauge(&b, "huiqi_enterprises", "Enterprises registered.", "gauge", m ? matcher_live(m) : 0);
     unsigned nst[3] = {0, 0, 0};
     for (const store_policy_t *p = store_policy_next(app->store, 0); p;
          p = store_policy_next(app->store, p->id)) {
@@ -103,9 +105,10 @@ static void mx_render(app_t *app, api_req_t *req, const store_kv_t *q, size_t nq
             nst[p->status]++;
         }
     }
-    sbuf_addf(&b, "# HELP huiqi_policies Policies by status.\n# TYPE huiqi_policies gauge\n"
-                  "huiqi_policies{status=\"draft\"} %u\nhuiqi_policies{status=\"published\"} %u\n"
-                  "huiqi_policies{status=\"withdrawn\"} %u\n",
+    sbuf_addf(&b,
+              "# HELP huiqi_policies Policies by status.\n# TYPE huiqi_policies gauge\n"
+              "huiqi_policies{status=\"draft\"} %u\nhuiqi_policies{status=\"published\"} %u\n"
+              "huiqi_policies{status=\"withdrawn\"} %u\n",
               nst[0], nst[1], nst[2]);
 
     push_stats_t ps;
@@ -122,20 +125,21 @@ static void mx_render(app_t *app, api_req_t *req, const store_kv_t *q, size_t nq
         sbuf_addf(&b, "huiqi_push_queue_depth{state=\"retrying\"} %s\n", v ? v : "0");
     }
     mx_gauge(&b, "huiqi_push_inflight", "Webhook requests in flight.", "gauge", ps.inflight);
-    mx_gauge(&b, "huiqi_push_pending", "Deliveries read from the queue, not yet settled.",
-             "gauge", ps.pending);
+    mx_gauge(&b, "huiqi_push_pending", "Deliveries read from the queue, not yet settled.", "gauge",
+             ps.pending);
     mx_gauge(&b, "huiqi_webhook_attempts_total", "Webhook requests made.", "counter",
              (double)ps.attempts);
-    sbuf_addf(&b, "# HELP huiqi_deliveries_total Deliveries settled or rescheduled, by "
-                  "outcome.\n# TYPE huiqi_deliveries_total counter\n"
-                  "huiqi_deliveries_total{outcome=\"delivered\"} %llu\n"
-                  "huiqi_deliveries_total{outcome=\"retry\"} %llu\n"
-                  "huiqi_deliveries_total{outcome=\"dead\"} %llu\n"
-                  "huiqi_deliveries_total{outcome=\"expired\"} %llu\n",
+    sbuf_addf(&b,
+              "# HELP huiqi_deliveries_total Deliveries settled or rescheduled, by "
+              "outcome.\n# TYPE huiqi_deliveries_total counter\n"
+              "huiqi_deliveries_total{outcome=\"delivered\"} %llu\n"
+              "huiqi_deliveries_total{outcome=\"retry\"} %llu\n"
+              "huiqi_deliveries_total{outcome=\"dead\"} %llu\n"
+              "huiqi_deliveries_total{outcome=\"expired\"} %llu\n",
               (unsigned long long)ps.delivered, (unsigned long long)ps.retried,
               (unsigned long long)ps.dead, (unsigned long long)ps.expired);
-    mx_gauge(&b, "huiqi_webhooks_disabled_total", "Endpoints disabled (410 or failing).",
-             "counter", (double)ps.disabled_endpoints);
+    mx_gauge(&b, "huiqi_webhooks_disabled_total", "Endpoints disabled (410 or failing).", "counter",
+             (double)ps.disabled_endpoints);
     mx_process(&b, app);
     server_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, b.p, b.len);
     sbuf_free(&b);

@@ -77,16 +77,16 @@ static json_t *job_render(uint64_t id, const store_kv_t *kv, size_t n) {
     kv_set_str(o, "kind", kv, n, "kind");
     kv_set_str(o, "state", kv, n, "state");
     kv_set_str(o, "mode", kv, n, "mode");
-    static const char *const counters[] = {"audience", "scanned", "matched", "skipped",
-                                           "queued",   "delivered", "failed", "expired"};
+    static const char *const counters[] = {"audience", "scanned",   "matched", "skipped",
+                                           "queued",   "delivered", "failed",  "expired"};
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++) {
         json_object_set_new(o, counters[i], json_integer(kv_num(kv, n, counters[i])));
     }
     long long audience = kv_num(kv, n, "audience");
     long long scanned = kv_num(kv, n, "scanned");
     long long queued = kv_num(kv, n, "queued");
-    long long settled = kv_num(kv, n, "delivered") + kv_num(kv, n, "failed") +
-                        kv_num(kv, n, "expired");
+    long long settled =
+        kv_num(kv, n, "delivered") + kv_num(kv, n, "failed") + kv_num(kv, n, "expired");
     size_t len;
     const char *st = store_kv_get(kv, n, "state", &len);
     int running = st && len == 7 && memcmp(st, "running", 7) == 0;
@@ -161,7 +161,8 @@ static void job_on_matches(void *arg, int rc, const store_kv_t *kv, size_t n) {
 void h_job_matches(app_t *app, api_req_t *req) {
     uint64_t id;
     unsigned long long cursor = 0, limit = 100;
-    if (push_path_u64(req, "job", &id) || api_query_uint(req, "cursor", 0, UINT64_MAX / 2, &cursor) ||
+    if (push_path_u64(req, "job", &id) ||
+        api_query_uint(req, "cursor", 0, UINT64_MAX / 2, &cursor) ||
         api_query_uint(req, "limit", 1, 1000, &limit)) {
         return;
     }
@@ -460,7 +461,8 @@ static void dlv_list_on_item(void *arg, int rc, const store_kv_t *kv, size_t n) 
     if (rc == 0) {
         size_t len;
         const char *st = store_kv_get(kv, n, "state", &len);
-        if (c->state[0] == '\0' || (st && strlen(c->state) == len && memcmp(st, c->state, len) == 0)) {
+        if (c->state[0] == '\0' ||
+            (st && strlen(c->state) == len && memcmp(st, c->state, len) == 0)) {
             c->items[it->i] = dlv_render(it->id, strlen(it->id), kv, n);
         }
     } else if (rc != -ENOENT) {
@@ -549,8 +551,8 @@ static int dlv_time_param(api_req_t *req, const char *name, long long *ms) {
     int y, mo, d, h = 0, mi = 0, s = 0;
     int32_t day;
     char date[11];
-    if (q > 0 && sscanf(buf, "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &s) >= 3 &&
-        h >= 0 && h < 24 && mi >= 0 && mi < 60 && s >= 0 && s < 61) {
+    if (q > 0 && sscanf(buf, "%4d-%2d-%2dT%2d:%2d:%2d", &y, &mo, &d, &h, &mi, &s) >= 3 && h >= 0 &&
+        h < 24 && mi >= 0 && mi < 60 && s >= 0 && s < 61) {
         memcpy(date, buf, 10);
         date[10] = '\0';
         if (strlen(buf) >= 10 && date_parse(date, 10, &day) == 0) {

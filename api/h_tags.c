@@ -76,6 +76,6 @@ void h_tags_list(app_t *app, api_req_t *req) {
         app->tags_json[v] = json_dumps(root, JSON_COMPACT);
         json_decref(root);
     }
-    server_respond(req, 200, "application/json", "Cache-Control: max-age=60\r\n",
-                   app->tags_json[v], strlen(app->tags_json[v]));
+    server_respond(req, 200, "application/json", "Cache-Control: max-age=60\r\n", app->tags_json[v],
+                   strlen(app->tags_json[v]));
 }

@@ -205,8 +205,8 @@ static int wh_parse(app_t *app, api_req_t *req, json_t *body, const store_webhoo
             secret = json_string_value(v);
         } else if (strcmp(k, "signing") == 0) {
             signing = json_string_value(v);
-            if (!signing || (strcmp(signing, "v1") && strcmp(signing, "v1a") &&
-                             strcmp(signing, "v1+v1a"))) {
+            if (!signing ||
+                (strcmp(signing, "v1") && strcmp(signing, "v1a") && strcmp(signing, "v1+v1a"))) {
                 api_error(req, 400, "invalid_value", "signing",
                           "signing must be v1 (HMAC-SHA256), v1a (ed25519) or v1+v1a");
                 json_decref(doc);
@@ -218,8 +218,8 @@ static int wh_parse(app_t *app, api_req_t *req, json_t *body, const store_webhoo
             double max = k[0] == 'r' ? 100000 : k[0] == 'i' ? 1000 : 5000;
             if (!json_is_number(v) || json_number_value(v) < (k[0] == 'r' ? 0 : 1) ||
                 json_number_value(v) > max || (k[0] != 'r' && !json_is_integer(v))) {
-                api_error(req, 400, "invalid_value", k, "%s must be a number from %d to %.0f",
-                          k, k[0] == 'r' ? 0 : 1, max);
+                api_error(req, 400, "invalid_value", k, "%s must be a number from %d to %.0f", k,
+                          k[0] == 'r' ? 0 : 1, max);
                 json_decref(doc);
                 return -1;
             }
@@ -269,8 +269,8 @@ static int wh_parse(app_t *app, api_req_t *req, json_t *body, const store_webhoo
     c->in.rate = (x = json_object_get(doc, "rate")) ? json_number_value(x) : 0;
     c->in.inflight = (x = json_object_get(doc, "inflight")) ? (unsigned)json_integer_value(x)
                                                             : WH_DEFAULT_INFLIGHT;
-    c->in.batch = (x = json_object_get(doc, "batch")) ? (unsigned)json_integer_value(x)
-                                                      : WH_DEFAULT_BATCH;
+    c->in.batch =
+        (x = json_object_get(doc, "batch")) ? (unsigned)json_integer_value(x) : WH_DEFAULT_BATCH;
     c->url = xstrdup(json_string_value(json_object_get(doc, "url")));
     /* Secrets: keep the current ones on an update, make or take one when new. */
     if (cur && secret == NULL) {

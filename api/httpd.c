@@ -506,8 +506,8 @@ int httpd_split_target(const httpd_req_t *r, char **path, char **query) {
 }
 
 const char *httpd_method_name(int method) {
-    static const char *const names[HTTPD_NMETHODS] = {"GET",    "HEAD",   "POST",    "PUT",
-                                                      "PATCH",  "DELETE", "OPTIONS", "OTHER"};
+    static const char *const names[HTTPD_NMETHODS] = {"GET",   "HEAD",   "POST",    "PUT",
+                                                      "PATCH", "DELETE", "OPTIONS", "OTHER"};
     return method >= 0 && method < HTTPD_NMETHODS ? names[method] : "OTHER";
 }
 

@@ -22,10 +22,10 @@ enum httpd_method {
     HTTPD_NMETHODS
 };
 
-#define HTTPD_MAX_TARGET   8192  /* request-target bytes (414 beyond) */
-#define HTTPD_MAX_HEAD     16384 /* header section bytes (431 beyond) */
-#define HTTPD_MAX_HEADERS  100   /* header lines (431 beyond) */
-#define HTTPD_MAX_HDRVAL   256   /* bytes kept of an interesting header */
+#define HTTPD_MAX_TARGET  8192  /* request-target bytes (414 beyond) */
+#define HTTPD_MAX_HEAD    16384 /* header section bytes (431 beyond) */
+#define HTTPD_MAX_HEADERS 100   /* header lines (431 beyond) */
+#define HTTPD_MAX_HDRVAL  256   /* bytes kept of an interesting header */
 
 typedef struct httpd_req {
     int method;

@@ -164,8 +164,8 @@ int api_query(const api_req_t *req, const char *name, char *buf, size_t buflen) 
     return 0;
 }
 
-int api_query_uint(api_req_t *req, const char *name, unsigned long long min,
-                   unsigned long long max, unsigned long long *v) {
+int api_query_uint(api_req_t *req, const char *name, unsigned long long min, unsigned long long max,
+                   unsigned long long *v) {
     char buf[32];
     int rc = api_query(req, name, buf, sizeof buf);
     if (rc == 0) {
@@ -175,8 +175,8 @@ int api_query_uint(api_req_t *req, const char *name, unsigned long long min,
     errno = 0;
     unsigned long long x = rc > 0 ? strtoull(buf, &end, 10) : 0;
     if (rc < 0 || errno || end == buf || *end != '\0' || buf[0] == '-' || x < min || x > max) {
-        api_error(req, 400, "invalid_parameter", name, "%s must be a whole number from %llu to %llu",
-                  name, min, max);
+        api_error(req, 400, "invalid_parameter", name,
+                  "%s must be a whole number from %llu to %llu", name, min, max);
         return -1;
     }
     *v = x;

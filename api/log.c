@@ -70,10 +70,11 @@ void log_write(int level, const char *msg, const char *fields, ...) {
     gmtime_r(&tv.tv_sec, &tm);
     char m[512];
     log_escape(msg, strlen(msg), m, sizeof m);
-    int n = snprintf(line, sizeof line,
-                     "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",\"level\":\"%s\",\"msg\":\"%s\"",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, (int)(tv.tv_usec / 1000), log_names[level], m);
+    int n =
+        snprintf(line, sizeof line,
+                 "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",\"level\":\"%s\",\"msg\":\"%s\"",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (int)(tv.tv_usec / 1000), log_names[level], m);
     if (n < 0 || (size_t)n >= sizeof line) {
         return;
     }

@@ -24,11 +24,11 @@ void log_write(int level, const char *msg, const char *fields, ...)
  * always NUL-terminated, truncated if needed). Returns out. */
 const char *log_escape(const char *s, size_t len, char *out, size_t outlen);
 
-#define LOG_AT(lvl, msg, ...)                                                                      \
-    do {                                                                                           \
-        if ((lvl) >= log_level()) {                                                                \
-            log_write((lvl), (msg), __VA_ARGS__);                                                  \
-        }                                                                                          \
+#define LOG_AT(lvl, msg, ...)                     \
+    do {                                          \
+        if ((lvl) >= log_level()) {               \
+            log_write((lvl), (msg), __VA_ARGS__); \
+        }                                         \
     } while (0)
 #define LOG_DEBUG(msg, ...) LOG_AT(LOG_LEVEL_DEBUG, msg, __VA_ARGS__)
 #define LOG_INFO(msg, ...)  LOG_AT(LOG_LEVEL_INFO, msg, __VA_ARGS__)

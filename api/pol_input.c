@@ -56,8 +56,8 @@ static int pol_text(json_t *v, size_t max, const char *field, ent_err_t *err) {
         }
     }
     if (chars == 0 || chars > max) {
-        return pol_fail(err, 400, "invalid_value", field, "%s must have 1 to %zu characters",
-                        field, max);
+        return pol_fail(err, 400, "invalid_value", field, "%s must have 1 to %zu characters", field,
+                        max);
     }
     return 0;
 }
@@ -76,9 +76,9 @@ static int pol_codes(const app_t *app, json_t *v, tax_vocab_t vocab, unsigned ma
     json_array_foreach(v, i, e) {
         char f[64];
         snprintf(f, sizeof f, "%s[%zu]", field, i);
-        int bit = json_is_string(e) ? taxonomy_find(app->tax, vocab, json_string_value(e),
-                                                    json_string_length(e))
-                                    : -1;
+        int bit = json_is_string(e)
+                      ? taxonomy_find(app->tax, vocab, json_string_value(e), json_string_length(e))
+                      : -1;
         if (!json_is_string(e)) {
             return pol_fail(err, 400, "invalid_type", f, "%s must be a tag code string", f);
         }
@@ -139,8 +139,8 @@ static json_t *pol_rule_json(const app_t *app, const rule_t *r) {
     for (int p = 0; p < 3; p++) {
         json_t *a = json_array();
         for (uint16_t i = 0; i < lens[p]; i++) {
-            json_array_append_new(a, json_string(taxonomy_tag(app->tax, TAX_ENTERPRISE,
-                                                              parts[p][i])->code));
+            json_array_append_new(
+                a, json_string(taxonomy_tag(app->tax, TAX_ENTERPRISE, parts[p][i])->code));
         }
         json_object_set_new(o, names[p], a);
     }
@@ -148,8 +148,8 @@ static json_t *pol_rule_json(const app_t *app, const rule_t *r) {
 }
 
 static int pol_output_field(const char *k) {
-    static const char *const out[] = {"id",         "status",     "version",     "created_at",
-                                      "updated_at", "published_at"};
+    static const char *const out[] = {"id",         "status",     "version",
+                                      "created_at", "updated_at", "published_at"};
     for (size_t i = 0; i < sizeof out / sizeof out[0]; i++) {
         if (strcmp(k, out[i]) == 0) {
             return 1;
@@ -170,7 +170,9 @@ int pol_input_parse(const app_t *app, json_t *body, pol_input_t *in, ent_err_t *
             continue;
         }
         if (strcmp(k, "title") == 0 || strcmp(k, "issuer") == 0 || strcmp(k, "summary") == 0) {
-            size_t max = k[0] == 't' ? POL_MAX_TITLE : k[0] == 'i' ? POL_MAX_ISSUER : POL_MAX_SUMMARY;
+            size_t max = k[0] == 't'   ? POL_MAX_TITLE
+                         : k[0] == 'i' ? POL_MAX_ISSUER
+                                       : POL_MAX_SUMMARY;
             if (pol_text(v, max, k, err)) {
                 return -1;
             }
@@ -248,7 +250,8 @@ int pol_input_parse(const app_t *app, json_t *body, pol_input_t *in, ent_err_t *
     in->nptags = n;
     json_t *tags = json_array();
     for (uint16_t i = 0; i < n; i++) {
-        json_array_append_new(tags, json_string(taxonomy_tag(app->tax, TAX_POLICY, sorted[i])->code));
+        json_array_append_new(tags,
+                              json_string(taxonomy_tag(app->tax, TAX_POLICY, sorted[i])->code));
     }
     json_object_set_new(in->doc, "tags", tags);
     json_object_set_new(in->doc, "rule", pol_rule_json(app, &in->rule));
@@ -369,8 +372,8 @@ static pol_view_t *pol_view(app_t *app, const store_policy_t *p) {
     /* The package entry: a fixed selection of fields, rendered once per version. */
     json_t *e = json_object();
     json_object_set_new(e, "id", json_integer(p->id));
-    static const char *const keep[] = {"title", "issuer", "level", "mode", "url",
-                                       "summary", "tags", "opens", "closes"};
+    static const char *const keep[] = {"title",   "issuer", "level", "mode",  "url",
+                                       "summary", "tags",   "opens", "closes"};
     for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
         json_t *x = json_object_get(v->doc, keep[i]);
         if (x) {
@@ -403,8 +406,8 @@ json_t *pol_doc(app_t *app, const store_policy_t *p) {
     return pol_view(app, p)->doc;
 }
 
-const char *pol_package_prefix(app_t *app, const store_policy_t *p, size_t *len,
-                               const char **mid, size_t *mid_len) {
+const char *pol_package_prefix(app_t *app, const store_policy_t *p, size_t *len, const char **mid,
+                               size_t *mid_len) {
     pol_view_t *v = pol_view(app, p);
     *len = v->prefix_len;
     *mid = v->mid;

@@ -37,8 +37,8 @@ json_t *pol_render(app_t *app, const store_policy_t *p);
  * then ,"why":{"all":[...],"any":), and 'mid' from there to the interests
  * (,"none":[...],"interests":). The caller writes: prefix, the "any" array, mid,
  * the interests array, "}}". Borrowed until the policy changes. */
-const char *pol_package_prefix(app_t *app, const store_policy_t *p, size_t *len,
-                               const char **mid, size_t *mid_len);
+const char *pol_package_prefix(app_t *app, const store_policy_t *p, size_t *len, const char **mid,
+                               size_t *mid_len);
 
 /* The parsed stored document (borrowed, cached per version), or NULL if damaged. */
 json_t *pol_doc(app_t *app, const store_policy_t *p);

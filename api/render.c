@@ -22,9 +22,9 @@ typedef struct render {
     app_t *app;
     push_render_done done;
     void *ctx;
-    json_t *root;    /* the event being built */
-    json_t *targets; /* one enterprise: its object lands here */
-    int batch;       /* package.batch: recipients are spliced in as text */
+    json_t *root;      /* the event being built */
+    json_t *targets;   /* one enterprise: its object lands here */
+    int batch;         /* package.batch: recipients are spliced in as text */
     sbuf_t recipients; /* package.batch: the recipients' cards, comma separated */
     size_t left;
     int failed;
@@ -38,8 +38,8 @@ static json_t *render_policy(app_t *app, const store_policy_t *p) {
     json_t *doc = pol_doc(app, p);
     json_t *o = json_object();
     json_object_set_new(o, "id", json_integer(p->id));
-    static const char *const keep[] = {"title", "issuer", "level", "mode",  "url",
-                                       "summary", "tags",  "opens", "closes"};
+    static const char *const keep[] = {"title",   "issuer", "level", "mode",  "url",
+                                       "summary", "tags",   "opens", "closes"};
     for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
         json_t *x = json_object_get(doc, keep[i]);
         if (x) {
@@ -109,8 +109,8 @@ static void render_on_cards(void *arg, int rc, const store_kv_t *kv, size_t n) {
                 json_decref(o);
             }
         } else {
-            json_array_append_new(r->targets, render_enterprise(uscc, card || doc ? kv[i].v : NULL,
-                                                                kv[i].vlen));
+            json_array_append_new(
+                r->targets, render_enterprise(uscc, card || doc ? kv[i].v : NULL, kv[i].vlen));
         }
     }
     free(r->codes);

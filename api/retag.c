@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "api/app.h"
-#include "api/json_out.h"
 #include "api/ent_input.h"
+#include "api/json_out.h"
 #include "api/log.h"
 #include "common/xalloc.h"
 #include "tags/date.h"
@@ -24,7 +24,7 @@ struct retag {
     unsigned inflight;
     /* daily pass */
     int due_running;
-    char *due;       /* a batch of 18-byte codes */
+    char *due; /* a batch of 18-byte codes */
     size_t ndue, due_next;
     uint64_t due_progress; /* writes in the current batch */
     uint64_t daily_done, daily_changed;
@@ -299,9 +299,10 @@ int retag_start_full(retag_t *r) {
 
 json_t *retag_status(const retag_t *r) {
     json_t *o = json_object();
-    json_object_set_new(o, "state", json_string(r->full_running ? "running"
-                                                : r->started_ms  ? "done"
-                                                                 : "idle"));
+    json_object_set_new(o, "state",
+                        json_string(r->full_running ? "running"
+                                    : r->started_ms ? "done"
+                                                    : "idle"));
     json_object_set_new(o, "total", json_integer((json_int_t)r->total));
     json_object_set_new(o, "done", json_integer((json_int_t)r->done));
     json_object_set_new(o, "changed", json_integer((json_int_t)r->changed));

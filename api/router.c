@@ -96,8 +96,8 @@ fail:
     return 0;
 }
 
-int router_match(const route_t *routes, size_t n, int method, api_req_t *req,
-                 const route_t **out, char *allow, size_t allowlen) {
+int router_match(const route_t *routes, size_t n, int method, api_req_t *req, const route_t **out,
+                 char *allow, size_t allowlen) {
     char *path = req->path;
     size_t len = strlen(path);
     /* "/v1/tags/" is "/v1/tags". */
@@ -115,8 +115,8 @@ int router_match(const route_t *routes, size_t n, int method, api_req_t *req,
         if (!router_try(routes[i].pattern, path, &probe, &bad)) {
             continue;
         }
-        int hit = routes[i].method == method ||
-                  (method == HTTPD_HEAD && routes[i].method == HTTPD_GET);
+        int hit =
+            routes[i].method == method || (method == HTTPD_HEAD && routes[i].method == HTTPD_GET);
         if (hit) {
             for (int k = 0; k < req->nparams; k++) {
                 free(req->param[k]);

@@ -31,17 +31,17 @@ typedef struct server_conn {
     api_req_t req;
     char *pending; /* bytes after the current request, not yet parsed */
     size_t npending;
-    int handling;    /* the app holds req */
-    int head_done;   /* head callback ran for the current request */
+    int handling;  /* the app holds req */
+    int head_done; /* head callback ran for the current request */
     int closing;
     int handles;     /* open libuv handles */
     int close_after; /* close once the pending writes finish */
     int writes;      /* writes in flight */
     int in_process;
     int timer_mode;
-    int body_paused; /* pauses of a streamed body the app holds (each resumed once) */
-    int lingering;   /* answered and shut down for writing; draining until EOF */
-    int wq_blocked;  /* the client is not reading its answers: parsing is paused */
+    int body_paused;  /* pauses of a streamed body the app holds (each resumed once) */
+    int lingering;    /* answered and shut down for writing; draining until EOF */
+    int wq_blocked;   /* the client is not reading its answers: parsing is paused */
     uint64_t rx;      /* bytes read on this connection */
     uint64_t rx_mark; /* rx when the current body-progress window began */
     uv_shutdown_t shut;
@@ -328,7 +328,8 @@ void server_respond(api_req_t *req, int status, const char *content_type, const 
                          keep ? "" : "Connection: close\r\n");
         size_t off = (size_t)n;
         if (status != 204 && status != 304) {
-            off += (size_t)snprintf(buf + off, cap - off, "Content-Type: %s\r\nContent-Length: %zu\r\n",
+            off += (size_t)snprintf(buf + off, cap - off,
+                                    "Content-Type: %s\r\nContent-Length: %zu\r\n",
                                     content_type ? content_type : "application/json", body_len);
         }
         if (hlen) {
@@ -588,8 +589,7 @@ static void conn_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
             return;
         }
         if (!c->body_paused) {
-            conn_timer(c, httpd_in_request(c->http) ? (c->head_done ? TM_BODY : TM_HEAD)
-                                                    : TM_IDLE);
+            conn_timer(c, httpd_in_request(c->http) ? (c->head_done ? TM_BODY : TM_HEAD) : TM_IDLE);
         }
         return;
     }

@@ -22,8 +22,8 @@ typedef struct api_req {
     char *query; /* raw query string after '?', "" when none */
     char id[40]; /* request id: the client's X-Request-Id when sane, else generated */
     uint64_t start_ns;
-    const void *route;                 /* set by the app's head callback */
-    char *param[API_MAX_PARAMS];       /* decoded path parameters */
+    const void *route;           /* set by the app's head callback */
+    char *param[API_MAX_PARAMS]; /* decoded path parameters */
     size_t param_len[API_MAX_PARAMS];
     int nparams;
     int status; /* the status answered (for logs and metrics) */

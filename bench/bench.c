@@ -295,8 +295,8 @@ int main(int argc, char **argv) {
         }
     }
     double t_gen = now_s() - t0;
-    printf("data_enterprises %u\ndata_policies %u\ndata_seed %llu\ndata_generate_s %.2f%s\n", n,
-           np, (unsigned long long)seed, t_gen, cached ? " (cached)" : "");
+    printf("data_enterprises %u\ndata_policies %u\ndata_seed %llu\ndata_generate_s %.2f%s\n", n, np,
+           (unsigned long long)seed, t_gen, cached ? " (cached)" : "");
     if (ndjson && write_ndjson(g, n, ndjson) != 0) {
         return 1;
     }
@@ -391,8 +391,8 @@ int main(int argc, char **argv) {
     /* Percentiles first: pct() sorts, and the maximum is the last after sorting
      * (arguments of one call are evaluated in no fixed order). */
     uint64_t c50 = pct(tmp, np, 0.5), c99 = pct(tmp, np, 0.99), cmax = tmp[np - 1];
-    printf("count_median_ns %llu\ncount_p99_ns %llu\ncount_max_ns %llu\n",
-           (unsigned long long)c50, (unsigned long long)c99, (unsigned long long)cmax);
+    printf("count_median_ns %llu\ncount_p99_ns %llu\ncount_max_ns %llu\n", (unsigned long long)c50,
+           (unsigned long long)c99, (unsigned long long)cmax);
     uint64_t serial = 0;
     for (uint32_t p = 0; p < np; p++) {
         serial += lat[p];

@@ -70,13 +70,14 @@ int bench_data_save(const char *dir, const bench_data_t *d, const uint64_t *trut
     if (f == NULL) {
         return -1;
     }
-    uint64_t h[8] = {DATA_MAGIC, d->seed, d->n, d->np, d->words, (uint64_t)(uint32_t)d->today, 0, 0};
-    int bad = fwrite(h, sizeof h, 1, f) != 1 ||
-              fwrite(d->rows, sizeof *d->rows, (size_t)d->n * d->words, f) !=
-                  (size_t)d->n * d->words ||
-              fwrite(d->keys, 18, d->n, f) != d->n ||
-              fwrite(d->rules, sizeof *d->rules, d->np, f) != d->np ||
-              fwrite(truth, sizeof *truth, d->np, f) != d->np;
+    uint64_t h[8] = {DATA_MAGIC, d->seed, d->n, d->np, d->words, (uint64_t)(uint32_t)d->today,
+                     0,          0};
+    int bad =
+        fwrite(h, sizeof h, 1, f) != 1 ||
+        fwrite(d->rows, sizeof *d->rows, (size_t)d->n * d->words, f) != (size_t)d->n * d->words ||
+        fwrite(d->keys, 18, d->n, f) != d->n ||
+        fwrite(d->rules, sizeof *d->rules, d->np, f) != d->np ||
+        fwrite(truth, sizeof *truth, d->np, f) != d->np;
     if (fclose(f) != 0 || bad) {
         remove(tmp);
         return -1;

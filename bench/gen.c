@@ -99,29 +99,29 @@ typedef struct industry {
 } industry_t;
 
 static const industry_t gen_industries[] = {
-    {"C3973", 1.2, "集成电路"},   {"C3983", 1.2, "传感科技"},   {"C3982", 1.0, "电子电路"},
-    {"C3976", 0.6, "光电科技"},   {"C3985", 0.5, "电子材料"},   {"C2720", 0.6, "制药"},
-    {"C2761", 0.4, "生物制药"},   {"C3581", 0.7, "医疗器械"},   {"C3825", 0.8, "光伏科技"},
-    {"C3841", 0.7, "新能源"},     {"C3491", 0.6, "机器人"},     {"C3421", 0.8, "数控机床"},
-    {"C3670", 2.0, "汽车部件"},   {"C3612", 0.2, "新能源汽车"}, {"C1712", 1.5, "纺织"},
-    {"C1819", 1.5, "服饰"},       {"C3130", 1.0, "特钢"},       {"C3311", 1.5, "钢结构"},
-    {"C3360", 1.0, "表面处理"},   {"C2929", 1.5, "塑料制品"},   {"C3442", 1.0, "泵业"},
-    {"C3484", 2.5, "机械"},       {"C3074", 1.0, "陶瓷"},       {"C2641", 0.8, "涂料"},
-    {"C3824", 0.8, "电气"},       {"C3562", 0.3, "半导体设备"}, {"C3744", 0.2, "航空部件"},
-    {"F5174", 5.0, "五金"},       {"F5179", 4.0, "机电设备"},   {"F5123", 2.0, "果蔬"},
-    {"F5211", 3.0, "百货"},       {"F5212", 3.0, "超市"},       {"F5221", 2.0, "粮油"},
-    {"F5261", 1.0, "汽车销售"},   {"F5271", 1.5, "家电"},       {"F5292", 2.5, "电子商务"},
-    {"G5431", 2.5, "物流"},       {"G5920", 1.0, "仓储"},       {"G5821", 1.5, "货运代理"},
-    {"H6110", 1.0, "酒店"},       {"H6210", 3.5, "餐饮"},       {"H6220", 1.5, "快餐"},
-    {"I6513", 2.0, "软件"},       {"I6520", 0.6, "芯片设计"},   {"I6531", 1.5, "信息技术"},
-    {"I6532", 1.2, "物联网"},     {"I6410", 0.5, "网络科技"},   {"M7320", 1.5, "技术研究"},
-    {"M7340", 0.5, "医学研究"},   {"M7484", 1.5, "工程设计"},   {"M7517", 1.5, "科技服务"},
+    {"C3973", 1.2, "集成电路"},   {"C3983", 1.2, "传感科技"},     {"C3982", 1.0, "电子电路"},
+    {"C3976", 0.6, "光电科技"},   {"C3985", 0.5, "电子材料"},     {"C2720", 0.6, "制药"},
+    {"C2761", 0.4, "生物制药"},   {"C3581", 0.7, "医疗器械"},     {"C3825", 0.8, "光伏科技"},
+    {"C3841", 0.7, "新能源"},     {"C3491", 0.6, "机器人"},       {"C3421", 0.8, "数控机床"},
+    {"C3670", 2.0, "汽车部件"},   {"C3612", 0.2, "新能源汽车"},   {"C1712", 1.5, "纺织"},
+    {"C1819", 1.5, "服饰"},       {"C3130", 1.0, "特钢"},         {"C3311", 1.5, "钢结构"},
+    {"C3360", 1.0, "表面处理"},   {"C2929", 1.5, "塑料制品"},     {"C3442", 1.0, "泵业"},
+    {"C3484", 2.5, "机械"},       {"C3074", 1.0, "陶瓷"},         {"C2641", 0.8, "涂料"},
+    {"C3824", 0.8, "电气"},       {"C3562", 0.3, "半导体设备"},   {"C3744", 0.2, "航空部件"},
+    {"F5174", 5.0, "五金"},       {"F5179", 4.0, "机电设备"},     {"F5123", 2.0, "果蔬"},
+    {"F5211", 3.0, "百货"},       {"F5212", 3.0, "超市"},         {"F5221", 2.0, "粮油"},
+    {"F5261", 1.0, "汽车销售"},   {"F5271", 1.5, "家电"},         {"F5292", 2.5, "电子商务"},
+    {"G5431", 2.5, "物流"},       {"G5920", 1.0, "仓储"},         {"G5821", 1.5, "货运代理"},
+    {"H6110", 1.0, "酒店"},       {"H6210", 3.5, "餐饮"},         {"H6220", 1.5, "快餐"},
+    {"I6513", 2.0, "软件"},       {"I6520", 0.6, "芯片设计"},     {"I6531", 1.5, "信息技术"},
+    {"I6532", 1.2, "物联网"},     {"I6410", 0.5, "网络科技"},     {"M7320", 1.5, "技术研究"},
+    {"M7340", 0.5, "医学研究"},   {"M7484", 1.5, "工程设计"},     {"M7517", 1.5, "科技服务"},
     {"L7212", 2.5, "投资管理"},   {"L7241", 1.5, "企业管理咨询"}, {"L7251", 2.0, "广告"},
-    {"E4710", 1.5, "建设工程"},   {"E5011", 1.5, "装饰工程"},   {"E4910", 1.0, "电气安装"},
-    {"K7010", 1.0, "房地产开发"}, {"K7020", 1.0, "物业管理"},   {"O8111", 1.5, "汽车修理"},
-    {"O8010", 1.5, "家政服务"},   {"A0111", 1.0, "稻米"},       {"A0412", 1.0, "水产养殖"},
-    {"A0141", 1.0, "蔬菜种植"},   {"D4430", 0.5, "热力"},       {"D4416", 0.5, "光伏电站"},
-    {"Q8411", 0.5, "医院"},       {"P8391", 0.5, "职业培训"},   {"R8930", 0.5, "健身"},
+    {"E4710", 1.5, "建设工程"},   {"E5011", 1.5, "装饰工程"},     {"E4910", 1.0, "电气安装"},
+    {"K7010", 1.0, "房地产开发"}, {"K7020", 1.0, "物业管理"},     {"O8111", 1.5, "汽车修理"},
+    {"O8010", 1.5, "家政服务"},   {"A0111", 1.0, "稻米"},         {"A0412", 1.0, "水产养殖"},
+    {"A0141", 1.0, "蔬菜种植"},   {"D4430", 0.5, "热力"},         {"D4416", 0.5, "光伏电站"},
+    {"Q8411", 0.5, "医院"},       {"P8391", 0.5, "职业培训"},     {"R8930", 0.5, "健身"},
     {"J6631", 0.5, "融资租赁"},   {"N7724", 0.5, "环保"},
 };
 #define GEN_NIND (sizeof gen_industries / sizeof gen_industries[0])
@@ -151,10 +151,10 @@ gen_t *gen_new(const taxonomy_t *tax, const rules_t *rules, uint64_t seed, int32
     g->ntags = taxonomy_count(tax, TAX_ENTERPRISE);
     g->words = bitset_words(g->ntags);
     g->npolicy_tags = taxonomy_count(tax, TAX_POLICY);
-    static const char *const pool_classes[] = {
-        "zone",    "ownership", "listing", "innovation", "ip",  "digital",
-        "green",   "trade",     "talent",  "employment", "finance", "honour",
-        "agri",    "culture_tourism", "negative"};
+    static const char *const pool_classes[] = {"zone",   "ownership",       "listing", "innovation",
+                                               "ip",     "digital",         "green",   "trade",
+                                               "talent", "employment",      "finance", "honour",
+                                               "agri",   "culture_tourism", "negative"};
     for (unsigned i = 0; i < g->ntags; i++) {
         const tax_tag_t *t = taxonomy_tag(tax, TAX_ENTERPRISE, i);
         rng_t r = rng_for(seed, 7, i);
@@ -247,12 +247,12 @@ static void gen_attrs(const gen_t *g, uint32_t i, gen_ent_t *e) {
     memcpy(e->industry, ind->code, 6);
     /* Employees: mostly micro, a long tail of larger firms. */
     double u = rng_unit(&r);
-    int emp = kind == 1   ? 1 + (int)rng_below(&r, 8)
-              : u < 0.55  ? 1 + (int)rng_below(&r, 19)
-              : u < 0.82  ? 20 + (int)rng_below(&r, 80)
-              : u < 0.94  ? 100 + (int)rng_below(&r, 200)
-              : u < 0.99  ? 300 + (int)rng_below(&r, 700)
-                          : 1000 + (int)rng_below(&r, 9000);
+    int emp = kind == 1  ? 1 + (int)rng_below(&r, 8)
+              : u < 0.55 ? 1 + (int)rng_below(&r, 19)
+              : u < 0.82 ? 20 + (int)rng_below(&r, 80)
+              : u < 0.94 ? 100 + (int)rng_below(&r, 200)
+              : u < 0.99 ? 300 + (int)rng_below(&r, 700)
+                         : 1000 + (int)rng_below(&r, 9000);
     double per_head = 15 + 120 * rng_unit(&r); /* 10k CNY of revenue per employee */
     double rev = floor(emp * per_head * (0.5 + rng_unit(&r)) * 10) / 10;
     if (rng_unit(&r) > 0.03) {
@@ -267,7 +267,7 @@ static void gen_attrs(const gen_t *g, uint32_t i, gen_ent_t *e) {
     e->founded = g->today - 1 - (int32_t)rng_below(&r, (unsigned)span);
     snprintf(e->name, sizeof e->name, "%s%s%s%s", kind == 0 ? "无锡" : gen_district_names[d],
              gen_brands[rng_below(&r, GEN_NBRANDS)], ind->word,
-             kind == 0 ? (rng_unit(&r) < 0.1 ? "股份有限公司" : "有限公司")
+             kind == 0   ? (rng_unit(&r) < 0.1 ? "股份有限公司" : "有限公司")
              : kind == 1 ? "经营部"
                          : "专业合作社");
     /* Qualifications; validity-bound ones issued in the last five years. */
@@ -355,17 +355,22 @@ void gen_policy(const gen_t *g, uint32_t j, rule_t *rl, uint16_t *ptags, unsigne
     memset(rl, 0, sizeof *rl);
     /* Tag bands by class: frequent (district, size, entity, age, sector), mid
      * (divisions, bands, common titles) and the long tail (pool, qualifications). */
-    static const char *const frequent[] = {"size.sme",    "size.micro",     "size.small",
-                                           "entity.company", "age.lt3",     "age.3to10",
-                                           "age.gt10",    "ind.c",          "ind.f",
-                                           "staff.lt10",  "staff.10_49",    "rev.lt100",
-                                           "rev.100_499", "rev.500_1999"};
-    static const char *const mid[] = {
-        "size.medium",  "size.above_designated", "ind.c39",     "ind.c34",    "ind.c38",
-        "ind.c36",      "ind.i65",               "ind.m73",     "ind.h62",    "ind.f51",
-        "ind.f52",      "ind.l72",               "staff.50_99", "staff.100_299",
-        "rev.2000_9999", "qual.hightech",        "qual.tech_sme", "sig.ic",   "sig.iot",
-        "sig.software", "sig.new_energy",        "sig.biomed",  "entity.individual"};
+    static const char *const frequent[] = {
+        "size.sme",    "size.micro", "size.small",  "entity.company", "age.lt3",
+        "age.3to10",   "age.gt10",   "ind.c",       "ind.f",          "staff.lt10",
+        "staff.10_49", "rev.lt100",  "rev.100_499", "rev.500_1999"};
+    static const char *const mid[] = {"size.medium",      "size.above_designated",
+                                      "ind.c39",          "ind.c34",
+                                      "ind.c38",          "ind.c36",
+                                      "ind.i65",          "ind.m73",
+                                      "ind.h62",          "ind.f51",
+                                      "ind.f52",          "ind.l72",
+                                      "staff.50_99",      "staff.100_299",
+                                      "rev.2000_9999",    "qual.hightech",
+                                      "qual.tech_sme",    "sig.ic",
+                                      "sig.iot",          "sig.software",
+                                      "sig.new_energy",   "sig.biomed",
+                                      "entity.individual"};
     unsigned nall_w[4] = {35, 35, 22, 8};
     double w4[4] = {nall_w[0], nall_w[1], nall_w[2], nall_w[3]};
     unsigned nall = 1 + rng_pick(&r, w4, 4);
@@ -407,10 +412,10 @@ void gen_policy(const gen_t *g, uint32_t j, rule_t *rl, uint16_t *ptags, unsigne
     double nw[3] = {40, 40, 20};
     unsigned nnone = rng_pick(&r, nw, 3);
     for (unsigned k = 0; k < nnone; k++) {
-        rl->none[rl->nnone++] = k == 0 && rng_unit(&r) < 0.7
-                                    ? (uint16_t)taxonomy_find(g->tax, TAX_ENTERPRISE,
-                                                              "neg.dishonest", 13)
-                                    : g->negative[rng_below(&r, g->nnegative)];
+        rl->none[rl->nnone++] =
+            k == 0 && rng_unit(&r) < 0.7
+                ? (uint16_t)taxonomy_find(g->tax, TAX_ENTERPRISE, "neg.dishonest", 13)
+                : g->negative[rng_below(&r, g->nnegative)];
     }
     rule_normalize(rl, g->ntags);
     *nptags = 1 + rng_below(&r, 3);
@@ -425,12 +430,12 @@ void gen_policy(const gen_t *g, uint32_t j, rule_t *rl, uint16_t *ptags, unsigne
 
 size_t gen_ndjson(const gen_t *g, const gen_ent_t *e, char *out, size_t outlen) {
     size_t n = 0;
-#define GEN_PUT(...)                                                                               \
-    do {                                                                                           \
-        int k_ = snprintf(out + n, outlen - n, __VA_ARGS__);                                       \
-        if (k_ > 0) {                                                                              \
-            n += (size_t)k_ < outlen - n ? (size_t)k_ : outlen - n - 1;                            \
-        }                                                                                          \
+#define GEN_PUT(...)                                                    \
+    do {                                                                \
+        int k_ = snprintf(out + n, outlen - n, __VA_ARGS__);            \
+        if (k_ > 0) {                                                   \
+            n += (size_t)k_ < outlen - n ? (size_t)k_ : outlen - n - 1; \
+        }                                                               \
     } while (0)
     char date[11];
     date_format(e->founded, date);

@@ -13,8 +13,8 @@
  * the measured traffic runs. Output: one JSON object with counts and latency
  * percentiles (ms). Mixes: read (packages 70%, enterprise reads 25%, audience
  * counts 5%), mixed (packages 60%, reads 20%, audiences 5%, PATCH writes 15%),
- * write (PATCH only), package (packages only: no Redis involved). HTTP/1.1 keep-alive on loopback; answers are framed by
- * Content-Length, which huiqid always sends. */
+ * write (PATCH only), package (packages only: no Redis involved). HTTP/1.1 keep-alive on loopback;
+ * answers are framed by Content-Length, which huiqid always sends. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -30,7 +30,7 @@
 #include <unistd.h>
 #include <uv.h>
 
-#define LG_MAX_REQ 1024
+#define LG_MAX_REQ  1024
 #define LG_HBUCKETS (64 * 40) /* 64 sub-buckets per power of two, 1 µs .. ~2^40 µs */
 
 typedef struct lg_hist {
@@ -111,12 +111,12 @@ struct lg {
     unsigned npolicies;
     lg_conn_t *conns;
     lg_conn_t *slow;
-    int tfd;           /* timerfd: libuv timers have 1 ms granularity, too coarse here */
+    int tfd; /* timerfd: libuv timers have 1 ms granularity, too coarse here */
     uv_poll_t tick;
     uv_signal_t sigint, sigterm; /* stop early: the results so far are printed */
     uint64_t start_ns, end_ns;
-    uint64_t issued;     /* requests that became due */
-    uint64_t *queue;     /* due times of requests waiting for a connection */
+    uint64_t issued; /* requests that became due */
+    uint64_t *queue; /* due times of requests waiting for a connection */
     size_t qhead, qtail, qcap;
     uint64_t sent, done, errors, status[6], conn_errors, reconnects;
     lg_hist_t all, reads, writes;
@@ -479,7 +479,8 @@ static void lg_slow_start(lg_t *g) {
         c->slow = 1;
         c->outlen = (size_t)snprintf(c->out, sizeof c->out,
                                      "GET /v1/tags?vocab=policy HTTP/1.1\r\nHost: slow\r\n"
-                                     "X-Padding: %0200d\r\n\r\n", 0);
+                                     "X-Padding: %0200d\r\n\r\n",
+                                     0);
         uv_tcp_init(g->loop, &c->tcp);
         c->tcp.data = c;
         c->creq.data = c;
@@ -539,9 +540,9 @@ int main(int argc, char **argv) {
     g.npolicies = 12;
     g.key = getenv("HUIQI_KEY");
     static const struct option opts[] = {
-        {"host", 1, 0, 'h'},     {"port", 1, 0, 'p'},       {"key", 1, 0, 'k'},
-        {"rate", 1, 0, 'r'},     {"duration", 1, 0, 'd'},   {"conns", 1, 0, 'c'},
-        {"mix", 1, 0, 'm'},      {"usccs", 1, 0, 'u'},      {"policies", 1, 0, 'P'},
+        {"host", 1, 0, 'h'},       {"port", 1, 0, 'p'},     {"key", 1, 0, 'k'},
+        {"rate", 1, 0, 'r'},       {"duration", 1, 0, 'd'}, {"conns", 1, 0, 'c'},
+        {"mix", 1, 0, 'm'},        {"usccs", 1, 0, 'u'},    {"policies", 1, 0, 'P'},
         {"slow-conns", 1, 0, 's'}, {"tick-us", 1, 0, 't'},  {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {

@@ -28,7 +28,7 @@
 /* Deferred items this process remembers, all endpoints together (about 100
  * bytes each), so it can call them back early (see recall_deferred); the rest
  * come back when due. */
-#define PUSH_RECALL_KNOWN   65536
+#define PUSH_RECALL_KNOWN    65536
 #define PUSH_RECALL_EVERY_MS 100
 
 typedef struct pitem {
@@ -949,8 +949,7 @@ void push_kick(push_t *p) {
     }
 }
 
-push_t *push_new(uv_loop_t *loop, store_t *store, const push_opts_t *opts,
-                 const push_app_t *app) {
+push_t *push_new(uv_loop_t *loop, store_t *store, const push_opts_t *opts, const push_app_t *app) {
     push_t *p = xcalloc(1, sizeof *p);
     p->loop = loop;
     p->store = store;

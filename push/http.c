@@ -262,14 +262,16 @@ static void http_check_done(pushhttp_t *h) {
                    code == CURLE_RECV_ERROR || code == CURLE_SEND_ERROR ||
                    code == CURLE_GOT_NOTHING) {
             r.outcome = PUSHHTTP_CONNECT;
-            snprintf(r.error, sizeof r.error, "%.150s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(code));
+            snprintf(r.error, sizeof r.error, "%.150s",
+                     x->errbuf[0] ? x->errbuf : curl_easy_strerror(code));
         } else if (code == CURLE_WRITE_ERROR && x->received > PUSHHTTP_MAX_RESPONSE) {
             /* The answer arrived; only its body was too long to read. */
             r.outcome = PUSHHTTP_OK;
             curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r.status);
         } else {
             r.outcome = PUSHHTTP_ERROR;
-            snprintf(r.error, sizeof r.error, "%.150s", x->errbuf[0] ? x->errbuf : curl_easy_strerror(code));
+            snprintf(r.error, sizeof r.error, "%.150s",
+                     x->errbuf[0] ? x->errbuf : curl_easy_strerror(code));
         }
         curl_multi_remove_handle(h->multi, e);
         curl_easy_cleanup(e);

@@ -17,19 +17,19 @@
 typedef struct pushhttp pushhttp_t;
 
 enum {
-    PUSHHTTP_OK = 0,      /* an HTTP answer arrived (any status) */
-    PUSHHTTP_TIMEOUT,     /* no complete answer in time */
-    PUSHHTTP_CONNECT,     /* connection refused or reset, DNS failure */
-    PUSHHTTP_BLOCKED,     /* the address is not allowed (SSRF policy) */
-    PUSHHTTP_ERROR,       /* anything else */
+    PUSHHTTP_OK = 0,  /* an HTTP answer arrived (any status) */
+    PUSHHTTP_TIMEOUT, /* no complete answer in time */
+    PUSHHTTP_CONNECT, /* connection refused or reset, DNS failure */
+    PUSHHTTP_BLOCKED, /* the address is not allowed (SSRF policy) */
+    PUSHHTTP_ERROR,   /* anything else */
 };
 
 typedef struct pushhttp_result {
-    int outcome;      /* PUSHHTTP_* */
-    long status;      /* HTTP status when outcome is OK */
+    int outcome; /* PUSHHTTP_* */
+    long status; /* HTTP status when outcome is OK */
     double latency_ms;
     int64_t retry_after_s; /* from a Retry-After header (seconds), or -1 */
-    char error[160];  /* a short reason when not OK */
+    char error[160];       /* a short reason when not OK */
 } pushhttp_result_t;
 
 typedef void (*pushhttp_cb)(void *arg, const pushhttp_result_t *r);

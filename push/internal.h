@@ -23,11 +23,11 @@ struct push {
     /* endpoints: open addressing by key */
     push_ep_t **eps;
     size_t neps, capeps;
-    unsigned pending;  /* items read from the queue and not yet recorded */
-    unsigned inflight; /* HTTP requests in flight */
+    unsigned pending;      /* items read from the queue and not yet recorded */
+    unsigned inflight;     /* HTTP requests in flight */
     size_t deferred_known; /* deferred items remembered by endpoints, for recall */
     int reading;
-    int recover;  /* re-read entries this consumer took before (a crash, a drop) */
+    int recover; /* re-read entries this consumer took before (a crash, a drop) */
     int was_ready;
     int moving;
     uint64_t last_move_ms;

@@ -32,7 +32,7 @@ struct push_job {
     uint32_t next_cursor;
     int done_walk; /* this step reached the end of the audience */
     int in_step;
-    int waiting;   /* due, but other jobs' steps hold the turn */
+    int waiting; /* due, but other jobs' steps hold the turn */
     int closing;
     uv_timer_t timer;
     uint32_t ords[JOB_CHUNK];

@@ -19,13 +19,13 @@ typedef struct push push_t;
 
 /* One delivery as queued (all strings NUL-terminated, possibly empty). */
 typedef struct push_item {
-    const char *id;  /* the webhook-id, stable across attempts */
-    const char *ev;  /* policy.matched, package.batch, policy.granted, ... */
-    const char *wh;  /* webhook id, or "ent" for an enterprise's own endpoint */
-    const char *pol; /* policy id */
-    const char *u;   /* credit code, or a comma list for package.batch */
-    const char *job; /* job id or "" */
-    const char *url; /* the endpoint for "ent" */
+    const char *id;              /* the webhook-id, stable across attempts */
+    const char *ev;              /* policy.matched, package.batch, policy.granted, ... */
+    const char *wh;              /* webhook id, or "ent" for an enterprise's own endpoint */
+    const char *pol;             /* policy id */
+    const char *u;               /* credit code, or a comma list for package.batch */
+    const char *job;             /* job id or "" */
+    const char *url;             /* the endpoint for "ent" */
     const char *added, *removed; /* enterprise.package_changed */
     /* When the notice was queued (from its stream entry id), 0 when unknown: the
      * body's timestamp, so a notice sent again after a crash, before its body was
@@ -36,8 +36,7 @@ typedef struct push_item {
 /* The app's answer to a render request: 0 with the body to send; -ECANCELED when
  * the notice must expire (its policy was withdrawn or closed), with a reason; any
  * other error retries later. */
-typedef void (*push_render_done)(void *ctx, int rc, const char *body, size_t len,
-                                 const char *why);
+typedef void (*push_render_done)(void *ctx, int rc, const char *body, size_t len, const char *why);
 
 typedef struct push_app {
     void *app;
@@ -53,13 +52,13 @@ typedef struct push_app {
 
 typedef struct push_opts {
     ssrf_policy_t ssrf;
-    unsigned timeout_ms;           /* a 2xx within this is a success (15,000) */
-    int64_t schedule_ms[16];       /* delay before attempt 2, 3, ...; a failure after the
-                                      last one is final */
+    unsigned timeout_ms;     /* a 2xx within this is a success (15,000) */
+    int64_t schedule_ms[16]; /* delay before attempt 2, 3, ...; a failure after the
+                                last one is final */
     unsigned nschedule;
-    int64_t disable_after_ms;      /* an endpoint failing this long is disabled */
-    unsigned max_inflight;         /* requests in flight in all */
-    unsigned endpoint_inflight;    /* default per endpoint */
+    int64_t disable_after_ms;   /* an endpoint failing this long is disabled */
+    unsigned max_inflight;      /* requests in flight in all */
+    unsigned endpoint_inflight; /* default per endpoint */
 } push_opts_t;
 
 /* The default schedule: immediately, then after 5 s, 5 min, 30 min, 2 h, 5 h,
@@ -68,8 +67,7 @@ void push_opts_default(push_opts_t *o);
 /* Parses "5s,5m,30m,2h" (units s, m, h, d; 0 allowed) into the schedule. */
 int push_schedule_parse(push_opts_t *o, const char *text);
 
-push_t *push_new(uv_loop_t *loop, store_t *store, const push_opts_t *opts,
-                 const push_app_t *app);
+push_t *push_new(uv_loop_t *loop, store_t *store, const push_opts_t *opts, const push_app_t *app);
 /* Stops reading the queue, aborts requests in flight (their entries stay in the
  * queue for the next start) and calls done(arg). */
 void push_close(push_t *p, void (*done)(void *), void *arg);

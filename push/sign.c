@@ -92,13 +92,14 @@ static int sig_v1_raw(const whsig_secret_t *s, const char *id, int64_t ts, const
         return -EINVAL;
     }
     unsigned int maclen = 0;
-    uint8_t *ok = HMAC(EVP_sha256(), s->key, (int)s->len, (const unsigned char *)c, n, mac, &maclen);
+    uint8_t *ok =
+        HMAC(EVP_sha256(), s->key, (int)s->len, (const unsigned char *)c, n, mac, &maclen);
     free(c);
     return ok && maclen == 32 ? 0 : -EIO;
 }
 
-int whsig_sign_v1(const whsig_secret_t *s, const char *id, int64_t ts, const char *body,
-                  size_t len, char *out, size_t outlen) {
+int whsig_sign_v1(const whsig_secret_t *s, const char *id, int64_t ts, const char *body, size_t len,
+                  char *out, size_t outlen) {
     uint8_t mac[32];
     int rc = sig_v1_raw(s, id, ts, body, len, mac);
     if (rc) {
@@ -208,8 +209,8 @@ bool whsig_equal(const void *a, const void *b, size_t n) {
 }
 
 int whsig_verify(const char *header, const whsig_secret_t *secrets, unsigned nsecrets,
-                 const char *whpk, const char *id, const char *ts, int64_t now,
-                 int64_t tolerance, const char *body, size_t len) {
+                 const char *whpk, const char *id, const char *ts, int64_t now, int64_t tolerance,
+                 const char *body, size_t len) {
     char *end = NULL;
     long long t = strtoll(ts, &end, 10);
     if (ts[0] == '\0' || *end != '\0' || strlen(header) > WHSIG_MAX_HEADER || strchr(id, '.')) {

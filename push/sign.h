@@ -28,8 +28,8 @@ int whsig_secret_generate(whsig_secret_t *out, char *text, size_t textlen);
 
 /* Appends "v1,<signature>" for (id, ts, body) to 'out' ('outlen' bytes, always
  * NUL-terminated). Returns 0 or -ENOSPC. */
-int whsig_sign_v1(const whsig_secret_t *s, const char *id, int64_t ts, const char *body,
-                  size_t len, char *out, size_t outlen);
+int whsig_sign_v1(const whsig_secret_t *s, const char *id, int64_t ts, const char *body, size_t len,
+                  char *out, size_t outlen);
 
 /* A new ed25519 key pair as "whsk_..." and "whpk_..." (each at least 64 bytes). */
 int whsig_ed25519_generate(char *sk, size_t sklen, char *pk, size_t pklen);
@@ -44,8 +44,8 @@ int whsig_ed25519_public(const char *whsk, char *pk, size_t pklen);
  * compared in constant time; -ETIME when |now - ts| > tolerance seconds;
  * -EBADMSG when no signature matches; -EINVAL when the inputs are malformed. */
 int whsig_verify(const char *header, const whsig_secret_t *secrets, unsigned nsecrets,
-                 const char *whpk, const char *id, const char *ts, int64_t now,
-                 int64_t tolerance, const char *body, size_t len);
+                 const char *whpk, const char *id, const char *ts, int64_t now, int64_t tolerance,
+                 const char *body, size_t len);
 
 /* Whether the 'n' bytes at 'a' and 'b' are equal, in a time that depends on 'n'
  * alone (OpenSSL's CRYPTO_memcmp): how signatures are compared, never with

@@ -12,8 +12,8 @@
 #include "store/mirror.h"
 #include "store/store.h"
 
-#define STORE_CHUNK    128u /* ordinals per hq:idx:<n> hash: small enough for listpack */
-#define STORE_KEY_MAX  96u
+#define STORE_CHUNK       128u /* ordinals per hq:idx:<n> hash: small enough for listpack */
+#define STORE_KEY_MAX     96u
 #define STORE_LOAD_WINDOW 64u /* chunk reads in flight while loading */
 
 enum {

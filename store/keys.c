@@ -41,10 +41,10 @@ static void key_on_records(void *arg, redisReply *r) {
 
 static void key_on_created(void *arg, redisReply *r) {
     key_op_t *op = arg;
-    int rc = r == NULL                          ? -EIO
-             : r->type != REDIS_REPLY_INTEGER   ? -EPROTO
-             : r->integer == 0                  ? -EEXIST
-                                                : 0;
+    int rc = r == NULL                        ? -EIO
+             : r->type != REDIS_REPLY_INTEGER ? -EPROTO
+             : r->integer == 0                ? -EEXIST
+                                              : 0;
     op->cb(op->arg, rc, NULL, 0);
     free(op);
 }

@@ -13,12 +13,12 @@
 
 enum { LINK_DOWN, LINK_CONNECTING, LINK_UP, LINK_CLOSING };
 
-#define LINK_TICK_MS      100u
-#define LINK_BACKOFF_MIN  50u
+#define LINK_TICK_MS     100u
+#define LINK_BACKOFF_MIN 50u
 /* With +25% jitter the next attempt comes at most 1.25 s after Redis is back, which
  * leaves room for the reload and a busy loop within the 2 s of reliability.md A1
  * (a 1.5 s cap measured up to 1.80 s from Redis answering PING to /readyz 200). */
-#define LINK_BACKOFF_MAX  1000u
+#define LINK_BACKOFF_MAX 1000u
 
 typedef struct link_cmd {
     struct link_cmd *prev, *next;
@@ -174,8 +174,8 @@ static void link_connect(store_link_t *l) {
     if (l->state == LINK_CLOSING || l->ac != NULL) {
         return;
     }
-    redisAsyncContext *ac = l->unix_path ? redisAsyncConnectUnix(l->unix_path)
-                                         : redisAsyncConnect(l->host, l->o.port);
+    redisAsyncContext *ac =
+        l->unix_path ? redisAsyncConnectUnix(l->unix_path) : redisAsyncConnect(l->host, l->o.port);
     if (ac == NULL || ac->err) {
         if (ac) {
             redisAsyncFree(ac);

@@ -206,9 +206,10 @@ int store_wh_put(store_t *s, uint32_t id, const store_wh_in_t *in, store_wh_cb c
     snprintf(rate, sizeof rate, "%.3f", in->rate);
     snprintf(infl, sizeof infl, "%u", in->inflight);
     snprintf(batch, sizeof batch, "%u", in->batch);
-    const char *args[13] = {sid,  ver,   now,   in->doc, in->url, ev,
-                            w->secrets, w->sk, rate, infl, batch,
-                            in->disabled ? "disabled" : "active", w->reason};
+    const char *args[13] = {sid,      ver,  now,        in->doc,
+                            in->url,  ev,   w->secrets, w->sk,
+                            rate,     infl, batch,      in->disabled ? "disabled" : "active",
+                            w->reason};
     size_t lens[13];
     for (int i = 0; i < 13; i++) {
         lens[i] = strlen(args[i]);
@@ -258,8 +259,8 @@ int store_wh_health(store_t *s, uint32_t id, int64_t failing_since_ms, int disab
         free(w->reason);
         w->reason = xstrdup(reason ? reason : "");
         /* Unsubscribe at once so jobs stop queueing for it. */
-        const char *argv[8] = {"HSET", key, "failing_since", fs, "state", "disabled", "reason",
-                               w->reason};
+        const char *argv[8] = {"HSET",  key,        "failing_since", fs,
+                               "state", "disabled", "reason",        w->reason};
         size_t lens[8];
         for (int i = 0; i < 8; i++) {
             lens[i] = strlen(argv[i]);
@@ -429,8 +430,7 @@ int store_job_create(store_t *s, uint32_t policy, const char *kind, int mode, ui
 }
 
 int store_job_step(store_t *s, uint64_t job, uint32_t policy, uint32_t cursor, uint32_t next,
-                   const uint32_t *ords, const char *keys, size_t n, store_step_cb cb,
-                   void *arg) {
+                   const uint32_t *ords, const char *keys, size_t n, store_step_cb cb, void *arg) {
     int rc = push_writable(s);
     if (rc) {
         return rc;
@@ -448,7 +448,7 @@ int store_job_step(store_t *s, uint64_t job, uint32_t policy, uint32_t cursor, u
         args[i] = fixed[i];
         lens[i] = strlen(fixed[i]);
     }
-    char (*ordtxt)[12] = xcalloc(n + 1, sizeof *ordtxt);
+    char(*ordtxt)[12] = xcalloc(n + 1, sizeof *ordtxt);
     for (size_t i = 0; i < n; i++) {
         snprintf(ordtxt[i], sizeof ordtxt[i], "%u", ords[i]);
         args[5 + 2 * i] = ordtxt[i];
@@ -522,8 +522,8 @@ int store_job_matches(store_t *s, uint64_t job, uint64_t start, unsigned count, 
 
 int store_push_enterprise(store_t *s, const char *uscc, uint32_t ord,
                           const store_push_pol_t *policies, size_t n, const uint32_t *added,
-                          size_t nadded, const uint32_t *removed, size_t nremoved,
-                          store_step_cb cb, void *arg) {
+                          size_t nadded, const uint32_t *removed, size_t nremoved, store_step_cb cb,
+                          void *arg) {
     int rc = push_writable(s);
     if (rc) {
         return rc;
@@ -540,7 +540,7 @@ int store_push_enterprise(store_t *s, const char *uscc, uint32_t ord,
     for (int i = 0; i < 4; i++) {
         args[i] = head[i];
     }
-    char (*txt)[24] = xcalloc(3 * n + 1, sizeof *txt);
+    char(*txt)[24] = xcalloc(3 * n + 1, sizeof *txt);
     for (size_t i = 0; i < n; i++) {
         snprintf(txt[3 * i], 24, "%u", policies[i].id);
         snprintf(txt[3 * i + 1], 24, "%s", policies[i].mode == STORE_MODE_AUTO ? "auto" : "apply");
@@ -605,8 +605,8 @@ static void q_on_reply(void *arg, redisReply *r) {
     }
     size_t cap = 0;
     const redisReply *entries = NULL;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 && r->element[0]->type == REDIS_REPLY_ARRAY &&
-        r->element[0]->elements == 2) {
+    if (r->type == REDIS_REPLY_ARRAY && r->elements > 0 &&
+        r->element[0]->type == REDIS_REPLY_ARRAY && r->element[0]->elements == 2) {
         entries = r->element[0]->element[1];
     }
     if (entries == NULL || entries->type != REDIS_REPLY_ARRAY) {
@@ -616,7 +616,8 @@ static void q_on_reply(void *arg, redisReply *r) {
     }
     for (size_t i = 0; i < entries->elements; i++) {
         const redisReply *e = entries->element[i];
-        if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 && e->element[1]->type == REDIS_REPLY_ARRAY) {
+        if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+            e->element[1]->type == REDIS_REPLY_ARRAY) {
             cap += 2 + e->element[1]->elements / 2;
         } else {
             cap += 2;
@@ -654,7 +655,7 @@ int store_q_read(store_t *s, unsigned count, int pending, store_hash_cb cb, void
     }
     char cnt[16];
     snprintf(cnt, sizeof cnt, "%u", count);
-    const char *argv[9] = {"XREADGROUP", "GROUP", "push",   "huiqid", "COUNT",
+    const char *argv[9] = {"XREADGROUP", "GROUP",   "push", "huiqid",           "COUNT",
                            cnt,          "STREAMS", "hq:q", pending ? "0" : ">"};
     cb_op_t *op = cb_op_new(s, arg);
     op->cb.hash = cb;
@@ -709,8 +710,7 @@ int store_q_recall(store_t *s, const char *const *ids, const int64_t *due_ms, un
     cb_op_t *op = cb_op_new(s, arg);
     op->cb.id = cb;
     /* The command is formatted before this returns: the arguments may go. */
-    rc = send_eval_on(s, ON_BULK, op, id_on_reply, STORE_SCRIPT_Q_RECALL, (int)(2 * n), args,
-                      lens);
+    rc = send_eval_on(s, ON_BULK, op, id_on_reply, STORE_SCRIPT_Q_RECALL, (int)(2 * n), args, lens);
     free(due);
     free(lens);
     free(args);
@@ -731,9 +731,19 @@ int store_dlv_record(store_t *s, const store_dlv_rec_t *d, store_id_cb cb, void 
     snprintf(att, sizeof att, "%u", d->attempts);
     snprintf(st, sizeof st, "%ld", d->status);
     snprintf(nf, sizeof nf, "%u", d->nfields / 2);
-    const char *fixed[13] = {d->id,  d->sid ? d->sid : "", d->outcome, now, next, att, st,
-                             d->error ? d->error : "", d->attempt, d->job ? d->job : "",
-                             d->wh ? d->wh : "", d->body ? d->body : "", nf};
+    const char *fixed[13] = {d->id,
+                             d->sid ? d->sid : "",
+                             d->outcome,
+                             now,
+                             next,
+                             att,
+                             st,
+                             d->error ? d->error : "",
+                             d->attempt,
+                             d->job ? d->job : "",
+                             d->wh ? d->wh : "",
+                             d->body ? d->body : "",
+                             nf};
     for (int i = 0; i < 13; i++) {
         args[i] = fixed[i];
         /* The body is bytes with a length, not a C string. */
@@ -823,8 +833,8 @@ static void cfg_on_reply(void *arg, redisReply *r) {
     if (rc || r->elements < 2 || r->element[1]->type != REDIS_REPLY_STRING) {
         op->cb.hash(op->arg, rc ? rc : -EPROTO, NULL, 0);
     } else {
-        store_kv_t kv = {.k = "value", .klen = 5, .v = r->element[1]->str,
-                         .vlen = r->element[1]->len};
+        store_kv_t kv = {
+            .k = "value", .klen = 5, .v = r->element[1]->str, .vlen = r->element[1]->len};
         op->cb.hash(op->arg, 0, &kv, 1);
     }
     free(op);

@@ -10,33 +10,33 @@
  * notice go out once, whatever reruns a job or a restart cause). Returns the
  * deliveries queued, or -1 when it had been notified before. Delivery ids are
  * derived from what they are about, so a repeat can only ever carry the same id. */
-#define NOTIFY_LUA                                                                               \
-    "local function notify(pol, mode, pver, ord, u, job, now, subm, subg)\n"                    \
-    "  if redis.call('SETBIT', 'hq:sent:' .. pol, ord, 1) == 1 then return -1 end\n"           \
-    "  local n = 0\n"                                                                        \
-    "  for _, w in ipairs(subm) do\n"                                                        \
-    "    redis.call('XADD', 'hq:q', '*', 'id', 'msg_' .. pol .. '_' .. u .. '_' .. w,\n"     \
-    "      'ev', 'policy.matched', 'wh', w, 'pol', pol, 'u', u, 'job', job)\n"             \
-    "    n = n + 1\n"                                                                        \
-    "  end\n"                                                                                \
-    "  local own = redis.call('HGET', 'hq:entwh', u)\n"                                      \
-    "  if own then\n"                                                                        \
-    "    redis.call('XADD', 'hq:q', '*', 'id', 'msg_' .. pol .. '_' .. u .. '_ent',\n"      \
-    "      'ev', 'policy.matched', 'wh', 'ent', 'url', own, 'pol', pol, 'u', u, 'job', job)\n" \
-    "    n = n + 1\n"                                                                        \
-    "  end\n"                                                                                \
-    "  if mode == 'auto' then\n"                                                             \
-    "    redis.call('HSETNX', 'hq:grant:' .. pol, u, now .. ':' .. pver)\n"                  \
-    "    for _, w in ipairs(subg) do\n"                                                      \
+#define NOTIFY_LUA                                                                                 \
+    "local function notify(pol, mode, pver, ord, u, job, now, subm, subg)\n"                       \
+    "  if redis.call('SETBIT', 'hq:sent:' .. pol, ord, 1) == 1 then return -1 end\n"               \
+    "  local n = 0\n"                                                                              \
+    "  for _, w in ipairs(subm) do\n"                                                              \
+    "    redis.call('XADD', 'hq:q', '*', 'id', 'msg_' .. pol .. '_' .. u .. '_' .. w,\n"           \
+    "      'ev', 'policy.matched', 'wh', w, 'pol', pol, 'u', u, 'job', job)\n"                     \
+    "    n = n + 1\n"                                                                              \
+    "  end\n"                                                                                      \
+    "  local own = redis.call('HGET', 'hq:entwh', u)\n"                                            \
+    "  if own then\n"                                                                              \
+    "    redis.call('XADD', 'hq:q', '*', 'id', 'msg_' .. pol .. '_' .. u .. '_ent',\n"             \
+    "      'ev', 'policy.matched', 'wh', 'ent', 'url', own, 'pol', pol, 'u', u, 'job', job)\n"     \
+    "    n = n + 1\n"                                                                              \
+    "  end\n"                                                                                      \
+    "  if mode == 'auto' then\n"                                                                   \
+    "    redis.call('HSETNX', 'hq:grant:' .. pol, u, now .. ':' .. pver)\n"                        \
+    "    for _, w in ipairs(subg) do\n"                                                            \
     "      redis.call('XADD', 'hq:q', '*', 'id', 'msg_' .. pol .. '_' .. u .. '_' .. w .. '_g',\n" \
-    "        'ev', 'policy.granted', 'wh', w, 'pol', pol, 'u', u, 'job', job)\n"           \
-    "      n = n + 1\n"                                                                      \
-    "    end\n"                                                                              \
-    "  end\n"                                                                                \
-    "  return n\n"                                                                           \
-    "end\n"                                                                                  \
-    "local function batch_of(w)\n"                                                           \
-    "  return tonumber(redis.call('HGET', 'hq:wh:' .. w, 'batch')) or 500\n"                 \
+    "        'ev', 'policy.granted', 'wh', w, 'pol', pol, 'u', u, 'job', job)\n"                   \
+    "      n = n + 1\n"                                                                            \
+    "    end\n"                                                                                    \
+    "  end\n"                                                                                      \
+    "  return n\n"                                                                                 \
+    "end\n"                                                                                        \
+    "local function batch_of(w)\n"                                                                 \
+    "  return tonumber(redis.call('HGET', 'hq:wh:' .. w, 'batch')) or 500\n"                       \
     "end\n"
 
 /* Shared by JOB_CREATE and POL_STATUS: a new running job for policy 'pol' (its
@@ -60,18 +60,19 @@
  * queue, marked as a retry (its record keeps the body and the attempts), and as a
  * replay when 'replay' is true. Returns false, queueing nothing, when it has no
  * record. Leaving the retry set is the caller's step. */
-#define Q_REQUEUE_LUA                                                                          \
-    "local function requeue(id, replay)\n"                                                     \
-    "  local k = 'hq:dlv:' .. id\n"                                                            \
-    "  local f = redis.call('HMGET', k, 'ev', 'wh', 'pol', 'u', 'job', 'url', 'added', 'removed')\n" \
-    "  if not f[1] then return false end\n"                                                    \
+#define Q_REQUEUE_LUA                                                                            \
+    "local function requeue(id, replay)\n"                                                       \
+    "  local k = 'hq:dlv:' .. id\n"                                                              \
+    "  local f = redis.call('HMGET', k, 'ev', 'wh', 'pol', 'u', 'job', 'url', 'added', "         \
+    "'removed')\n"                                                                               \
+    "  if not f[1] then return false end\n"                                                      \
     "  local a = {'id', id, 'ev', f[1], 'wh', f[2] or '', 'pol', f[3] or '', 'u', f[4] or '',\n" \
     "    'job', f[5] or '', 'url', f[6] or '', 'added', f[7] or '', 'removed', f[8] or '',\n"    \
-    "    'retry', '1'}\n"                                                                      \
-    "  if replay then a[#a + 1] = 'replay'; a[#a + 1] = '1' end\n"                             \
-    "  redis.call('XADD', 'hq:q', '*', unpack(a))\n"                                           \
-    "  redis.call('HSET', k, 'state', 'queued')\n"                                             \
-    "  return true\n"                                                                          \
+    "    'retry', '1'}\n"                                                                        \
+    "  if replay then a[#a + 1] = 'replay'; a[#a + 1] = '1' end\n"                               \
+    "  redis.call('XADD', 'hq:q', '*', unpack(a))\n"                                             \
+    "  redis.call('HSET', k, 'state', 'queued')\n"                                               \
+    "  return true\n"                                                                            \
     "end\n"
 
 const char *const store__script_text[STORE_NSCRIPTS] = {
@@ -223,10 +224,12 @@ const char *const store__script_text[STORE_NSCRIPTS] = {
     "end\n"
     "local k = 'hq:wh:' .. id\n"
     "redis.call('HSET', k, 'doc', ARGV[4], 'url', ARGV[5], 'events', ARGV[6], 'secrets', ARGV[7],\n"
-    "  'sk', ARGV[8], 'rate', ARGV[9], 'inflight', ARGV[10], 'batch', ARGV[11], 'state', ARGV[12],\n"
+    "  'sk', ARGV[8], 'rate', ARGV[9], 'inflight', ARGV[10], 'batch', ARGV[11], 'state', "
+    "ARGV[12],\n"
     "  'reason', ARGV[13], 'ver', ver, 'created', created, 'updated', ARGV[3])\n"
     "redis.call('SADD', 'hq:whs', id)\n"
-    "local evs = {'policy.matched', 'package.batch', 'policy.granted', 'enterprise.package_changed'}\n"
+    "local evs = {'policy.matched', 'package.batch', 'policy.granted', "
+    "'enterprise.package_changed'}\n"
     "local mask = tonumber(ARGV[6])\n"
     "for i, ev in ipairs(evs) do\n"
     "  if bit.band(mask, bit.lshift(1, i - 1)) ~= 0 and ARGV[12] == 'active' then\n"
@@ -355,17 +358,16 @@ const char *const store__script_text[STORE_NSCRIPTS] = {
     /* Q_RECALL: ARGV id, due pairs. Deferred deliveries go back into the queue
      * now, each only while its retry is still the one due at that time (not
      * moved meanwhile, not a later attempt's retry with its own backoff). */
-    Q_REQUEUE_LUA
-    "local n = 0\n"
-    "for i = 1, #ARGV - 1, 2 do\n"
-    "  local sc = redis.call('ZSCORE', 'hq:retry', ARGV[i])\n"
-    "  if sc and tonumber(sc) == tonumber(ARGV[i + 1]) then\n"
-    "    requeue(ARGV[i], false)\n"
-    "    redis.call('ZREM', 'hq:retry', ARGV[i])\n"
-    "    n = n + 1\n"
-    "  end\n"
-    "end\n"
-    "return {'ok', n}\n",
+    Q_REQUEUE_LUA "local n = 0\n"
+                  "for i = 1, #ARGV - 1, 2 do\n"
+                  "  local sc = redis.call('ZSCORE', 'hq:retry', ARGV[i])\n"
+                  "  if sc and tonumber(sc) == tonumber(ARGV[i + 1]) then\n"
+                  "    requeue(ARGV[i], false)\n"
+                  "    redis.call('ZREM', 'hq:retry', ARGV[i])\n"
+                  "    n = n + 1\n"
+                  "  end\n"
+                  "end\n"
+                  "return {'ok', n}\n",
 
     /* DLV_RECORD: ARGV id, stream id or '', outcome, now_ms, next due, attempts,
      * status, error, attempt JSON, job, webhook, body or '', nfields, fields. The
@@ -414,10 +416,9 @@ const char *const store__script_text[STORE_NSCRIPTS] = {
     "return {'ok', 1}\n",
 
     /* DLV_REQUEUE: ARGV id. */
-    Q_REQUEUE_LUA
-    "if not requeue(ARGV[1], true) then return {'missing'} end\n"
-    "redis.call('ZREM', 'hq:retry', ARGV[1])\n"
-    "return {'ok', 1}\n",
+    Q_REQUEUE_LUA "if not requeue(ARGV[1], true) then return {'missing'} end\n"
+                  "redis.call('ZREM', 'hq:retry', ARGV[1])\n"
+                  "return {'ok', 1}\n",
 
     /* CFG_GET: ARGV name, value to set when absent. */
     "local v = redis.call('HGET', 'hq:cfg', ARGV[1])\n"

@@ -368,8 +368,8 @@ static void ent_on_reply(void *arg, redisReply *r) {
             if (had) {
                 memcpy(old, cur, matcher_row_words(s->mem->m) * sizeof *old);
             }
-            store__mem_ent_apply(s->mem, op->uscc, out.ord, op->del ? NULL : op->row,
-                                 op->interests, op->nint);
+            store__mem_ent_apply(s->mem, op->uscc, out.ord, op->del ? NULL : op->row, op->interests,
+                                 op->nint);
             if (s->ent_hook && out.changed) {
                 s->ent_hook(s->ent_hook_arg, op->uscc, out.ord, had ? old : NULL,
                             op->del ? NULL : op->row);
@@ -411,10 +411,17 @@ int store_ent_put(store_t *s, const store_ent_in_t *in, store_ent_cb cb, void *a
         snprintf(retag, sizeof retag, "%ld", (long)in->retag_on);
     }
     const char *wh = in->webhook ? in->webhook : "";
-    const char *args[9] = {in->uscc, modes[in->mode], ver,        in->doc, rec,
-                           now,      retag,           wh,         in->card ? in->card : ""};
-    size_t lens[9] = {18,          strlen(modes[in->mode]), strlen(ver), in->doc_len, reclen,
-                      strlen(now), strlen(retag),           strlen(wh),  in->card ? in->card_len : 0};
+    const char *args[9] = {in->uscc, modes[in->mode],         ver, in->doc, rec, now, retag,
+                           wh,       in->card ? in->card : ""};
+    size_t lens[9] = {18,
+                      strlen(modes[in->mode]),
+                      strlen(ver),
+                      in->doc_len,
+                      reclen,
+                      strlen(now),
+                      strlen(retag),
+                      strlen(wh),
+                      in->card ? in->card_len : 0};
     rc = store__eval(s, STORE_SCRIPT_ENT_PUT, 9, args, lens, ent_on_reply, op);
     free(rec);
     if (rc) {
@@ -470,19 +477,18 @@ int store_ent_cards(store_t *s, const char *const *usccs, size_t n, store_hash_c
         return -EINVAL;
     }
     /* Read-only: the card, else the document, of each code in ARGV. */
-    static const char script[] =
-        "local out = {}\n"
-        "for i = 1, #ARGV do\n"
-        "  local k = 'hq:ent:' .. ARGV[i]\n"
-        "  local c = redis.call('HGET', k, 'card')\n"
-        "  if c then out[#out + 1] = 'c'; out[#out + 1] = c\n"
-        "  else\n"
-        "    local d = redis.call('HGET', k, 'doc')\n"
-        "    if d then out[#out + 1] = 'd'; out[#out + 1] = d\n"
-        "    else out[#out + 1] = ''; out[#out + 1] = '' end\n"
-        "  end\n"
-        "end\n"
-        "return out\n";
+    static const char script[] = "local out = {}\n"
+                                 "for i = 1, #ARGV do\n"
+                                 "  local k = 'hq:ent:' .. ARGV[i]\n"
+                                 "  local c = redis.call('HGET', k, 'card')\n"
+                                 "  if c then out[#out + 1] = 'c'; out[#out + 1] = c\n"
+                                 "  else\n"
+                                 "    local d = redis.call('HGET', k, 'doc')\n"
+                                 "    if d then out[#out + 1] = 'd'; out[#out + 1] = d\n"
+                                 "    else out[#out + 1] = ''; out[#out + 1] = '' end\n"
+                                 "  end\n"
+                                 "end\n"
+                                 "return out\n";
     const char **argv = xcalloc(n + 3, sizeof *argv);
     size_t *lens = xcalloc(n + 3, sizeof *lens);
     argv[0] = "EVAL";

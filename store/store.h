@@ -76,13 +76,13 @@ typedef struct store_ent_in {
     const char *uscc; /* 18 bytes */
     const char *doc;  /* the JSON document to keep */
     size_t doc_len;
-    const uint64_t *row;        /* profile bits, matcher_row_words words */
-    const uint16_t *interests;  /* policy tag bits */
-    unsigned ninterests;        /* at most STORE_MAX_INTERESTS */
-    int mode;                   /* STORE_CREATE / UPSERT / UPDATE */
-    int64_t expect_ver;         /* -1: any version */
-    int32_t retag_on;           /* day its tags change with time, or DATE_NONE */
-    const char *webhook;        /* its own webhook URL (contact.webhook), or NULL */
+    const uint64_t *row;       /* profile bits, matcher_row_words words */
+    const uint16_t *interests; /* policy tag bits */
+    unsigned ninterests;       /* at most STORE_MAX_INTERESTS */
+    int mode;                  /* STORE_CREATE / UPSERT / UPDATE */
+    int64_t expect_ver;        /* -1: any version */
+    int32_t retag_on;          /* day its tags change with time, or DATE_NONE */
+    const char *webhook;       /* its own webhook URL (contact.webhook), or NULL */
     /* What a webhook receiver is told of it (JSON: uscc, name, region, contact),
      * kept beside the document so a batch of 500 is built without parsing 500
      * documents; NULL for none. */
@@ -179,8 +179,7 @@ typedef struct store_pol_in {
 typedef void (*store_pol_cb)(void *arg, int rc, const store_policy_t *p);
 
 int store_pol_create(store_t *s, const store_pol_in_t *in, store_pol_cb cb, void *arg);
-int store_pol_update(store_t *s, uint32_t id, const store_pol_in_t *in, store_pol_cb cb,
-                     void *arg);
+int store_pol_update(store_t *s, uint32_t id, const store_pol_in_t *in, store_pol_cb cb, void *arg);
 int store_pol_delete(store_t *s, uint32_t id, store_pol_cb cb, void *arg);
 /* Publishes (from draft or withdrawn) or withdraws (from published); doing what is
  * already done succeeds without change; anything else is -EPERM. A publish made
@@ -246,14 +245,14 @@ typedef struct store_webhook {
     char *doc; /* the JSON the API shows (without secrets) */
     size_t doc_len;
     char *url;
-    unsigned events;  /* STORE_EVM_* */
-    char *secrets;    /* "whsec_..[:expires_ms] ..", newest first */
-    char *sk;         /* "whsk_..." when ed25519 signing is on, else "" */
-    double rate;      /* requests per second, 0 = unlimited */
+    unsigned events;   /* STORE_EVM_* */
+    char *secrets;     /* "whsec_..[:expires_ms] ..", newest first */
+    char *sk;          /* "whsk_..." when ed25519 signing is on, else "" */
+    double rate;       /* requests per second, 0 = unlimited */
     unsigned inflight; /* concurrent requests */
     unsigned batch;    /* recipients per package.batch call */
     int disabled;
-    char *reason;     /* why it was disabled */
+    char *reason; /* why it was disabled */
     int64_t created_ms, updated_ms, failing_since_ms;
 } store_webhook_t;
 
@@ -296,7 +295,6 @@ const char *store_kv_get(const store_kv_t *kv, size_t n, const char *k, size_t *
  * One round trip for all of them. */
 int store_ent_cards(store_t *s, const char *const *usccs, size_t n, store_hash_cb cb, void *arg);
 
-
 /* Jobs. 'total' is the audience when the job starts. Answers the new id. */
 typedef void (*store_id_cb)(void *arg, int rc, uint64_t id);
 int store_job_create(store_t *s, uint32_t policy, const char *kind, int mode, uint64_t pver,
@@ -308,8 +306,7 @@ int store_job_create(store_t *s, uint32_t policy, const char *kind, int mode, ui
  * longer running; -ESTALE when its cursor is not 'cursor' (another step ran). */
 typedef void (*store_step_cb)(void *arg, int rc, uint64_t newly, uint64_t queued);
 int store_job_step(store_t *s, uint64_t job, uint32_t policy, uint32_t cursor, uint32_t next,
-                   const uint32_t *ords, const char *keys, size_t n, store_step_cb cb,
-                   void *arg);
+                   const uint32_t *ords, const char *keys, size_t n, store_step_cb cb, void *arg);
 /* Ends a running job as "done", "failed" or "cancelled" (cancel works from the
  * API at any time; the runner stops at its next step). */
 int store_job_end(store_t *s, uint64_t job, const char *state, store_id_cb cb, void *arg);
@@ -331,8 +328,8 @@ typedef struct store_push_pol {
 } store_push_pol_t;
 int store_push_enterprise(store_t *s, const char *uscc, uint32_t ord,
                           const store_push_pol_t *policies, size_t n, const uint32_t *added,
-                          size_t nadded, const uint32_t *removed, size_t nremoved,
-                          store_step_cb cb, void *arg);
+                          size_t nadded, const uint32_t *removed, size_t nremoved, store_step_cb cb,
+                          void *arg);
 
 /* The queue. Reads up to 'count' deliveries: first those this consumer took but
  * never finished (after a crash), then new ones. Each entry: kv[0].k is the
@@ -348,19 +345,19 @@ int store_q_recall(store_t *s, const char *const *ids, const int64_t *due_ms, un
                    store_id_cb cb, void *arg);
 
 typedef struct store_dlv_rec {
-    const char *id;        /* delivery (webhook-id) */
-    const char *sid;       /* stream entry id, or NULL when not from the stream */
-    const char *outcome;   /* "delivered", "retry", "dead", "expired", "disabled" */
+    const char *id;            /* delivery (webhook-id) */
+    const char *sid;           /* stream entry id, or NULL when not from the stream */
+    const char *outcome;       /* "delivered", "retry", "dead", "expired", "disabled" */
     const char *const *fields; /* event fields to keep on the first attempt (k, v, ...) */
     unsigned nfields;
-    const char *body;      /* kept on the first attempt, or NULL */
+    const char *body; /* kept on the first attempt, or NULL */
     size_t body_len;
-    const char *attempt;   /* the attempt, as a JSON object */
-    int64_t next_due_ms;   /* for "retry" */
+    const char *attempt; /* the attempt, as a JSON object */
+    int64_t next_due_ms; /* for "retry" */
     unsigned attempts;
     int64_t now_ms;
-    const char *job;       /* job id, or NULL */
-    const char *wh;        /* webhook id ("ent" for an enterprise's own endpoint) */
+    const char *job; /* job id, or NULL */
+    const char *wh;  /* webhook id ("ent" for an enterprise's own endpoint) */
     long status;
     const char *error;
 } store_dlv_rec_t;

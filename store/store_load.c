@@ -146,8 +146,7 @@ static void load_on_tax_map(void *arg, redisReply *r) {
     }
     if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
         if (r && r->type == REDIS_REPLY_ERROR) {
-            snprintf(ld->detail, sizeof ld->detail, "Redis error reading the taxonomy: %s",
-                     r->str);
+            snprintf(ld->detail, sizeof ld->detail, "Redis error reading the taxonomy: %s", r->str);
             load_fail(ld, 1, ld->detail);
         } else {
             load_fail(ld, 0, NULL);
@@ -202,7 +201,7 @@ static void load_on_tax_map(void *arg, redisReply *r) {
     int argc = 4 + 2 * (int)nnew;
     const char **argv = xcalloc((size_t)argc, sizeof *argv);
     size_t *lens = xcalloc((size_t)argc, sizeof *lens);
-    char (*bits)[8] = xcalloc(nnew, sizeof *bits);
+    char(*bits)[8] = xcalloc(nnew, sizeof *bits);
     argv[0] = "EVAL";
     argv[1] = store__script_text[STORE_SCRIPT_TAX_APPEND];
     argv[2] = "0";
@@ -294,8 +293,8 @@ static void load_send_policies(store_load_t *ld) {
     while (ld->pol_next < ld->npol && ld->pol_next - ld->pol_done < STORE_LOAD_WINDOW) {
         char key[32];
         int n = snprintf(key, sizeof key, "hq:pol:%u", ld->pol_ids[ld->pol_next]);
-        const char *argv[9] = {"HMGET",   key,       "doc",     "meta",     "ver",
-                               "status",  "created", "updated", "published"};
+        const char *argv[9] = {"HMGET",  key,       "doc",     "meta",     "ver",
+                               "status", "created", "updated", "published"};
         size_t lens[9];
         for (int i = 0; i < 9; i++) {
             lens[i] = strlen(argv[i]);
@@ -444,8 +443,8 @@ static void load_on_chunk(void *arg, redisReply *r) {
         unsigned nint = 0;
         if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || end == k->str ||
             *end != '\0' || ord / STORE_CHUNK != chunk || ord >= MATCHER_MAX_ORD ||
-            store__rec_decode(v->str, v->len, uscc, row, words, ntags, interests, &nint,
-                              nptags) != 0) {
+            store__rec_decode(v->str, v->len, uscc, row, words, ntags, interests, &nint, nptags) !=
+                0) {
             ld->bad++;
             continue;
         }

@@ -18,19 +18,7 @@ enum { F_USCC, F_REGION, F_DISTRICT, F_INDUSTRY, F_EMPLOYEES, F_REVENUE, F_AGE, 
 static const char *const rules_fields[F_N] = {"uscc",      "region",      "district", "industry",
                                               "employees", "revenue_10k", "age",      "entity"};
 
-enum {
-    N_NUM,
-    N_STR,
-    N_FIELD,
-    N_NOT,
-    N_AND,
-    N_OR,
-    N_CMP,
-    N_HAS,
-    N_HAS_CLASS,
-    N_KNOWN,
-    N_QUAL
-};
+enum { N_NUM, N_STR, N_FIELD, N_NOT, N_AND, N_OR, N_CMP, N_HAS, N_HAS_CLASS, N_KNOWN, N_QUAL };
 enum { OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE, OP_PREFIX };
 
 typedef struct node {
@@ -145,8 +133,8 @@ static void lex_next(lex_t *l) {
         l->tok = T_IDENT;
         return;
     }
-    static const char *const ops[] = {"&&", "||", "==", "!=", "<=", ">=", "^=",
-                                      "<",  ">",  "!",  "(",  ")",  ",",  ":", "="};
+    static const char *const ops[] = {"&&", "||", "==", "!=", "<=", ">=", "^=", "<",
+                                      ">",  "!",  "(",  ")",  ",",  ":",  "="};
     for (size_t i = 0; i < sizeof ops / sizeof ops[0]; i++) {
         size_t n = strlen(ops[i]);
         if ((size_t)(l->end - l->p) >= n && memcmp(l->p, ops[i], n) == 0) {
@@ -511,8 +499,8 @@ static int parse_line(parser_t *ps) {
         }
         lex_next(lx);
         int years = 0;
-        if (lx->tok != T_IDENT || sscanf(lx->text, "%dy", &years) != 1 || years < 1 ||
-            years > 50 || lx->text[strlen(lx->text) - 1] != 'y') {
+        if (lx->tok != T_IDENT || sscanf(lx->text, "%dy", &years) != 1 || years < 1 || years > 50 ||
+            lx->text[strlen(lx->text) - 1] != 'y') {
             return perr(ps, "validity is written as a number of years, e.g. 3y");
         }
         r->validity[bit] = (uint8_t)years;
@@ -779,7 +767,8 @@ static val_t eval(const ctx_t *c, int n) {
         return v;
     case N_QUAL:
         for (unsigned i = 0; i < c->in->nquals; i++) {
-            if (c->in->quals[i].bit == nd->bit && rules_qual_valid(c->r, &c->in->quals[i], c->today)) {
+            if (c->in->quals[i].bit == nd->bit &&
+                rules_qual_valid(c->r, &c->in->quals[i], c->today)) {
                 v.b = 1;
                 break;
             }

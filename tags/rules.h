@@ -41,8 +41,8 @@ typedef struct rules_override {
 } rules_override_t;
 
 typedef struct rules_in {
-    char uscc[19];      /* valid code, NUL-terminated */
-    const char *region; /* GB/T 2260 code or NULL */
+    char uscc[19];        /* valid code, NUL-terminated */
+    const char *region;   /* GB/T 2260 code or NULL */
     const char *industry; /* normalised GB/T 4754 code (e.g. "C3976") or NULL */
     int has_employees;
     double employees;

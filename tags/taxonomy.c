@@ -411,8 +411,7 @@ static int taxonomy_cluster_level(const tax_tag_t *tg) {
     return 3;
 }
 
-unsigned taxonomy_cluster_tags(const taxonomy_t *t, uint16_t *tags, uint8_t *levels,
-                               unsigned max) {
+unsigned taxonomy_cluster_tags(const taxonomy_t *t, uint16_t *tags, uint8_t *levels, unsigned max) {
     unsigned n = 0;
     unsigned per[4] = {0};
     unsigned count = taxonomy_count(t, TAX_ENTERPRISE);

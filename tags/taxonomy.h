@@ -59,8 +59,7 @@ unsigned taxonomy_class_count(const taxonomy_t *t, tax_vocab_t v);
  * and digits), at most 255 a level. These describe what an enterprise is rather
  * than how it is doing, so they rarely change, and most policies name one.
  * Writes up to 'max' tags with their levels and returns how many. */
-unsigned taxonomy_cluster_tags(const taxonomy_t *t, uint16_t *tags, uint8_t *levels,
-                               unsigned max);
+unsigned taxonomy_cluster_tags(const taxonomy_t *t, uint16_t *tags, uint8_t *levels, unsigned max);
 const tax_class_t *taxonomy_class_at(const taxonomy_t *t, tax_vocab_t v, unsigned i);
 
 /* Checks the file against the bit map stored with the data: 'codes[i]' is the code

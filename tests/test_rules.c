@@ -70,7 +70,7 @@ static const char *source_rule(fix_t *f, const rules_out_t *out, const char *cod
     int bit = taxonomy_find(f->tax, TAX_ENTERPRISE, code, strlen(code));
     for (unsigned i = 0; i < out->nsrc; i++) {
         if (out->src[i].bit == bit) {
-            return out->src[i].kind == RULES_SRC_RULE       ? rules_rule_name(f->rules, out->src[i].rule)
+            return out->src[i].kind == RULES_SRC_RULE ? rules_rule_name(f->rules, out->src[i].rule)
                    : out->src[i].kind == RULES_SRC_EXPLICIT ? "explicit"
                                                             : "override";
         }
@@ -412,17 +412,20 @@ int test_rules_language(void) {
     ASSERT_FALSE(bitset_test(out->row, (unsigned)ai));
     rules_free(r);
     free(out);
-    ASSERT_OK(rules_expect_error(&f, "rule x: nope.tag when employees > 1\n", "not an enterprise tag"));
+    ASSERT_OK(
+        rules_expect_error(&f, "rule x: nope.tag when employees > 1\n", "not an enterprise tag"));
     ASSERT_OK(rules_expect_error(&f, "rule x: size.large when\n", "expected a value"));
     ASSERT_OK(rules_expect_error(&f, "rule x: size.large when (employees > 1\n", "expected ')'"));
-    ASSERT_OK(rules_expect_error(&f, "rule x: lookup nowhere district\n", "not an enterprise tag class"));
-    ASSERT_OK(rules_expect_error(&f, "rule x: size.large when has(\"zzz\")\n", "not an enterprise tag"));
+    ASSERT_OK(
+        rules_expect_error(&f, "rule x: lookup nowhere district\n", "not an enterprise tag class"));
+    ASSERT_OK(
+        rules_expect_error(&f, "rule x: size.large when has(\"zzz\")\n", "not an enterprise tag"));
     ASSERT_OK(rules_expect_error(&f, "validity qual.hightech 3\n", "years"));
     ASSERT_OK(rules_expect_error(&f, "rule x: qualifications\nrule x: qualifications\n", "twice"));
     ASSERT_OK(rules_expect_error(&f, "frobnicate\n", "expected rule"));
     ASSERT_OK(rules_expect_error(&f, "# only comments\n", "no rules"));
-    ASSERT_EQ(rules_validity_years(f.rules, (unsigned)taxonomy_find(f.tax, TAX_ENTERPRISE,
-                                                                    "qual.hightech", 13)),
+    ASSERT_EQ(rules_validity_years(
+                  f.rules, (unsigned)taxonomy_find(f.tax, TAX_ENTERPRISE, "qual.hightech", 13)),
               3);
     fix_close(&f);
     return 0;

@@ -163,15 +163,33 @@ int test_taxonomy_default_file(void) {
         ASSERT_EQ(taxonomy_find(t, TAX_ENTERPRISE, code, strlen(code)), (int)i);
         ASSERT_EQ(taxonomy_find_ref(t, TAX_ENTERPRISE, "region", regions[i], 6), (int)i);
     }
-    static const char *const required[] = {"size.micro",     "size.small",      "size.medium",
-                                           "size.large",     "size.sme",        "qual.hightech",
-                                           "qual.tech_sme",  "qual.srdi",       "qual.little_giant",
-                                           "qual.gazelle",   "qual.listed",     "age.lt3",
-                                           "age.3to10",      "age.gt10",        "sig.iot",
-                                           "sig.ic",         "sig.biomed",      "sig.new_energy",
-                                           "sig.hi_equip",   "neg.dishonest",   "neg.abnormal",
-                                           "neg.deregistered", "ind.c",         "ind.c39",
-                                           "ind.i65",        "entity.individual", "entity.cooperative"};
+    static const char *const required[] = {"size.micro",
+                                           "size.small",
+                                           "size.medium",
+                                           "size.large",
+                                           "size.sme",
+                                           "qual.hightech",
+                                           "qual.tech_sme",
+                                           "qual.srdi",
+                                           "qual.little_giant",
+                                           "qual.gazelle",
+                                           "qual.listed",
+                                           "age.lt3",
+                                           "age.3to10",
+                                           "age.gt10",
+                                           "sig.iot",
+                                           "sig.ic",
+                                           "sig.biomed",
+                                           "sig.new_energy",
+                                           "sig.hi_equip",
+                                           "neg.dishonest",
+                                           "neg.abnormal",
+                                           "neg.deregistered",
+                                           "ind.c",
+                                           "ind.c39",
+                                           "ind.i65",
+                                           "entity.individual",
+                                           "entity.cooperative"};
     for (size_t i = 0; i < sizeof required / sizeof required[0]; i++) {
         if (taxonomy_find(t, TAX_ENTERPRISE, required[i], strlen(required[i])) < 0) {
             UNIT_FAIL_("default taxonomy lacks %s", required[i]);
