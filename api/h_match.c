@@ -178,8 +178,7 @@ void h_ent_package(app_t *app, api_req_t *req) {
         sbuf_add(&s, "}}", 2);
     }
     sbuf_adds(&s, "]}");
-    server_respond(req, 200, "application/json", NULL, s.p, s.len);
-    sbuf_free(&s);
+    server_respond_take(req, 200, "application/json", NULL, s.p, s.len);
     free(ent);
     if (ids != stack_ids) {
         free(ids);
@@ -201,8 +200,7 @@ static void audience_answer(app_t *app, api_req_t *req, uint64_t count, const ui
         sbuf_addf(&s, "\"%s\":%llu,", app->group_keys[g], (unsigned long long)groups[g]);
     }
     sbuf_addf(&s, "\"%s\":%llu}}", app->group_keys[0], (unsigned long long)groups[0]);
-    server_respond(req, 200, "application/json", NULL, s.p, s.len);
-    sbuf_free(&s);
+    server_respond_take(req, 200, "application/json", NULL, s.p, s.len);
 }
 
 void h_pol_audience(app_t *app, api_req_t *req) {

@@ -141,8 +141,7 @@ static void mx_render(app_t *app, api_req_t *req, const store_kv_t *q, size_t nq
     mx_gauge(&b, "huiqi_webhooks_disabled_total", "Endpoints disabled (410 or failing).", "counter",
              (double)ps.disabled_endpoints);
     mx_process(&b, app);
-    server_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, b.p, b.len);
-    sbuf_free(&b);
+    server_respond_take(req, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, b.p, b.len);
 }
 
 static void mx_on_queue(void *arg, int rc, const store_kv_t *kv, size_t n) {

@@ -16,8 +16,7 @@ void api_reply_json(api_req_t *req, int status, json_t *body, const char *header
     sbuf_init(&s, 1024);
     json_out(&s, body);
     json_decref(body);
-    server_respond(req, status, "application/json", headers, s.p, s.len);
-    sbuf_free(&s);
+    server_respond_take(req, status, "application/json", headers, s.p, s.len);
 }
 
 void api_error(api_req_t *req, int status, const char *code, const char *field, const char *fmt,

@@ -87,6 +87,7 @@ typedef struct server_write {
     uv_write_t w;
     server_conn_t *c;
     char *buf;
+    char *body; /* a second buffer written after 'buf', or NULL */
 } server_write_t;
 
 static void conn_process(server_conn_t *c);
@@ -280,6 +281,7 @@ static void conn_on_write(uv_write_t *w, int status) {
     server_write_t *sw = (server_write_t *)w;
     server_conn_t *c = sw->c;
     free(sw->buf);
+    free(sw->body);
     free(sw);
     c->writes--;
     if (status < 0) {
@@ -296,13 +298,16 @@ static void conn_on_write(uv_write_t *w, int status) {
     conn_maybe_free(c);
 }
 
-static void conn_write(server_conn_t *c, char *buf, size_t len) {
+/* Writes 'buf' and then 'body' (body_len bytes; NULL for none), taking both. */
+static void conn_write2(server_conn_t *c, char *buf, size_t len, char *body, size_t body_len) {
     server_write_t *sw = xmalloc(sizeof *sw);
     sw->c = c;
     sw->buf = buf;
-    uv_buf_t b = uv_buf_init(buf, (unsigned)len);
-    if (uv_write(&sw->w, &c->io.stream, &b, 1, conn_on_write) != 0) {
+    sw->body = body;
+    uv_buf_t b[2] = {uv_buf_init(buf, (unsigned)len), uv_buf_init(body, (unsigned)body_len)};
+    if (uv_write(&sw->w, &c->io.stream, b, body ? 2 : 1, conn_on_write) != 0) {
         free(buf);
+        free(body);
         free(sw);
         conn_close(c);
         return;
@@ -310,8 +315,18 @@ static void conn_write(server_conn_t *c, char *buf, size_t len) {
     c->writes++;
 }
 
-void server_respond(api_req_t *req, int status, const char *content_type, const char *headers,
-                    const char *body, size_t body_len) {
+static void conn_write(server_conn_t *c, char *buf, size_t len) {
+    conn_write2(c, buf, len, NULL, 0);
+}
+
+/* Bodies up to this size are copied behind the head (one buffer, one allocation);
+ * larger ones that the caller hands over go out as a second buffer of the same
+ * write, uncopied. */
+#define SERVER_COPY_BODY_MAX 2048
+
+/* Sends the head and the body; frees 'take' (may be NULL) when done with it. */
+static void respond(api_req_t *req, int status, const char *content_type, const char *headers,
+                    const char *body, size_t body_len, char *take) {
     server_conn_t *c = req->conn;
     server_t *s = c->srv;
     req->status = status;
@@ -319,8 +334,9 @@ void server_respond(api_req_t *req, int status, const char *content_type, const 
         httpd_req_t *h = req->http;
         int keep = h && h->keep_alive && !c->close_after && !s->stopping;
         int nobody = status == 204 || status == 304 || (h && h->method == HTTPD_HEAD);
+        int copy = take == NULL || body_len <= SERVER_COPY_BODY_MAX;
         size_t hlen = headers ? strlen(headers) : 0;
-        size_t cap = 512 + hlen + body_len;
+        size_t cap = 512 + hlen + (copy ? body_len : 0);
         char *buf = xmalloc(cap);
         int n = snprintf(buf, cap,
                          "HTTP/1.1 %d %s\r\nDate: %s\r\nServer: huiqi\r\nX-Request-Id: %s\r\n%s",
@@ -338,15 +354,20 @@ void server_respond(api_req_t *req, int status, const char *content_type, const 
         }
         memcpy(buf + off, "\r\n", 2);
         off += 2;
-        if (!nobody && body_len) {
-            memcpy(buf + off, body, body_len);
-            off += body_len;
-        }
         if (!keep) {
             c->close_after = 1;
         }
-        conn_write(c, buf, off);
+        if (nobody || body_len == 0) {
+            conn_write(c, buf, off);
+        } else if (copy) {
+            memcpy(buf + off, body, body_len);
+            conn_write(c, buf, off + body_len);
+        } else {
+            conn_write2(c, buf, off, take, body_len);
+            take = NULL;
+        }
     }
+    free(take);
     /* Only now: the app's done callback releases what it attached to the request,
      * which may own 'headers' or 'body' (a refusal's header lives in its access
      * state), so they are copied into the answer first. */
@@ -370,6 +391,16 @@ void server_respond(api_req_t *req, int status, const char *content_type, const 
     if (!c->in_process) {
         conn_process(c);
     }
+}
+
+void server_respond(api_req_t *req, int status, const char *content_type, const char *headers,
+                    const char *body, size_t body_len) {
+    respond(req, status, content_type, headers, body, body_len, NULL);
+}
+
+void server_respond_take(api_req_t *req, int status, const char *content_type, const char *headers,
+                         char *body_take, size_t body_len) {
+    respond(req, status, content_type, headers, body_take, body_len, body_take);
 }
 
 /* ---------------------------------------------------------------------------

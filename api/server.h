@@ -98,5 +98,9 @@ void server_resume_body(api_req_t *req);
  * gone. */
 void server_respond(api_req_t *req, int status, const char *content_type, const char *headers,
                     const char *body, size_t body_len);
+/* The same, taking the body (from malloc; freed once written): a large body is
+ * written as it is, not copied. */
+void server_respond_take(api_req_t *req, int status, const char *content_type, const char *headers,
+                         char *body_take, size_t body_len);
 
 #endif

@@ -338,6 +338,25 @@ def test_head_404_405(o):
         check(buf[head_end + 4:].startswith(b"HTTP/1.1 200"),
               "bytes after the HEAD response are not the next response: %r",
               buf[head_end + 4:head_end + 60])
+        # The same for a body the handler hands over instead of having it copied
+        # (server_respond_take, above 2 KiB: written as a second buffer). The GET
+        # of it gets exactly Content-Length bytes, then the next response.
+        buf, closed = raw_exchange(port, b"HEAD /metrics HTTP/1.1\r\n" + H + b"\r\n"
+                                   b"GET /metrics HTTP/1.1\r\n" + H + b"\r\n"
+                                   b"GET /healthz HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n",
+                                   timeout=5 * o.slow)
+        head_end = buf.find(b"\r\n\r\n")
+        check(buf.startswith(b"HTTP/1.1 200"), "HEAD /metrics: %r", buf[:40])
+        resps = parse_responses(buf[head_end + 4:])
+        eq([r[0] for r in resps], [200, 200], "GET /metrics and GET /healthz after HEAD")
+        lens = [ln for ln in buf[:head_end].decode("latin-1").split("\r\n")
+                if ln.lower().startswith("content-length:")]
+        check(lens and int(lens[0].split(":")[1]) > 2048, "HEAD /metrics Content-Length: %r", lens)
+        check(buf[head_end + 4:].startswith(b"HTTP/1.1 200"),
+              "bytes after the HEAD /metrics response: %r", buf[head_end + 4:head_end + 60])
+        check(len(resps[0][2]) > 2048 and resps[0][2].endswith(b"\n") and
+              b"huiqi_" in resps[0][2] and resps[1][2].startswith(b"{"),
+              "GET /metrics body, then /healthz: %r / %r", resps[0][2][-40:], resps[1][2][:40])
         r = c.request("HEAD", "/healthz")
         eq((r.status, r.raw), (200, b""), "HEAD /healthz")
         eq(r.header("content-length"), "15", "HEAD /healthz Content-Length")
