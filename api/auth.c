@@ -14,8 +14,12 @@
 
 #include "common/xalloc.h"
 
-#define AUTH_TTL_MS   2000
-#define AUTH_MAX_KEYS 100000 /* cached records; beyond, the cache starts over */
+#define AUTH_TTL_MS 2000
+/* A record this old is read again in the background while requests go on using
+ * it: a key in steady use never waits for Redis, and a revocation still lands
+ * within AUTH_TTL_MS, past which requests wait for the fresh record. */
+#define AUTH_REFRESH_MS 1500
+#define AUTH_MAX_KEYS   100000 /* cached records; beyond, the cache starts over */
 
 typedef struct waiter {
     struct waiter *next;
@@ -381,6 +385,21 @@ static void auth_on_record(void *arg, int rc, const store_kv_t *kv, size_t n) {
     }
 }
 
+/* Reads the record of 'e' from Redis; auth_on_record answers its waiters. Returns
+ * 0, or the store's error (nothing started). */
+static int auth_fetch(auth_t *a, entry_t *e) {
+    fetch_t *f = xcalloc(1, sizeof *f);
+    f->a = a;
+    memcpy(f->kid, e->kid, sizeof f->kid);
+    int rc = store_key_get(a->store, e->kid, auth_on_record, f);
+    if (rc != 0) {
+        free(f);
+        return rc;
+    }
+    e->fetching = 1;
+    return 0;
+}
+
 int auth_check(auth_t *a, const char *header, auth_id_t *out, auth_cb cb, void *arg) {
     if (strncasecmp(header, "Bearer ", 7) != 0) {
         return AUTH_DENIED;
@@ -399,7 +418,10 @@ int auth_check(auth_t *a, const char *header, auth_id_t *out, auth_cb cb, void *
         return AUTH_DENIED;
     }
     uint64_t now = auth_now_ms();
-    if (!e->fetching && e->fetched_ms && now - e->fetched_ms < AUTH_TTL_MS) {
+    if (e->fetched_ms && now - e->fetched_ms < AUTH_TTL_MS) {
+        if (!e->fetching && now - e->fetched_ms >= AUTH_REFRESH_MS) {
+            auth_fetch(a, e); /* on failure the next request past the TTL tries again */
+        }
         return auth_verify(e, secret, out);
     }
     waiter_t *w = xcalloc(1, sizeof *w);
@@ -408,18 +430,11 @@ int auth_check(auth_t *a, const char *header, auth_id_t *out, auth_cb cb, void *
     memcpy(w->secret, secret, sizeof w->secret);
     w->next = e->waiters;
     e->waiters = w;
-    if (!e->fetching) {
-        fetch_t *f = xcalloc(1, sizeof *f);
-        f->a = a;
-        memcpy(f->kid, kid, sizeof f->kid);
-        if (store_key_get(a->store, kid, auth_on_record, f) != 0) {
-            free(f);
-            e->waiters = w->next;
-            free(w);
-            /* Redis unreachable: a key seen before keeps working from the cache. */
-            return e->known ? auth_verify(e, secret, out) : AUTH_UNAVAILABLE;
-        }
-        e->fetching = 1;
+    if (!e->fetching && auth_fetch(a, e) != 0) {
+        e->waiters = w->next;
+        free(w);
+        /* Redis unreachable: a key seen before keeps working from the cache. */
+        return e->known ? auth_verify(e, secret, out) : AUTH_UNAVAILABLE;
     }
     return AUTH_PENDING;
 }

@@ -92,6 +92,7 @@ TESTS = [
     ("auth_import_streamed", tests_auth.test_import_auth),
     ("auth_keys_while_redis_down", tests_auth.test_keys_while_redis_down),
     ("auth_cached_key_while_redis_stalls", tests_auth.test_cached_key_while_redis_stalls),
+    ("auth_key_refreshed_before_ttl", tests_auth.test_key_refreshed_before_ttl),
     ("faults_redis_kill9_under_write_load", tests_redis_faults.test_redis_kill_under_write_load),
     ("faults_huiqid_kill9_under_write_load", tests_faults.test_huiqid_kill9_under_write_load),
     ("faults_blackhole_redis", tests_faults.test_blackhole_redis),

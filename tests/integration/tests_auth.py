@@ -27,6 +27,7 @@ KEY_RE = re.compile(r"^hq_([a-z0-9]{12})_([A-Za-z0-9]{32})$")
 ISO_MS_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 ADMIN_KID = KEY_RE.match(TEST_ADMIN_KEY).group(1)
 AUTH_TTL = 2.0  # seconds a key record stays cached (api/auth.c)
+AUTH_REFRESH = 1.5  # seconds after which a key in use is read again in the background
 
 POLICY = {"title": "访问控制测试政策", "issuer": "无锡市科学技术局", "level": "city",
           "tags": ["fin.reward"], "rule": {"all": ["entity.company"]},
@@ -1044,6 +1045,32 @@ def test_keys_while_redis_down(o):
         get_ok(uc, "/v1/enterprises")
         assert_absent(admin, codes, "the import refused while Redis was down")
         expect_403(uc.get("/v1/policies/1/audience"), "integrator role after Redis came back")
+
+
+def test_key_refreshed_before_ttl(o):
+    """A key in steady use is read again in the background before its cache
+    lifetime ends, so a request just past the lifetime does not wait for Redis:
+    here Redis is stopped then, and the request is still answered at once (it
+    would wait out the Redis timeout had the record not been refreshed)."""
+    with Env(o) as env:
+        d = make_key(env.c, "operator")
+        kc = env.new_client(key=d["key"])
+        path = "/v1/tags?vocab=policy"
+        eq(kc.get(path).status, 200, "the key's first use (its record is read)")
+        t0 = time.monotonic()  # the record was read before this
+        time.sleep(max(0.0, t0 + AUTH_REFRESH + 0.05 - time.monotonic()))
+        eq(kc.get(path).status, 200, "the key between the refresh age and the lifetime")
+        time.sleep(max(0.0, t0 + AUTH_TTL + 0.1 - time.monotonic()))
+        env.redis_proc.send_signal(signal.SIGSTOP)
+        try:
+            t = time.monotonic()
+            r = kc.get(path)
+            took = time.monotonic() - t
+        finally:
+            env.redis_proc.send_signal(signal.SIGCONT)
+        eq(r.status, 200, "the key just past its lifetime, Redis stopped")
+        check(took < 1.0, "a request just past the key's cache lifetime waited %.2fs for a "
+              "stopped Redis: the record was not refreshed in the background", took)
 
 
 def test_cached_key_while_redis_stalls(o):
