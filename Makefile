@@ -317,7 +317,7 @@ push-bench:
 	BUILD=$(BUILD) python3 bench/push_bench.py
 
 load-smoke:
-	BUILD=$(BUILD) MAKE="$(MAKE)" LOAD_N=20000 LOAD_NP=20 LOAD_DURATION=3 SOAK_SECONDS=20 \
+	BUILD=$(BUILD) MAKE="$(MAKE)" LOAD_N=20000 LOAD_NP=20 LOAD_DURATION=3 LOAD_RUNS=1 SOAK_SECONDS=20 \
 	    LOAD_SLOW_CONNS=200 LOAD_OUT=var/load/smoke ./bench/load.sh
 
 run: deps all

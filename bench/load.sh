@@ -10,6 +10,8 @@
 #      one byte a second: the p99 ratio;
 #   4. unless LOAD_SOAK=0: a soak at 50% of max for SOAK_SECONDS (600), huiqid's RSS
 #      sampled every 10 s; growth after a 60 s warm-up.
+# Steps 1-3 run LOAD_RUNS (3) times each and report the median (reliability.md
+# section 7), with every run's figure alongside.
 # Everything stops by itself. Raw results: var/load/last-run.txt (key value lines).
 #   make load        (steps 1-3)      make soak (steps 1 and 4)
 #   make load-smoke  (20k enterprises, 3 s steps, 20 s soak; for CI)
@@ -28,6 +30,7 @@ CONNS=${LOAD_CONNS:-256}
 DURATION=${LOAD_DURATION:-30}
 SOAK=${LOAD_SOAK:-1}
 STEPS=${LOAD_STEPS:-1}
+RUNS=${LOAD_RUNS:-3}
 SOAK_SECONDS=${SOAK_SECONDS:-600}
 SLOW=${LOAD_SLOW_CONNS:-1000}
 OUT=${LOAD_OUT:-var/load}
@@ -116,7 +119,7 @@ kv huiqid_rss_kb_loaded "$(awk '/VmRSS/ {print $2}' /proc/$HPID/status)"
 # AOF rewrite, so one phase's backlog is not measured in the next.
 settle() {
     sleep 3
-    for _ in $(seq 100); do
+    for _ in $(seq 300); do
         redis-cli -p "$RP" info persistence | grep -q 'aof_rewrite_in_progress:0' && break
         sleep 0.2
     done
@@ -133,43 +136,70 @@ field() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); v=d
 for k in sys.argv[2].split("."): v=v[k]
 print(v)' "$1" "$2"; }
 
-say "wrk: $CONNS connections, mixed workload, ${DURATION}s"
-LOAD_USCCS=$TMP/usccs.txt LOAD_POLICIES=$NP "${LG_PIN[@]}" wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency \
-    -s bench/wrk_mixed.lua "$URL" >"$TMP/wrk.txt" 2>&1 || die "wrk failed: $(cat "$TMP/wrk.txt")"
-cat "$TMP/wrk.txt" >&2
-WRK_RPS=$(awk '/^Requests\/sec/ {printf "%d", $2}' "$TMP/wrk.txt")
+# median VALUES...: the middle one (the lower middle of an even count).
+median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $0} END {print v[int((NR + 1) / 2)]}'; }
+
+# Each figure is the median of RUNS runs (reliability.md section 7: at least 3),
+# so that one run that meets an AOF rewrite or a noisy neighbour does not decide it.
+WRK_ALL=()
+for run in $(seq "$RUNS"); do
+    [ "$run" = 1 ] || settle
+    say "wrk: $CONNS connections, mixed workload, ${DURATION}s (run $run of $RUNS)"
+    LOAD_USCCS=$TMP/usccs.txt LOAD_POLICIES=$NP "${LG_PIN[@]}" wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency \
+        -s bench/wrk_mixed.lua "$URL" >"$TMP/wrk-$run.txt" 2>&1 || die "wrk failed: $(cat "$TMP/wrk-$run.txt")"
+    cat "$TMP/wrk-$run.txt" >&2
+    WRK_ALL+=("$(awk '/^Requests\/sec/ {printf "%d", $2}' "$TMP/wrk-$run.txt")")
+done
+WRK_RPS=$(median "${WRK_ALL[@]}")
+# The run with the median rate gives the latencies reported next to it.
+for run in $(seq "$RUNS"); do
+    [ "${WRK_ALL[$((run - 1))]}" = "$WRK_RPS" ] && cp "$TMP/wrk-$run.txt" "$TMP/wrk.txt" && break
+done
+kv load_runs "$RUNS"
+kv load_duration_s "$DURATION"
 kv wrk_conns "$CONNS"
+kv wrk_rps_runs "${WRK_ALL[*]}"
 kv wrk_rps "$WRK_RPS"
 kv wrk_p50 "$(awk '$1 == "50%" {print $2}' "$TMP/wrk.txt")"
 kv wrk_p99 "$(awk '$1 == "99%" {print $2}' "$TMP/wrk.txt")"
 kv wrk_non2xx "$(awk '/^wrk_non2xx/ {print $2}' "$TMP/wrk.txt")"
 
-if [ "$STEPS" = 1 ]; then
-    settle
-    R80=$((WRK_RPS * 80 / 100))
-    say "loadgen: open loop at $R80 req/s (80% of wrk's maximum), ${DURATION}s"
-    J=$(loadgen --rate "$R80" --duration "$DURATION" --conns "$CONNS" --mix mixed)
-    echo "$J" >&2
-    kv open80_rate "$R80"
-    kv open80_achieved "$(field "$J" rate_achieved)"
-    kv open80_p50_ms "$(field "$J" latency_ms.p50)"
-    kv open80_p99_ms "$(field "$J" latency_ms.p99)"
-    kv open80_p999_ms "$(field "$J" latency_ms.p999)"
-    kv open80_errors "$(field "$J" errors)"
+# open_loop NAME RATE CONNS [loadgen options]: RUNS runs; NAME_p99_runs lists each
+# run's p99, and the other NAME_ figures are those of the run with the median p99.
+open_loop() {
+    local name=$1 rate=$2 conns=$3
+    shift 3
+    local js=() p99s=() run
+    for run in $(seq "$RUNS"); do
+        settle
+        say "loadgen: $name, open loop at $rate req/s, $conns connections $*, ${DURATION}s (run $run of $RUNS)"
+        js+=("$(loadgen --rate "$rate" --duration "$DURATION" --conns "$conns" --mix mixed "$@")")
+        echo "${js[-1]}" >&2
+        p99s+=("$(field "${js[-1]}" latency_ms.p99)")
+    done
+    local med
+    med=$(median "${p99s[@]}")
+    for run in $(seq "$RUNS"); do
+        if [ "${p99s[$((run - 1))]}" = "$med" ]; then
+            local j=${js[$((run - 1))]}
+            kv "${name}_rate" "$rate"
+            kv "${name}_achieved" "$(field "$j" rate_achieved)"
+            kv "${name}_p50_ms" "$(field "$j" latency_ms.p50)"
+            kv "${name}_p99_ms" "$med"
+            kv "${name}_p999_ms" "$(field "$j" latency_ms.p999)"
+            kv "${name}_errors" "$(field "$j" errors)"
+            break
+        fi
+    done
+    kv "${name}_p99_runs" "${p99s[*]}"
+}
 
-    settle
+if [ "$STEPS" = 1 ]; then
+    open_loop open80 $((WRK_RPS * 80 / 100)) "$CONNS"
     R50=$((WRK_RPS * 50 / 100))
-    say "loadgen: $R50 req/s without, then with $SLOW slow connections"
-    J=$(loadgen --rate "$R50" --duration "$DURATION" --conns 64 --mix mixed)
-    echo "$J" >&2
-    kv slow_base_rate "$R50"
-    kv slow_base_p99_ms "$(field "$J" latency_ms.p99)"
-    settle
-    J=$(loadgen --rate "$R50" --duration "$DURATION" --conns 64 --mix mixed --slow-conns "$SLOW")
-    echo "$J" >&2
+    open_loop slow_base "$R50" 64
+    open_loop slow_with "$R50" 64 --slow-conns "$SLOW"
     kv slow_conns "$SLOW"
-    kv slow_with_p99_ms "$(field "$J" latency_ms.p99)"
-    kv slow_with_errors "$(field "$J" errors)"
 fi
 
 if [ "$SOAK" = 1 ]; then

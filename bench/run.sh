@@ -384,22 +384,31 @@ if ld and ld.get("wrk_rps"):
                  "writes; bench/wrk_mixed.lua, bench/loadgen.c) on a fresh Redis + huiqid%s.\n" %
                  ("; " + ld["load_pinning"] if ld.get("load_pinning") else
                   "; the load generators share both cores with the servers"))
+    runs = ld.get("load_runs")
+    if runs and runs != "1":
+        extra.append("Each row is the median of %s runs of %s s (the runs' figures in brackets); "
+                     "the other figures in a row are those of its median run.\n" %
+                     (runs, ld.get("load_duration_s", "30")))
+    def each(key, unit=""):
+        v = ld.get(key + "_runs")
+        return " [%s]" % ", ".join(x + unit for x in v.split()) if v and runs and runs != "1" else ""
     extra.append("| test | result | target | pass/miss |\n| --- | --- | --- | --- |")
-    extra.append("| wrk, %s connections, closed loop | %s req/s, p50 %s, p99 %s, %s non-2xx | — | — |" %
-                 (ld.get("wrk_conns"), ld.get("wrk_rps"), ld.get("wrk_p50"), ld.get("wrk_p99"),
-                  ld.get("wrk_non2xx")))
+    extra.append("| wrk, %s connections, closed loop | %s req/s%s, p50 %s, p99 %s, %s non-2xx | — | — |" %
+                 (ld.get("wrk_conns"), ld.get("wrk_rps"), each("wrk_rps"), ld.get("wrk_p50"),
+                  ld.get("wrk_p99"), ld.get("wrk_non2xx")))
     if ld.get("open80_p99_ms"):
         p99 = float(ld["open80_p99_ms"])
-        extra.append("| open loop at 80%% of wrk's maximum (%s req/s; achieved %s) | p50 %s ms, p99 %.2f ms, "
+        extra.append("| open loop at 80%% of wrk's maximum (%s req/s; achieved %s) | p50 %s ms, p99 %.2f ms%s, "
                      "p99.9 %s ms, %s errors | p99 ≤ 10 ms | %s |" %
                      (ld.get("open80_rate"), ld.get("open80_achieved"), ld.get("open80_p50_ms"), p99,
-                      ld.get("open80_p999_ms"), ld.get("open80_errors"),
+                      each("open80_p99", " ms"), ld.get("open80_p999_ms"), ld.get("open80_errors"),
                       "pass" if p99 <= 10 else "**miss**"))
     if ld.get("slow_with_p99_ms"):
         a, b = float(ld["slow_base_p99_ms"]), float(ld["slow_with_p99_ms"])
-        extra.append("| %s slow connections (one byte a second) at %s req/s | p99 %.2f ms without, "
-                     "%.2f ms with (%.1fx) | ≤ 2x | %s |" %
-                     (ld.get("slow_conns"), ld.get("slow_base_rate"), a, b, b / a if a else 0,
+        extra.append("| %s slow connections (one byte a second) at %s req/s | p99 %.2f ms%s without, "
+                     "%.2f ms%s with (%.1fx) | ≤ 2x | %s |" %
+                     (ld.get("slow_conns"), ld.get("slow_base_rate"), a, each("slow_base_p99", " ms"),
+                      b, each("slow_with_p99", " ms"), b / a if a else 0,
                       "pass" if b <= 2 * a else "**miss**"))
     extra.append("")
     if ld.get("open80_p99_ms") and float(ld["open80_p99_ms"]) > 10 and ld.get("slow_base_p99_ms"):
