@@ -386,12 +386,17 @@ if ld and ld.get("wrk_rps"):
                   "; the load generators share both cores with the servers"))
     runs = ld.get("load_runs")
     if runs and runs != "1":
-        extra.append("Each row is the median of %s runs of %s s (the runs' figures in brackets); "
-                     "the other figures in a row are those of its median run.\n" %
-                     (runs, ld.get("load_duration_s", "30")))
+        extra.append("Each row is the median of %s runs of %s s (the runs' figures in brackets, "
+                     "marked where Redis rewrote its AOF during the run); the other figures in a "
+                     "row are those of its median run. The AOF is compacted after the import, "
+                     "before the first run.\n" % (runs, ld.get("load_duration_s", "30")))
     def each(key, unit=""):
         v = ld.get(key + "_runs")
-        return " [%s]" % ", ".join(x + unit for x in v.split()) if v and runs and runs != "1" else ""
+        if not v or not runs or runs == "1":
+            return ""
+        aof = (ld.get(key.rsplit("_", 1)[0] + "_aof_rewrites_runs") or "").split()
+        return " [%s]" % ", ".join(x + unit + (" (AOF rewrite)" if i < len(aof) and aof[i] != "0" else "")
+                                   for i, x in enumerate(v.split()))
     extra.append("| test | result | target | pass/miss |\n| --- | --- | --- | --- |")
     extra.append("| wrk, %s connections, closed loop | %s req/s%s, p50 %s, p99 %s, %s non-2xx | — | — |" %
                  (ld.get("wrk_conns"), ld.get("wrk_rps"), each("wrk_rps"), ld.get("wrk_p50"),
