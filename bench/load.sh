@@ -163,8 +163,13 @@ field() { python3 -c 'import json,sys; d=json.loads(sys.argv[1]); v=d
 for k in sys.argv[2].split("."): v=v[k]
 print(v)' "$1" "$2"; }
 
-# median VALUES...: the middle one (the lower middle of an even count).
-median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $0} END {print v[int((NR + 1) / 2)]}'; }
+# median_run VALUES...: the index (from 0) of the median value (the lower middle
+# of an even count).
+median_run() {
+    local i=0 v
+    for v in "$@"; do echo "$v $((i++))"; done | sort -g -k1,1 |
+        awk '{r[NR] = $2} END {print r[int((NR + 1) / 2)]}'
+}
 
 # Each figure is the median of RUNS runs (reliability.md section 7: at least 3),
 # so that one run that meets an AOF rewrite or a noisy neighbour does not decide it.
@@ -180,11 +185,10 @@ for run in $(seq "$RUNS"); do
     WRK_ALL+=("$(awk '/^Requests\/sec/ {printf "%d", $2}' "$TMP/wrk-$run.txt")")
     WRK_AOF+=("$(( $(aof_rewrites) - A0 ))")
 done
-WRK_RPS=$(median "${WRK_ALL[@]}")
 # The run with the median rate gives the latencies reported next to it.
-for run in $(seq "$RUNS"); do
-    [ "${WRK_ALL[$((run - 1))]}" = "$WRK_RPS" ] && cp "$TMP/wrk-$run.txt" "$TMP/wrk.txt" && break
-done
+MED=$(median_run "${WRK_ALL[@]}")
+WRK_RPS=${WRK_ALL[$MED]}
+cp "$TMP/wrk-$((MED + 1)).txt" "$TMP/wrk.txt"
 kv load_runs "$RUNS"
 kv load_duration_s "$DURATION"
 kv wrk_conns "$CONNS"
@@ -210,20 +214,15 @@ open_loop() {
         echo "${js[-1]}" >&2
         p99s+=("$(field "${js[-1]}" latency_ms.p99)")
     done
-    local med
-    med=$(median "${p99s[@]}")
-    for run in $(seq "$RUNS"); do
-        if [ "${p99s[$((run - 1))]}" = "$med" ]; then
-            local j=${js[$((run - 1))]}
-            kv "${name}_rate" "$rate"
-            kv "${name}_achieved" "$(field "$j" rate_achieved)"
-            kv "${name}_p50_ms" "$(field "$j" latency_ms.p50)"
-            kv "${name}_p99_ms" "$med"
-            kv "${name}_p999_ms" "$(field "$j" latency_ms.p999)"
-            kv "${name}_errors" "$(field "$j" errors)"
-            break
-        fi
-    done
+    local med j
+    med=$(median_run "${p99s[@]}")
+    j=${js[$med]}
+    kv "${name}_rate" "$rate"
+    kv "${name}_achieved" "$(field "$j" rate_achieved)"
+    kv "${name}_p50_ms" "$(field "$j" latency_ms.p50)"
+    kv "${name}_p99_ms" "${p99s[$med]}"
+    kv "${name}_p999_ms" "$(field "$j" latency_ms.p999)"
+    kv "${name}_errors" "$(field "$j" errors)"
     kv "${name}_p99_runs" "${p99s[*]}"
     kv "${name}_aof_rewrites_runs" "${aofs[*]}"
 }
