@@ -71,7 +71,8 @@ help:
 	@echo "make asan       build into build-asan/ with -fsanitize=address,undefined"
 	@echo "make bench      huiqi vs Redis, CRoaring, PostgreSQL, nginx -> docs/benchmarks.md"
 	@echo "                (BENCH_N=11100000 for 10x; make bench-smoke: a tiny run for CI)"
-	@echo "make perf-gate  callgrind instruction counts of the matcher's hot paths vs a baseline (CI)"
+	@echo "make perf-gate  callgrind instruction counts of the matcher's hot paths and of each kind of"
+	@echo "                HTTP request (and its Redis commands) vs baselines (CI)"
 	@echo "make load       wrk (256 conns) and the open-loop generator on a 1.11M city; make soak:"
 	@echo "                10 min with RSS samples; make load-smoke: a tiny run for CI"
 	@echo "make push-bench 100k signed deliveries and a 1.11M package.batch push to a local nginx"
@@ -295,8 +296,9 @@ bench:
 # against bench/gate-baseline.txt (bench/gate.sh); deterministic, so CI runs it.
 perf-gate: deps
 	@./deploy/install-deps.sh --valgrind
-	$(MAKE) $(BUILD)/bench/bench $(BUILD)/bench/gate
+	$(MAKE) $(BUILD)/bench/bench $(BUILD)/bench/gate $(BUILD)/huiqid
 	BUILD=$(BUILD) ./bench/gate.sh
+	BUILD=$(BUILD) ./bench/gate_http.sh
 
 bench-smoke:
 	BUILD=$(BUILD) MAKE="$(MAKE)" BENCH_N=50000 BENCH_POLICIES=200 BENCH_PG=0 \

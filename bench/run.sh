@@ -11,7 +11,7 @@
 #
 # Settings (environment):
 #   BENCH_N=1110000 BENCH_POLICIES=2000   the city (BENCH_N=11100000 for 10x)
-#   BENCH_DURATION=20s BENCH_CONNS=64 BENCH_THREADS=2   wrk settings
+#   BENCH_DURATION=30s BENCH_CONNS=64 BENCH_THREADS=2   wrk settings (reliability.md D16)
 #   BENCH_PG=1 (0: no PostgreSQL)  BENCH_PG_ALL=0 (1: all policies, not every 10th)
 #   BENCH_HTTP=1 (0: no HTTP part; force: even when Redis would not fit in memory)
 #   BENCH_REUSE_DATA=0 (1: keep a data file of the same seed/n/policies from an
@@ -26,7 +26,7 @@ BUILD=${BUILD:-build}
 MAKE=${MAKE:-make}
 N=${BENCH_N:-1110000}
 NP=${BENCH_POLICIES:-2000}
-DUR=${BENCH_DURATION:-20s}
+DUR=${BENCH_DURATION:-30s}
 CONNS=${BENCH_CONNS:-64}
 THREADS=${BENCH_THREADS:-2}
 USE_PG=${BENCH_PG:-1}
@@ -213,12 +213,14 @@ def http_rows(ep, label):
             kv.get("wrk_status") or kv.get("http_status") or "not run")
         return
     errs = (num(h + "_non2xx") or 0) > 0 or kv.get(h + "_socket_errors", "none") != "none"
-    res = "huiqi %s req/s, p99 %s ms" % (f(hr, "%.0f"), f(hp, "%.2f"))
+    res = "huiqi %s req/s, p50 %s ms, p99 %s ms" % (f(hr, "%.0f"), f(num(h + "_p50_ms"), "%.2f"),
+                                                  f(hp, "%.2f"))
     if errs:
         res += " (errors: %s non-2xx, socket %s)" % (kv.get(h + "_non2xx"), kv.get(h + "_socket_errors"))
     if gr:
         ratio = hr / gr
-        res += "; nginx %s req/s, p99 %s ms; huiqi/nginx %.0f%%" % (f(gr, "%.0f"), f(gp, "%.2f"), ratio * 100)
+        res += "; nginx %s req/s, p50 %s ms, p99 %s ms; huiqi/nginx %.0f%%" % (
+            f(gr, "%.0f"), f(num(g + "_p50_ms"), "%.2f"), f(gp, "%.2f"), ratio * 100)
         row("HTTP", label, res, "≥ 70% of nginx req/s, p99 ≤ 2 ms",
             (ratio >= 0.70) and hp <= 2 and not errs)
     else:
@@ -229,6 +231,13 @@ http_rows("package", "GET /v1/enterprises/{uscc}/policies (%s policies, %s bytes
           % (kv.get("http_package_policies", "?"), kv.get("http_package_bytes", "?")))
 http_rows("audience", "GET /v1/policies/{id}/audience (audience %s, %s bytes)"
           % (kv.get("http_audience_count", "?"), kv.get("http_audience_bytes", "?")))
+if num("http_huiqi_post_audience_rps") is not None:
+    h = "http_huiqi_post_audience"
+    row("HTTP", "POST /v1/audience (the same policy's rule, a %s-byte JSON body)"
+        % kv.get("http_post_audience_bytes", "?"),
+        "huiqi %s req/s, p50 %s ms, p99 %s ms, %s non-2xx" % (
+            f(num(h + "_rps"), "%.0f"), f(num(h + "_p50_ms"), "%.2f"), f(num(h + "_p99_ms"), "%.2f"),
+            kv.get(h + "_non2xx", "?")))
 
 def mib(b):
     return None if b is None else b / 1048576
@@ -480,6 +489,25 @@ if full and http_miss:
              "averages above.\n" % (
                  ", ".join(m[0] for m in http_miss), f(np99, "%.2f"), f(na99, "%.2f"), where,
                  kv.get("wrk_settings", "-c64").split("-c")[1].split()[0]))
+    # What ran during each wrk row (bench/procstat.py): the evidence for the above.
+    during = []
+    for ep, label in (("huiqi_package", "huiqi package"), ("nginx_package", "nginx package"),
+                      ("huiqi_audience", "huiqi audience"), ("nginx_audience", "nginx audience"),
+                      ("huiqi_post_audience", "huiqi POST audience")):
+        d = "http_%s_during_" % ep
+        if kv.get(d + "cpu_top"):
+            top = ", ".join("%s %s s" % (t.split("/")[0], t.rsplit(":", 1)[1].rstrip("s"))
+                            for t in kv[d + "cpu_top"].split(",")[:4])
+            during.append("| %s | %s%% | %s%% | %s | %s |" % (
+                label, kv.get(d + "cpu0_busy_pct", "?"), kv.get(d + "cpu1_busy_pct", "?"), top,
+                kv.get(d + "redis_commands", "?").split()[0]))
+    if during:
+        L.append("What ran during each wrk row (CPU time from /proc, bench/procstat.py; the "
+                 "Redis commands are huiqid's background work: its push queue and timers):\n")
+        L.append("| row | CPU 0 busy | CPU 1 busy | busiest processes | Redis commands |\n"
+                 "| --- | --- | --- | --- | --- |")
+        L.extend(during)
+        L.append("")
 
 # The 10x city (BENCH_N=11100000): its own run and raw file; growth against this one.
 tx = raw_of("var/bench/last-run-n11100000-p2000.txt")
@@ -729,7 +757,10 @@ if [ "$USE_HTTP" != 0 ]; then
     if [ "${BENCH_PIN:-1}" != 0 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
         REDIS_PIN=(--aof_rewrite_cpulist 1 --bgsave_cpulist 1)
     fi
-    start_redis "$TMP/redis-huiqi" "$RP" "$ROOT/deploy/redis.conf" "${REDIS_PIN[@]}"
+    # AOF as shipped (everysec), without RDB snapshots, as in make load: the AOF is
+    # what keeps the data; a snapshot of this 3.4 GiB Redis is a core's work for
+    # about 10 s, which the `save` rules would start in the middle of the wrk rows.
+    start_redis "$TMP/redis-huiqi" "$RP" "$ROOT/deploy/redis.conf" --save "" "${REDIS_PIN[@]}"
     HUIQID_ARGS=(--listen "127.0.0.1:$HPORT" --redis "127.0.0.1:$RP" --access-log off
         --log-level warn --today "$TODAY")
     # An admin API key, created by huiqid at start (HUIQI_ADMIN_KEY) and sent with
@@ -986,23 +1017,54 @@ EOF
     fi
     # The import and the push jobs wrote the city to the AOF: compact it and let the
     # rewrite finish, as an operator would after a bulk load, so that no rewrite of
-    # it runs under wrk (the wrk runs only read).
+    # it runs under wrk (the wrk runs only read). A BGREWRITEAOF asked for while
+    # another child runs is only scheduled (aof_rewrite_in_progress stays 0 until it
+    # starts), so wait until Redis has no child and nothing scheduled, before and
+    # after. (Before this, a rewrite scheduled behind a snapshot ran during the wrk
+    # rows, on wrk's core: its CPU time shows in the *_during_cpu_top lines.)
+    redis_idle() {
+        local info
+        info=$(redis-cli -p "$RP" info persistence | tr -d '\r') || return 1
+        grep -q '^aof_rewrite_scheduled:0' <<<"$info" &&
+            ! grep -Eq '^(rdb_bgsave_in_progress|aof_rewrite_in_progress|aof_rewrite_scheduled):1' <<<"$info"
+    }
+    redis_quiet() {
+        wait_until 600 "$REDIS_PID" "Redis's background children" redis_idle ||
+            die "Redis's AOF rewrite did not finish; see var/bench/failed-run-logs/redis-huiqi_redis.log"
+    }
+    redis_quiet
     redis-cli -p "$RP" bgrewriteaof >/dev/null 2>&1 || true
     sleep 1
-    wait_until 300 "$REDIS_PID" "the AOF rewrite" \
-        sh -c "redis-cli -p $RP info persistence | grep -q '^aof_rewrite_in_progress:0'" ||
-        die "the AOF rewrite did not finish; see var/bench/failed-run-logs/redis-huiqi_redis.log"
+    redis_quiet
     # ...and let the kernel write the new file out now rather than under wrk.
     timeout 300 sync || true
     kv aof_rewrites_before_wrk "$(redis-cli -p "$RP" info persistence | sed -n 's/^aof_rewrites:\([0-9]*\).*/\1/p')"
     # wrk_run NAME URL: a 2 s warm-up, then the measured run; its figures as lines.
     wrk_run() {
         local name=$1 url=$2
-        timeout 120 "${WRK_PIN[@]}" wrk -t"$THREADS" -c"$CONNS" -d2s -H "$AUTH" "$url" >/dev/null 2>&1 || true
-        say "wrk -t$THREADS -c$CONNS -d$DUR --latency -H 'Authorization: Bearer ...' $url"
-        timeout 3600 "${WRK_PIN[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -H "$AUTH" "$url" \
+        shift 2  # the rest: more wrk options (a script for the POST row)
+        timeout 120 "${WRK_PIN[@]}" wrk -t"$THREADS" -c"$CONNS" -d2s -H "$AUTH" "$@" "$url" >/dev/null 2>&1 || true
+        say "wrk -t$THREADS -c$CONNS -d$DUR --latency -H 'Authorization: Bearer ...' $* $url"
+        # What else ran, and what Redis did, during the measured run: a far-off p99
+        # is explained from these lines (bench/procstat.py), not guessed at.
+        redis-cli -p "$RP" info commandstats >"$TMP/cmdstats-before-$name.txt" 2>/dev/null || true
+        python3 "$ROOT/bench/procstat.py" snap "$TMP/procstat-before-$name.json"
+        timeout 3600 "${WRK_PIN[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$DUR" --latency -H "$AUTH" "$@" "$url" \
             >"$TMP/wrk-$name.txt" 2>&1 ||
             die "wrk failed: $(cat "$TMP/wrk-$name.txt")"
+        python3 "$ROOT/bench/procstat.py" snap "$TMP/procstat-after-$name.json"
+        redis-cli -p "$RP" info commandstats >"$TMP/cmdstats-after-$name.txt" 2>/dev/null || true
+        python3 "$ROOT/bench/procstat.py" diff "${name}_during" "$TMP/procstat-before-$name.json" \
+            "$TMP/procstat-after-$name.json" "$HPID" ${REDIS_PID:+"$REDIS_PID"} | tee -a "$RAW"
+        python3 - "${name}_during" "$TMP/cmdstats-before-$name.txt" "$TMP/cmdstats-after-$name.txt" <<'EOF' | tee -a "$RAW"
+import re, sys
+def calls(path):
+    return {m.group(1): int(m.group(2))
+            for m in re.finditer(r"^cmdstat_(\S+?):calls=(\d+)", open(path).read(), re.M)}
+a, b = calls(sys.argv[2]), calls(sys.argv[3])
+d = sorted(((v - a.get(k, 0), k) for k, v in b.items() if v - a.get(k, 0) > 0), reverse=True)
+print("%s_redis_commands %d %s" % (sys.argv[1], sum(n for n, _ in d), ",".join("%s:%d" % (k, n) for n, k in d[:5])))
+EOF
         python3 - "$name" "$TMP/wrk-$name.txt" <<'EOF' | tee -a "$RAW"
 import re, sys
 name, text = sys.argv[1], open(sys.argv[2]).read()
@@ -1034,6 +1096,14 @@ EOF
         [ -n "$NGINX_URL" ] && wrk_run http_nginx_package "$NGINX_URL/package.json"
         wrk_run http_huiqi_audience "$URL/v1/policies/$AUD_ID/audience"
         [ -n "$NGINX_URL" ] && wrk_run http_nginx_audience "$NGINX_URL/audience.json"
+        # D16's POST row: the audience preview of the same policy's rule, sent as a
+        # JSON body (no nginx row: a static file server does not answer POST).
+        curl -sS --fail --max-time 30 -H "$AUTH" "$URL/v1/policies/$AUD_ID" |
+            python3 -c 'import json, sys; print(json.dumps({"rule": json.load(sys.stdin)["rule"]}))' \
+                >"$TMP/post-audience.json"
+        kv http_post_audience_bytes "$(stat -c %s "$TMP/post-audience.json")"
+        WRK_BODY_FILE=$TMP/post-audience.json HUIQI_KEY=$BENCH_KEY \
+            wrk_run http_huiqi_post_audience "$URL/v1/audience" -s "$ROOT/bench/wrk_post.lua"
         kv huiqid_rss_after_wrk_kb "$(sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$HPID/status")"
         kv aof_rewrites_after_wrk "$(redis-cli -p "$RP" info persistence | sed -n 's/^aof_rewrites:\([0-9]*\).*/\1/p')"
     else
