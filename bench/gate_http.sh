@@ -146,7 +146,13 @@ def redis_calls():
     return sum(int(m.group(1)) for m in re.finditer(r"calls=(\d+)", text))
 
 def control(*args):
-    subprocess.run(["callgrind_control", *args, pid], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # vgdb reaches a huiqid blocked in epoll_wait through ptrace (root or
+    # CAP_SYS_PTRACE); without it this would wait for ever, so it has a limit.
+    try:
+        subprocess.run(["callgrind_control", *args, pid], check=True, timeout=120,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+        sys.exit("callgrind_control %s failed (%s): %s" % (" ".join(args), e, getattr(e, "stderr", b"")))
 
 phases = [
     ("get_package", lambda i: ("GET", "/v1/enterprises/%s/policies" % usccs[i], None), 200),
