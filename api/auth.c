@@ -47,6 +47,11 @@ struct auth {
     double rate_default, rate_enterprise; /* for keys without their own rate */
     entry_t **slots;
     size_t cap, n;
+    /* SHA-256 fetched once: EVP_sha256() in EVP_Digest looks the algorithm up again
+     * on every call, which cost more than the hash of a key itself (callgrind: 2.3k
+     * of 5.7k instructions per request). */
+    EVP_MD *sha256;
+    EVP_MD_CTX *mdctx;
 };
 
 static const char auth_b62[] = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
@@ -81,6 +86,20 @@ int auth_role_parse(const char *name) {
 static int auth_sha256(const char *secret, uint8_t md[32]) {
     unsigned int n = 0;
     if (EVP_Digest(secret, strlen(secret), md, &n, EVP_sha256(), NULL) != 1 || n != 32) {
+        return -EIO;
+    }
+    return 0;
+}
+
+/* The same with the digest fetched at auth_new (the request path). */
+static int auth_sha256_fast(auth_t *a, const char *secret, uint8_t md[32]) {
+    if (a->sha256 == NULL || a->mdctx == NULL) {
+        return auth_sha256(secret, md);
+    }
+    unsigned int n = 0;
+    if (EVP_DigestInit_ex2(a->mdctx, a->sha256, NULL) != 1 ||
+        EVP_DigestUpdate(a->mdctx, secret, strlen(secret)) != 1 ||
+        EVP_DigestFinal_ex(a->mdctx, md, &n) != 1 || n != 32) {
         return -EIO;
     }
     return 0;
@@ -130,7 +149,7 @@ int auth_split(const char *key, char *kid, char *secret) {
     kid[AUTH_KID_LEN] = '\0';
     for (int i = 0; i < AUTH_SECRET_LEN; i++) {
         char c = key[4 + AUTH_KID_LEN + i];
-        if (strchr(auth_b62, c) == NULL || c == '\0') {
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))) {
             return -EINVAL;
         }
         secret[i] = c;
@@ -164,6 +183,10 @@ auth_t *auth_new(store_t *store, double rate_default, double rate_enterprise) {
     a->rate_enterprise = rate_enterprise;
     a->cap = 256;
     a->slots = xcalloc(a->cap, sizeof *a->slots);
+    /* Either may be NULL (OpenSSL out of memory): then every check takes the slow
+     * path above. */
+    a->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+    a->mdctx = EVP_MD_CTX_new();
     return a;
 }
 
@@ -190,6 +213,8 @@ void auth_free(auth_t *a) {
     if (a) {
         auth_drop_entries(a, 0);
         free(a->slots);
+        EVP_MD_CTX_free(a->mdctx);
+        EVP_MD_free(a->sha256);
         free(a);
     }
 }
@@ -281,12 +306,12 @@ void auth_forget(auth_t *a, const char *kid) {
     }
 }
 
-static int auth_verify(const entry_t *e, const char *secret, auth_id_t *out) {
+static int auth_verify(auth_t *a, const entry_t *e, const char *secret, auth_id_t *out) {
     if (!e->known) {
         return e->unavailable ? AUTH_UNAVAILABLE : AUTH_DENIED;
     }
     uint8_t md[32];
-    if (auth_sha256(secret, md) != 0) {
+    if (auth_sha256_fast(a, secret, md) != 0) {
         /* The key cannot be checked now; that is not a wrong key (never a 401). */
         return AUTH_UNAVAILABLE;
     }
@@ -378,7 +403,7 @@ static void auth_on_record(void *arg, int rc, const store_kv_t *kv, size_t n) {
     while (w) {
         waiter_t *next = w->next;
         auth_id_t id;
-        int res = auth_verify(e, w->secret, &id);
+        int res = auth_verify(a, e, w->secret, &id);
         w->cb(w->arg, res, &id);
         free(w);
         w = next;
@@ -422,7 +447,7 @@ int auth_check(auth_t *a, const char *header, auth_id_t *out, auth_cb cb, void *
         if (!e->fetching && now - e->fetched_ms >= AUTH_REFRESH_MS) {
             auth_fetch(a, e); /* on failure the next request past the TTL tries again */
         }
-        return auth_verify(e, secret, out);
+        return auth_verify(a, e, secret, out);
     }
     waiter_t *w = xcalloc(1, sizeof *w);
     w->cb = cb;
@@ -434,7 +459,7 @@ int auth_check(auth_t *a, const char *header, auth_id_t *out, auth_cb cb, void *
         e->waiters = w->next;
         free(w);
         /* Redis unreachable: a key seen before keeps working from the cache. */
-        return e->known ? auth_verify(e, secret, out) : AUTH_UNAVAILABLE;
+        return e->known ? auth_verify(a, e, secret, out) : AUTH_UNAVAILABLE;
     }
     return AUTH_PENDING;
 }

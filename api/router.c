@@ -44,54 +44,71 @@ char *router_decode(const char *s, size_t len, size_t *outlen) {
     return out;
 }
 
-/* Matches one pattern against the path; fills params on success. */
-static int router_try(const char *pattern, const char *path, api_req_t *req, int *bad) {
+/* A path parameter before decoding: where it is in the path. */
+typedef struct router_span {
+    const char *p;
+    size_t n;
+} router_span_t;
+
+/* The length of the segment at 's' (up to the next '/' or the end). */
+static size_t router_seg(const char *s) {
+    size_t n = 0;
+    while (s[n] && s[n] != '/') {
+        n++;
+    }
+    return n;
+}
+
+/* Matches one pattern against the path, segment by segment, without copying or
+ * allocating: most routes fail on a literal segment, and the router tries every
+ * route in turn. Returns the number of ':name' parameters with their spans in
+ * 'spans', or -1 when the path does not have the pattern's shape. */
+static int router_try(const char *pattern, const char *path, router_span_t *spans) {
     const char *p = pattern;
     const char *s = path;
     int np = 0;
-    char *params[API_MAX_PARAMS];
-    size_t lens[API_MAX_PARAMS];
     while (*p && *s) {
         if (*p != '/' || *s != '/') {
-            goto fail;
+            return -1;
         }
         p++;
         s++;
-        const char *pe = strchr(p, '/');
-        const char *se = strchr(s, '/');
-        size_t pl = pe ? (size_t)(pe - p) : strlen(p);
-        size_t sl = se ? (size_t)(se - s) : strlen(s);
-        if (pl > 0 && p[0] == ':') {
+        if (p[0] == ':') {
+            size_t sl = router_seg(s);
             if (sl == 0 || np == API_MAX_PARAMS) {
-                goto fail;
+                return -1;
             }
-            size_t dl = 0;
-            char *d = router_decode(s, sl, &dl);
-            if (d == NULL) {
-                *bad = 1;
-                goto fail;
-            }
-            params[np] = d;
-            lens[np] = dl;
+            spans[np].p = s;
+            spans[np].n = sl;
             np++;
-        } else if (pl != sl || memcmp(p, s, pl) != 0) {
-            goto fail;
+            p += router_seg(p);
+            s += sl;
+            continue;
         }
-        p += pl;
-        s += sl;
+        /* A literal segment: compare as we go, so that a route fails at the
+         * first differing byte. */
+        while (*p && *p != '/' && *p == *s) {
+            p++;
+            s++;
+        }
+        if ((*p && *p != '/') || (*s && *s != '/')) {
+            return -1;
+        }
     }
-    if (*p || *s) {
-        goto fail;
-    }
+    return *p || *s ? -1 : np;
+}
+
+/* Decodes the parameters of a matched route into 'params'/'lens'; 0, or -1 (and
+ * nothing allocated) when one is badly percent-encoded. */
+static int router_params(const router_span_t *spans, int np, char **params, size_t *lens) {
     for (int i = 0; i < np; i++) {
-        req->param[i] = params[i];
-        req->param_len[i] = lens[i];
-    }
-    req->nparams = np;
-    return 1;
-fail:
-    for (int i = 0; i < np; i++) {
-        free(params[i]);
+        params[i] = router_decode(spans[i].p, spans[i].n, &lens[i]);
+        if (params[i] == NULL) {
+            for (int k = 0; k < i; k++) {
+                free(params[k]);
+            }
+            return -1;
+        }
     }
     return 0;
 }
@@ -111,8 +128,15 @@ int router_match(const route_t *routes, size_t n, int method, api_req_t *req, co
         allow[0] = '\0';
     }
     for (size_t i = 0; i < n; i++) {
-        api_req_t probe = {0};
-        if (!router_try(routes[i].pattern, path, &probe, &bad)) {
+        router_span_t spans[API_MAX_PARAMS];
+        int np = router_try(routes[i].pattern, path, spans);
+        if (np < 0) {
+            continue;
+        }
+        char *params[API_MAX_PARAMS];
+        size_t lens[API_MAX_PARAMS];
+        if (router_params(spans, np, params, lens) != 0) {
+            bad = 1; /* this route does not match; a 400 unless another does */
             continue;
         }
         int hit =
@@ -121,14 +145,16 @@ int router_match(const route_t *routes, size_t n, int method, api_req_t *req, co
             for (int k = 0; k < req->nparams; k++) {
                 free(req->param[k]);
             }
-            memcpy(req->param, probe.param, sizeof req->param);
-            memcpy(req->param_len, probe.param_len, sizeof req->param_len);
-            req->nparams = probe.nparams;
+            for (int k = 0; k < API_MAX_PARAMS; k++) {
+                req->param[k] = k < np ? params[k] : NULL;
+                req->param_len[k] = k < np ? lens[k] : 0;
+            }
+            req->nparams = np;
             *out = &routes[i];
             return 0;
         }
-        for (int k = 0; k < probe.nparams; k++) {
-            free(probe.param[k]);
+        for (int k = 0; k < np; k++) {
+            free(params[k]);
         }
         found_path = 1;
         const char *m = httpd_method_name(routes[i].method);

@@ -34,6 +34,25 @@ void sbuf_add(sbuf_t *s, const void *p, size_t n) {
     s->p[s->len] = '\0';
 }
 
+size_t sbuf_utoa(char *out, uint64_t v) {
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++) {
+        out[i] = tmp[n - 1 - i];
+    }
+    return n;
+}
+
+void sbuf_addu(sbuf_t *s, uint64_t v) {
+    sbuf_reserve(s, 20);
+    s->len += sbuf_utoa(s->p + s->len, v);
+    s->p[s->len] = '\0';
+}
+
 void sbuf_adds(sbuf_t *s, const char *str) {
     sbuf_add(s, str, strlen(str));
 }

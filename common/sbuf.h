@@ -4,6 +4,7 @@
 #define HUIQI_COMMON_SBUF_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct sbuf {
     char *p;
@@ -13,6 +14,12 @@ typedef struct sbuf {
 void sbuf_init(sbuf_t *s, size_t cap);
 void sbuf_add(sbuf_t *s, const void *p, size_t n);
 void sbuf_adds(sbuf_t *s, const char *str);
+/* Appends a string literal (its length known at compile time). */
+#define sbuf_addl(s, lit) sbuf_add((s), "" lit, sizeof(lit) - 1)
+/* v in decimal into out (20 bytes are enough; no NUL); returns the length. */
+size_t sbuf_utoa(char *out, uint64_t v);
+/* v in decimal: what sbuf_addf("%llu") writes, without printf's cost on hot paths. */
+void sbuf_addu(sbuf_t *s, uint64_t v);
 void sbuf_addf(sbuf_t *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void sbuf_free(sbuf_t *s);
 

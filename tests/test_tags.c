@@ -43,6 +43,24 @@ int test_uscc_check(void) {
     for (int i = 0; i < 31; i++) {
         ASSERT_TRUE(seen[i]);
     }
+    /* Each character's value (the first position weighs 1, so the check character
+     * of "c0000000000000000" is alphabet[(31 - value(c)) % 31]), and every byte
+     * outside the alphabet refused where it stands. */
+    const char *alpha = "0123456789ABCDEFGHJKLMNPQRTUWXY";
+    for (int b = 1; b < 256; b++) {
+        char z[19] = "00000000000000000";
+        z[0] = (char)b;
+        const char *at = strchr(alpha, b);
+        if (at) {
+            ASSERT_EQ(uscc_check_char(z), alpha[(31 - (at - alpha)) % 31]);
+        } else {
+            size_t at0 = 99;
+            z[17] = '0';
+            ASSERT_ERR(uscc_check(z, 18, &at0, NULL), -EILSEQ);
+            ASSERT_EQ(at0, 0);
+            ASSERT_EQ(uscc_check_char(z), 0);
+        }
+    }
     ASSERT_EQ(uscc_entity("91350100M000100Y43"), USCC_ENTITY_COMPANY);
     ASSERT_EQ(uscc_entity("92320205MA1XXXXX0X"), USCC_ENTITY_INDIVIDUAL);
     ASSERT_EQ(uscc_entity("93320205MA1XXXXX0X"), USCC_ENTITY_COOPERATIVE);
