@@ -302,7 +302,7 @@ perf-gate: deps
 
 bench-smoke:
 	BUILD=$(BUILD) MAKE="$(MAKE)" BENCH_N=50000 BENCH_POLICIES=200 BENCH_PG=0 \
-	    BENCH_DURATION=3s BENCH_REPORT=var/bench/smoke/benchmarks.md \
+	    BENCH_DURATION=3s BENCH_WARMUP=1s BENCH_REPORT=var/bench/smoke/benchmarks.md \
 	    BENCH_RAW=var/bench/smoke/last-run.txt BENCH_CMD="make bench-smoke" ./bench/run.sh
 
 # Load and soak tests over HTTP (bench/load.sh): wrk at 256 connections, the

@@ -12,6 +12,7 @@
 # Settings (environment):
 #   BENCH_N=1110000 BENCH_POLICIES=2000   the city (BENCH_N=11100000 for 10x)
 #   BENCH_DURATION=30s BENCH_CONNS=64 BENCH_THREADS=2   wrk settings (reliability.md D16)
+#   BENCH_WARMUP=10s    wrk's warm-up before each measured row
 #   BENCH_PG=1 (0: no PostgreSQL)  BENCH_PG_ALL=0 (1: all policies, not every 10th)
 #   BENCH_HTTP=1 (0: no HTTP part; force: even when Redis would not fit in memory)
 #   BENCH_REUSE_DATA=0 (1: keep a data file of the same seed/n/policies from an
@@ -27,6 +28,7 @@ MAKE=${MAKE:-make}
 N=${BENCH_N:-1110000}
 NP=${BENCH_POLICIES:-2000}
 DUR=${BENCH_DURATION:-30s}
+WARMUP=${BENCH_WARMUP:-10s}
 CONNS=${BENCH_CONNS:-64}
 THREADS=${BENCH_THREADS:-2}
 USE_PG=${BENCH_PG:-1}
@@ -56,7 +58,7 @@ fi
 RAW=$RAW_FINAL.partial
 if [ -z "${BENCH_CMD:-}" ]; then
     BENCH_CMD="make bench"
-    for v in BENCH_N BENCH_POLICIES BENCH_DURATION BENCH_CONNS BENCH_THREADS BENCH_PG \
+    for v in BENCH_N BENCH_POLICIES BENCH_DURATION BENCH_WARMUP BENCH_CONNS BENCH_THREADS BENCH_PG \
         BENCH_PG_ALL BENCH_HTTP; do
         if [ -n "${!v:-}" ]; then BENCH_CMD="$v=${!v} $BENCH_CMD"; fi
     done
@@ -358,7 +360,7 @@ L.append("""- **In process** (`build/bench/bench`): huiqi's matcher over the who
   the truth), so what follows measures a settled service. huiqid is then restarted: cold start is from exec to the first 200 of
   `/readyz` (polled every 2 ms), RSS is `VmRSS` of the loaded process. A sample of
   audiences over HTTP is compared with the truth (and `by_region` with `count`). wrk
-  runs on loopback against the typical package (an enterprise with the median package
+  (after a 10 s warm-up, not counted, before each row) runs on loopback against the typical package (an enterprise with the median package
   size) and the typical audience (the policy whose audience is closest to the median),
   then against nginx (its own config: `worker_processes auto`, `access_log off`,
   keep-alive without a request limit) serving files holding the very bytes huiqid
@@ -1039,11 +1041,15 @@ EOF
     # ...and let the kernel write the new file out now rather than under wrk.
     timeout 300 sync || true
     kv aof_rewrites_before_wrk "$(redis-cli -p "$RP" info persistence | sed -n 's/^aof_rewrites:\([0-9]*\).*/\1/p')"
-    # wrk_run NAME URL: a 2 s warm-up, then the measured run; its figures as lines.
+    # wrk_run NAME URL [WRK OPTIONS]: a warm-up of BENCH_WARMUP (10 s), then the
+    # measured run; its figures as lines. The warm-up is long because the first
+    # seconds of load after huiqid's cold start had the worst tails (three 20 s
+    # runs in a row on the load city: p99 3.29, then 1.61, then 1.53 ms), and
+    # nginx gets the same.
     wrk_run() {
         local name=$1 url=$2
         shift 2  # the rest: more wrk options (a script for the POST row)
-        timeout 120 "${WRK_PIN[@]}" wrk -t"$THREADS" -c"$CONNS" -d2s -H "$AUTH" "$@" "$url" >/dev/null 2>&1 || true
+        timeout 120 "${WRK_PIN[@]}" wrk -t"$THREADS" -c"$CONNS" -d"$WARMUP" -H "$AUTH" "$@" "$url" >/dev/null 2>&1 || true
         say "wrk -t$THREADS -c$CONNS -d$DUR --latency -H 'Authorization: Bearer ...' $* $url"
         # What else ran, and what Redis did, during the measured run: a far-off p99
         # is explained from these lines (bench/procstat.py), not guessed at.
@@ -1088,9 +1094,9 @@ EOF
     }
     if command -v wrk >/dev/null; then
         if [ ${#WRK_PIN[@]} -gt 0 ]; then
-            kv wrk_settings "-t$THREADS -c$CONNS -d$DUR --latency (wrk on CPU 1; huiqid, nginx and Redis on CPU 0)"
+            kv wrk_settings "-t$THREADS -c$CONNS -d$DUR --latency after a $WARMUP warm-up (wrk on CPU 1; huiqid, nginx and Redis on CPU 0)"
         else
-            kv wrk_settings "-t$THREADS -c$CONNS -d$DUR --latency (wrk and the server share the $(nproc) cores)"
+            kv wrk_settings "-t$THREADS -c$CONNS -d$DUR --latency after a $WARMUP warm-up (wrk and the server share the $(nproc) cores)"
         fi
         wrk_run http_huiqi_package "$URL/v1/enterprises/$PKG_USCC/policies"
         [ -n "$NGINX_URL" ] && wrk_run http_nginx_package "$NGINX_URL/package.json"
