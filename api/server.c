@@ -301,12 +301,37 @@ static void conn_on_write(uv_write_t *w, int status) {
 
 /* Writes 'buf' and then 'body' (body_len bytes; NULL for none), taking both. */
 static void conn_write2(server_conn_t *c, char *buf, size_t len, char *body, size_t body_len) {
+    uv_buf_t b[2] = {uv_buf_init(buf, (unsigned)len), uv_buf_init(body, (unsigned)body_len)};
+    unsigned nb = body ? 2 : 1;
+    if (!c->close_after) {
+        /* Most answers fit in the socket's buffer: write them now. A completed
+         * uv_write re-arms the socket in epoll (one epoll_ctl an answer, strace
+         * on the package endpoint); uv_try_write needs no request and no
+         * callback, and refuses (UV_EAGAIN) while earlier writes are queued, so
+         * the order holds. What it could not write goes through uv_write; on an
+         * error uv_write reports it through conn_on_write as before. A closing
+         * answer always takes uv_write, whose callback lingers and closes. */
+        int n = uv_try_write(&c->io.stream, b, nb);
+        if (n > 0 && (size_t)n == len + body_len) {
+            free(buf);
+            free(body);
+            return;
+        }
+        if (n > 0) {
+            size_t done = (size_t)n;
+            if (done >= len) {
+                b[0] = uv_buf_init(body + (done - len), (unsigned)(body_len - (done - len)));
+                nb = 1;
+            } else {
+                b[0] = uv_buf_init(buf + done, (unsigned)(len - done));
+            }
+        }
+    }
     server_write_t *sw = xmalloc(sizeof *sw);
     sw->c = c;
     sw->buf = buf;
     sw->body = body;
-    uv_buf_t b[2] = {uv_buf_init(buf, (unsigned)len), uv_buf_init(body, (unsigned)body_len)};
-    if (uv_write(&sw->w, &c->io.stream, b, body ? 2 : 1, conn_on_write) != 0) {
+    if (uv_write(&sw->w, &c->io.stream, b, nb, conn_on_write) != 0) {
         free(buf);
         free(body);
         free(sw);
@@ -325,7 +350,6 @@ static void conn_write(server_conn_t *c, char *buf, size_t len) {
  * write, uncopied. */
 #define SERVER_COPY_BODY_MAX 2048
 
-/* Sends the head and the body; frees 'take' (may be NULL) when done with it. */
 /* Appends n bytes at buf + off (the caller sized buf). */
 #define SERVER_PUT(buf, off, p, n)                                                                 \
     do {                                                                                           \
@@ -336,6 +360,7 @@ static void conn_write(server_conn_t *c, char *buf, size_t len) {
 
 #define SERVER_PUTL(buf, off, lit) SERVER_PUT(buf, off, "" lit, sizeof(lit) - 1)
 
+/* Sends the head and the body; frees 'take' (may be NULL) when done with it. */
 static void respond(api_req_t *req, int status, const char *content_type, const char *headers,
                     const char *body, size_t body_len, char *take) {
     server_conn_t *c = req->conn;
@@ -637,11 +662,19 @@ static void conn_on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf) {
             }
             c->handling = 1;
             conn_timer(c, TM_NONE);
-            uv_read_stop(&c->io.stream);
             c->in_process = 1;
             c->srv->cbs.on_request(c->srv->app, &c->req);
             c->in_process = 0;
-            if (!c->handling && !c->closing && !c->close_after) {
+            if (c->handling) {
+                /* The handler went to Redis: no reading until it answers (a peer's
+                 * EOF now would drop the answer it waits for). Stopping only here,
+                 * not before every request, saves the two epoll_ctl calls a stop
+                 * and a restart cost when the answer was immediate (strace: 2 a
+                 * request on the package endpoint, one of them failing EEXIST). */
+                if (!c->closing) {
+                    uv_read_stop(&c->io.stream);
+                }
+            } else if (!c->closing && !c->close_after) {
                 conn_process(c);
             }
             return;
