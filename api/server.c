@@ -351,11 +351,11 @@ static void conn_write(server_conn_t *c, char *buf, size_t len) {
 #define SERVER_COPY_BODY_MAX 2048
 
 /* Appends n bytes at buf + off (the caller sized buf). */
-#define SERVER_PUT(buf, off, p, n)                                                                 \
-    do {                                                                                           \
-        size_t n_ = (n);                                                                           \
-        memcpy((buf) + (off), (p), n_);                                                            \
-        (off) += n_;                                                                               \
+#define SERVER_PUT(buf, off, p, n)      \
+    do {                                \
+        size_t n_ = (n);                \
+        memcpy((buf) + (off), (p), n_); \
+        (off) += n_;                    \
     } while (0)
 
 #define SERVER_PUTL(buf, off, lit) SERVER_PUT(buf, off, "" lit, sizeof(lit) - 1)
