@@ -42,7 +42,7 @@ UNIT_SRC := tests/unit_main.c tests/test_matcher.c tests/test_tags.c tests/test_
 # list, with the link, the adapter and a private redis-server (tests/redis_proc.c).
 LINK_TEST_OBJ := $(BUILD)/tests/link_main.o $(BUILD)/tests/test_link.o \
             $(BUILD)/tests/redis_proc.o $(BUILD)/store/link.o $(BUILD)/store/redis_uv.o \
-            $(BUILD)/common/xalloc.o $(BUILD)/common/histo.o
+            $(BUILD)/common/xalloc.o $(BUILD)/common/histo.o $(BUILD)/common/sbuf.o
 
 PURE_OBJ  := $(PURE_SRC:%.c=$(BUILD)/%.o)
 STORE_OBJ := $(STORE_SRC:%.c=$(BUILD)/%.o)

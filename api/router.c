@@ -60,10 +60,12 @@ static size_t router_seg(const char *s) {
 }
 
 /* Matches one pattern against the path, segment by segment, without copying or
- * allocating: most routes fail on a literal segment, and the router tries every
- * route in turn. Returns the number of ':name' parameters with their spans in
- * 'spans', or -1 when the path does not have the pattern's shape. */
-static int router_try(const char *pattern, const char *path, router_span_t *spans) {
+ * allocating (but to check a parameter with a '%'): most routes fail on a literal
+ * segment, and the router tries every route in turn. Returns the number of ':name'
+ * parameters with their spans in 'spans', or -1 when the path does not have the
+ * pattern's shape; a parameter reached that is badly percent-encoded also sets
+ * *bad (a 400 unless another route matches). */
+static int router_try(const char *pattern, const char *path, router_span_t *spans, int *bad) {
     const char *p = pattern;
     const char *s = path;
     int np = 0;
@@ -77,6 +79,14 @@ static int router_try(const char *pattern, const char *path, router_span_t *span
             size_t sl = router_seg(s);
             if (sl == 0 || np == API_MAX_PARAMS) {
                 return -1;
+            }
+            if (memchr(s, '%', sl)) {
+                char *d = router_decode(s, sl, NULL);
+                if (d == NULL) {
+                    *bad = 1;
+                    return -1;
+                }
+                free(d);
             }
             spans[np].p = s;
             spans[np].n = sl;
@@ -98,19 +108,12 @@ static int router_try(const char *pattern, const char *path, router_span_t *span
     return *p || *s ? -1 : np;
 }
 
-/* Decodes the parameters of a matched route into 'params'/'lens'; 0, or -1 (and
- * nothing allocated) when one is badly percent-encoded. */
-static int router_params(const router_span_t *spans, int np, char **params, size_t *lens) {
+/* Decodes the parameters of a matched route (router_try checked their encoding)
+ * into 'params'/'lens'. */
+static void router_params(const router_span_t *spans, int np, char **params, size_t *lens) {
     for (int i = 0; i < np; i++) {
         params[i] = router_decode(spans[i].p, spans[i].n, &lens[i]);
-        if (params[i] == NULL) {
-            for (int k = 0; k < i; k++) {
-                free(params[k]);
-            }
-            return -1;
-        }
     }
-    return 0;
 }
 
 int router_match(const route_t *routes, size_t n, int method, api_req_t *req, const route_t **out,
@@ -129,16 +132,13 @@ int router_match(const route_t *routes, size_t n, int method, api_req_t *req, co
     }
     for (size_t i = 0; i < n; i++) {
         router_span_t spans[API_MAX_PARAMS];
-        int np = router_try(routes[i].pattern, path, spans);
+        int np = router_try(routes[i].pattern, path, spans, &bad);
         if (np < 0) {
             continue;
         }
         char *params[API_MAX_PARAMS];
         size_t lens[API_MAX_PARAMS];
-        if (router_params(spans, np, params, lens) != 0) {
-            bad = 1; /* this route does not match; a 400 unless another does */
-            continue;
-        }
+        router_params(spans, np, params, lens);
         int hit =
             routes[i].method == method || (method == HTTPD_HEAD && routes[i].method == HTTPD_GET);
         if (hit) {

@@ -8,6 +8,7 @@
 
 #include <hiredis/async.h>
 
+#include "common/sbuf.h"
 #include "common/xalloc.h"
 #include "store/redis_uv.h"
 
@@ -256,16 +257,7 @@ store_link_t *store__link_new(uv_loop_t *loop, const store_link_opts_t *opts,
 
 /* Writes the decimal digits of 'v' at 'p'; returns the end. */
 static char *link_put_uint(char *p, size_t v) {
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n) {
-        *p++ = tmp[--n];
-    }
-    return p;
+    return p + sbuf_utoa(p, v);
 }
 
 /* The command in Redis's protocol (RESP) in one buffer, NUL-terminated (hiredis

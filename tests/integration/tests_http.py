@@ -383,6 +383,12 @@ def test_head_404_405(o):
             eq(got, allow, "Allow header of %s %s" % (method, path))
         # A bad percent-escape in a path parameter.
         expect_error(c.get("/v1/enterprises/%zz"), 400, "bad_path", what="bad escape")
+        # ...also when the path goes on past it where no route does: the bad escape
+        # is what is wrong, not the path (the router sees it before the mismatch).
+        expect_error(c.get("/v1/enterprises/%zz/foo"), 400, "bad_path",
+                     what="bad escape before a mismatch")
+        expect_error(c.request("DELETE", "/v1/webhooks/%zz/deliveries"), 400, "bad_path",
+                     what="bad escape, then no route for the method")
         still_serving(port, "after the 404/405 tests")
 
 
