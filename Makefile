@@ -53,7 +53,7 @@ LLHTTP_OBJ := $(BUILD)/llhttp/llhttp.o $(BUILD)/llhttp/api.o $(BUILD)/llhttp/htt
 BLOB_OBJ  := $(BUILD)/tags/default_taxonomy.o $(BUILD)/tags/default_rules.o
 
 .PHONY: all deps test unit link-test integration asan test-asan test-valgrind reliability run stop demo bench bench-smoke perf-gate load soak push-bench \
-        load-smoke fuzz fuzz-http fuzz-json fuzz-api \
+        load-smoke fuzz fuzz-http fuzz-json fuzz-api fuzz-http-runs fuzz-long \
         fuzz-smoke fuzz-build clean format check-format lint help
 .DEFAULT_GOAL := all
 
@@ -77,8 +77,9 @@ help:
 	@echo "                10 min with RSS samples; make load-smoke: a tiny run for CI"
 	@echo "make push-bench 100k signed deliveries and a 1.11M package.batch push to a local nginx"
 	@echo "make fuzz       libFuzzer (clang, ASan+UBSan): the HTTP parser, the JSON bodies and the"
-	@echo "                whole API (in-memory store), FUZZ_SECONDS (600) each; fuzz-smoke: 90 s;"
-	@echo "                make fuzz-http / fuzz-json / fuzz-api: one of them"
+	@echo "                whole API (in-memory store), FUZZ_SECONDS (600) each; make fuzz-http /"
+	@echo "                fuzz-json / fuzz-api: one of them; fuzz-smoke (CI): 10 M runs of the"
+	@echo "                parser harness, 70 s of the others; fuzz-long: 100 M runs of the parser"
 	@echo "make format / check-format / lint"
 
 deps:
@@ -283,9 +284,27 @@ fuzz:
 	$(MAKE) fuzz-json
 	$(MAKE) fuzz-api
 
-# About 90 s of fuzzing in all, for CI (.ci/run).
+# The parser harness by count rather than time (reliability checklist B6: 10 M
+# executions per CI run, 100 M in a long run): FUZZ_HTTP_RUNS in all, over
+# FUZZ_WORKERS processes at once (tests/fuzz/runs.sh), after the crash replay.
+FUZZ_HTTP_RUNS ?= 10000000
+FUZZ_WORKERS   ?= $(shell nproc)
+fuzz-http-runs: fuzz-build
+	mkdir -p $(FUZZ_BUILD)/corpus-http $(FUZZ_BUILD)/artifacts
+	cp tests/fuzz/corpus/* tests/fuzz/corpus-http/* $(FUZZ_BUILD)/corpus-http/
+	UBSAN_OPTIONS=print_stacktrace=1 ./$(FUZZ_BUILD)/fuzz_http $(FUZZ_FLAGS) tests/fuzz/crashes/*
+	./tests/fuzz/runs.sh http $(FUZZ_HTTP_RUNS) $(FUZZ_WORKERS)
+
+# 100 M executions of the parser harness (about 35 min on two cores).
+fuzz-long:
+	$(MAKE) fuzz-http-runs FUZZ_HTTP_RUNS=100000000
+
+# For CI (.ci/run): 10 M executions of the parser harness (3-4 min on two cores),
+# then 20 s of fuzz_json and 50 s of fuzz_api.
 fuzz-smoke:
-	$(MAKE) fuzz FUZZ_HTTP_SECONDS=20 FUZZ_JSON_SECONDS=20 FUZZ_API_SECONDS=50
+	$(MAKE) fuzz-http-runs FUZZ_HTTP_RUNS=10000000
+	$(MAKE) fuzz-json FUZZ_JSON_SECONDS=20
+	$(MAKE) fuzz-api FUZZ_API_SECONDS=50
 
 # bench/run.sh installs what it needs, builds, runs bench and the peers, load-tests
 # huiqid against nginx and writes docs/benchmarks.md (raw lines: var/bench/last-run.txt).
