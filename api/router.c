@@ -116,6 +116,11 @@ static void router_params(const router_span_t *spans, int np, char **params, siz
     }
 }
 
+/* Whether 'r' serves 'method' (a HEAD is served by the GET route). */
+static int router_method_ok(const route_t *r, int method) {
+    return r->method == method || (method == HTTPD_HEAD && r->method == HTTPD_GET);
+}
+
 int router_match(const route_t *routes, size_t n, int method, api_req_t *req, const route_t **out,
                  char *allow, size_t allowlen) {
     char *path = req->path;
@@ -124,37 +129,47 @@ int router_match(const route_t *routes, size_t n, int method, api_req_t *req, co
     if (len > 1 && path[len - 1] == '/') {
         path[len - 1] = '\0';
     }
-    int found_path = 0;
-    int bad = 0;
-    size_t alen = 0;
     if (allowlen) {
         allow[0] = '\0';
     }
+    /* First only the routes of the request's method, in table order: a request
+     * that has a route stops there, having tried about half as many patterns
+     * (callgrind, bench/gate_http.sh). A badly encoded parameter met on the way
+     * does not matter when a route matches. */
+    int bad = 0;
     for (size_t i = 0; i < n; i++) {
+        if (!router_method_ok(&routes[i], method)) {
+            continue;
+        }
         router_span_t spans[API_MAX_PARAMS];
         int np = router_try(routes[i].pattern, path, spans, &bad);
         if (np < 0) {
             continue;
         }
+        for (int k = 0; k < req->nparams; k++) {
+            free(req->param[k]);
+        }
         char *params[API_MAX_PARAMS];
         size_t lens[API_MAX_PARAMS];
         router_params(spans, np, params, lens);
-        int hit =
-            routes[i].method == method || (method == HTTPD_HEAD && routes[i].method == HTTPD_GET);
-        if (hit) {
-            for (int k = 0; k < req->nparams; k++) {
-                free(req->param[k]);
-            }
-            for (int k = 0; k < API_MAX_PARAMS; k++) {
-                req->param[k] = k < np ? params[k] : NULL;
-                req->param_len[k] = k < np ? lens[k] : 0;
-            }
-            req->nparams = np;
-            *out = &routes[i];
-            return 0;
+        for (int k = 0; k < API_MAX_PARAMS; k++) {
+            req->param[k] = k < np ? params[k] : NULL;
+            req->param_len[k] = k < np ? lens[k] : 0;
         }
-        for (int k = 0; k < np; k++) {
-            free(params[k]);
+        req->nparams = np;
+        *out = &routes[i];
+        return 0;
+    }
+    /* No route for this method: the other methods' routes tell a 405 (with the
+     * methods the path has, for Allow) from a 404, and a badly encoded parameter
+     * met in any route makes it a 400. */
+    int found_path = 0;
+    size_t alen = 0;
+    bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        router_span_t spans[API_MAX_PARAMS];
+        if (router_try(routes[i].pattern, path, spans, &bad) < 0) {
+            continue;
         }
         found_path = 1;
         const char *m = httpd_method_name(routes[i].method);
