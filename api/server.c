@@ -443,6 +443,19 @@ void server_respond_take(api_req_t *req, int status, const char *content_type, c
  * Reading and parsing
  * ------------------------------------------------------------------------- */
 
+/* A new request id: 16 hex digits of the next number of the server's sequence,
+ * spread by a golden-ratio multiply. Written by hand: snprintf's "%016llx" was
+ * 4% of a package request's instructions (callgrind, bench/gate_http.sh). */
+static void server_new_rid(server_t *s, char out[static 17]) {
+    static const char digits[] = "0123456789abcdef";
+    uint64_t v = s->rid_base + s->rid_seq++ * UINT64_C(0x9e3779b97f4a7c15);
+    for (int i = 15; i >= 0; i--) {
+        out[i] = digits[v & 15];
+        v >>= 4;
+    }
+    out[16] = '\0';
+}
+
 static int conn_on_head(void *arg, httpd_req_t *h) {
     server_conn_t *c = arg;
     server_t *s = c->srv;
@@ -454,8 +467,7 @@ static int conn_on_head(void *arg, httpd_req_t *h) {
         /* server_rid_ok bounds the length below sizeof r->id. */
         memcpy(r->id, h->request_id, strlen(h->request_id) + 1);
     } else {
-        snprintf(r->id, sizeof r->id, "%016llx",
-                 (unsigned long long)(s->rid_base + s->rid_seq++ * UINT64_C(0x9e3779b97f4a7c15)));
+        server_new_rid(s, r->id);
     }
     if (httpd_split_target(h, &r->path, &r->query) != 0) {
         return 400;
@@ -549,9 +561,7 @@ static void conn_fail(server_conn_t *c) {
     c->handling = 1;
     if (!c->head_done) {
         c->req.http = NULL;
-        snprintf(c->req.id, sizeof c->req.id, "%016llx",
-                 (unsigned long long)(c->srv->rid_base +
-                                      c->srv->rid_seq++ * UINT64_C(0x9e3779b97f4a7c15)));
+        server_new_rid(c->srv, c->req.id);
     }
     c->req.conn = c;
     char hdr[sizeof c->req.refuse_hdr];
