@@ -492,8 +492,8 @@ if full and http_miss:
                  ", ".join(m[0] for m in http_miss), f(np99, "%.2f"), f(na99, "%.2f"), where,
                  kv.get("wrk_settings", "-c64").split("-c")[1].split()[0]))
     L.append("On the reference VM the p99 moves from run to run while p50 and req/s hold "
-             "(the audience's p99 over four runs on 2026-12-05: 5.35, 1.46, 1.48, 3.16 ms, at "
-             "78-106 k req/s). A scheduler trace of the servers' core during a wrk row "
+             "(the audience's p99 over five runs on 2026-12-05: 5.35, 1.46, 1.48, 3.16, 4.31 ms, "
+             "at 78-119 k req/s). A scheduler trace of the servers' core during a wrk row "
              "(`perf record -e sched:sched_switch -C 0`, 14 s, 1.11 M city) showed what takes "
              "it from huiqid: the sandbox's own agent (`process_api`, nice -10) 15 times for "
              "7.3 ms median and up to 14 ms, `kdamond` (DAMON) 28 times for 1.5-4.6 ms, Redis "
