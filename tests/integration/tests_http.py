@@ -317,32 +317,27 @@ def test_limits(o):
         # Exactly at the caps, and one byte over: the pre-filter takes runs of
         # ordinary bytes in one step and must stop at the byte that crosses a cap,
         # whether the bytes come in one read or in pieces.
-        for extra, want in ((0, 200), (1, 414)):
-            target = b"/healthz?q=" + b"a" * (8192 - 11 + extra)  # 8 KiB target cap
-            req = b"GET " + target + b" HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n"
-            for chunks in (None, [req[i:i + 1000] for i in range(0, len(req), 1000)]):
+        def at_cap(req, what, over):
+            for chunks in (None, [req[i:i + 997] for i in range(0, len(req), 997)]):
                 buf, _ = raw_exchange(port, req, timeout=5 * o.slow, chunks=chunks)
-                what = "a %d-byte target%s" % (len(target), " in pieces" if chunks else "")
-                if want == 200:
-                    resps = parse_responses(buf)
-                    check(resps and resps[0][0] == 200, "%s: %r", what, buf[:300])
+                what_ = what + (" in pieces" if chunks else "")
+                if over:
+                    one_error(buf, over[0], what_, over[1])
                 else:
-                    one_error(buf, 414, what, "uri_too_long")
-        for extra, want in ((0, 200), (1, 431)):
+                    resps = parse_responses(buf)
+                    check(resps and resps[0][0] == 200, "%s: %r", what_, buf[:300])
+
+        for extra, over in ((0, None), (1, (414, "uri_too_long"))):
+            target = b"/healthz?q=" + b"a" * (8192 - 11 + extra)  # 8 KiB target cap
+            at_cap(b"GET " + target + b" HTTP/1.1\r\n" + H + b"Connection: close\r\n\r\n",
+                   "a %d-byte target" % len(target), over)
+        for extra, over in ((0, None), (1, (431, "headers_too_large"))):
             head = b"GET /healthz HTTP/1.1\r\n" + H + b"Connection: close\r\n"
-            pad = b"".join(b"X-Pad-%02d: %s\r\n" % (i, b"p" * 990) for i in range(15))
-            head += pad
+            head += b"".join(b"X-Pad-%02d: %s\r\n" % (i, b"p" * 990) for i in range(15))
             last = 16384 - len(head) - len(b"X-Last: \r\n\r\n") + extra  # 16 KiB head cap
             req = head + b"X-Last: " + b"q" * last + b"\r\n\r\n"
             eq(len(req), 16384 + extra, "the header section's length")
-            for chunks in (None, [req[i:i + 997] for i in range(0, len(req), 997)]):
-                buf, _ = raw_exchange(port, req, timeout=5 * o.slow, chunks=chunks)
-                what = "a %d-byte header section%s" % (len(req), " in pieces" if chunks else "")
-                if want == 200:
-                    resps = parse_responses(buf)
-                    check(resps and resps[0][0] == 200, "%s: %r", what, buf[:300])
-                else:
-                    one_error(buf, 431, what, "headers_too_large")
+            at_cap(req, "a %d-byte header section" % len(req), over)
         # The byte that crosses a cap is answered at once, even when it is the last
         # one the client sent (a pre-filter that took it in a run would wait for
         # more, and answer 408 at the header timeout).
