@@ -231,7 +231,7 @@ int pol_input_parse(const app_t *app, json_t *body, pol_input_t *in, ent_err_t *
         return pol_fail(err, 400, "invalid_date", "closes", "closes is before opens");
     }
     /* Canonical lists: policy tags sorted and unique, the rule normalised. */
-    uint16_t sorted[STORE_MAX_PTAGS];
+    uint16_t sorted[STORE_MAX_PTAGS] = {0};
     uint16_t n = 0;
     for (uint16_t i = 0; i < in->nptags; i++) {
         uint16_t b = in->ptags[i];

@@ -17,6 +17,10 @@ fi
 if [ "${1:-}" = "--fuzz" ]; then
     PKGS="$PKGS clang libclang-rt-14-dev"
 fi
+# Extra packages for `make format`, `make check-format` and `make lint`.
+if [ "${1:-}" = "--lint" ]; then
+    PKGS="$PKGS clang-format cppcheck"
+fi
 
 missing=""
 for p in $PKGS; do

@@ -310,7 +310,7 @@ int taxonomy_parse(const char *buf, size_t len, taxonomy_t **out, char *err, siz
             lend--;
         }
         if (lend > pos && buf[pos] != '#') {
-            tax_field_t f[8];
+            tax_field_t f[8] = {{0}};
             unsigned nf = 0;
             size_t s = pos;
             for (size_t i = pos; i <= lend; i++) {
