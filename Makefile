@@ -259,18 +259,24 @@ fuzz-build:
 	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang OPT=-O1 SAN="$(FUZZ_SAN)" \
 	    $(FUZZ_HARNESSES:%=$(FUZZ_BUILD)/%)
 
-# One harness ($(1)): first every input that once crashed any harness (regressions;
-# bytes are valid input to all three), then $(2) seconds of fuzzing from seeds $(3).
-define FUZZ_RUN
+# Harness $(1)'s start: its seeds $(2) copied into its corpus, then every input that
+# once crashed any harness replayed (regressions; bytes are valid input to all three).
+define FUZZ_PREP
 	mkdir -p $(FUZZ_BUILD)/corpus-$(1) $(FUZZ_BUILD)/artifacts
-	cp $(3) $(FUZZ_BUILD)/corpus-$(1)/
+	cp $(2) $(FUZZ_BUILD)/corpus-$(1)/
 	UBSAN_OPTIONS=print_stacktrace=1 ./$(FUZZ_BUILD)/fuzz_$(1) $(FUZZ_FLAGS) tests/fuzz/crashes/*
+endef
+
+# One harness ($(1)): FUZZ_PREP, then $(2) seconds of fuzzing from seeds $(3).
+define FUZZ_RUN
+	$(call FUZZ_PREP,$(1),$(3))
 	UBSAN_OPTIONS=print_stacktrace=1 ./$(FUZZ_BUILD)/fuzz_$(1) $(FUZZ_FLAGS) \
 	    -max_total_time=$(2) $(FUZZ_BUILD)/corpus-$(1)
 endef
 
+FUZZ_HTTP_SEEDS := tests/fuzz/corpus/* tests/fuzz/corpus-http/*
 fuzz-http: fuzz-build
-	$(call FUZZ_RUN,http,$(FUZZ_HTTP_SECONDS),tests/fuzz/corpus/* tests/fuzz/corpus-http/*)
+	$(call FUZZ_RUN,http,$(FUZZ_HTTP_SECONDS),$(FUZZ_HTTP_SEEDS))
 
 fuzz-json: fuzz-build
 	$(call FUZZ_RUN,json,$(FUZZ_JSON_SECONDS),tests/fuzz/corpus-json/*)
@@ -290,10 +296,9 @@ fuzz:
 FUZZ_HTTP_RUNS ?= 10000000
 FUZZ_WORKERS   ?= $(shell nproc)
 fuzz-http-runs: fuzz-build
-	mkdir -p $(FUZZ_BUILD)/corpus-http $(FUZZ_BUILD)/artifacts
-	cp tests/fuzz/corpus/* tests/fuzz/corpus-http/* $(FUZZ_BUILD)/corpus-http/
-	UBSAN_OPTIONS=print_stacktrace=1 ./$(FUZZ_BUILD)/fuzz_http $(FUZZ_FLAGS) tests/fuzz/crashes/*
-	./tests/fuzz/runs.sh http $(FUZZ_HTTP_RUNS) $(FUZZ_WORKERS)
+	$(call FUZZ_PREP,http,$(FUZZ_HTTP_SEEDS))
+	FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_FLAGS="$(FUZZ_FLAGS)" \
+	    ./tests/fuzz/runs.sh http $(FUZZ_HTTP_RUNS) $(FUZZ_WORKERS)
 
 # 100 M executions of the parser harness (about 35 min on two cores).
 fuzz-long:

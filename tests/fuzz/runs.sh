@@ -3,21 +3,21 @@
 #
 #   tests/fuzz/runs.sh HARNESS TOTAL WORKERS
 #
-# WORKERS processes run build-fuzz/fuzz_HARNESS at once, each with its own seed
+# WORKERS processes run $FUZZ_BUILD/fuzz_HARNESS at once, each with its own seed
 # and TOTAL/WORKERS executions (libFuzzer's -runs, which counts the corpus it
-# loads too), over the one corpus in build-fuzz/corpus-HARNESS (the caller has
-# copied the seeds there). Each worker's output goes to
-# build-fuzz/logs/HARNESS-K.log. Fails if any worker fails (a crash, a leak, a
-# timeout, an abort of the harness's own checks: the log's tail is printed, the
-# input is in build-fuzz/artifacts/). Prints each worker's final line and the
-# executions in all, with the time they took.
+# loads too), with the flags in $FUZZ_FLAGS (the Makefile's), over the one corpus
+# in $FUZZ_BUILD/corpus-HARNESS (the caller has copied the seeds there). Each
+# worker's output goes to $FUZZ_BUILD/logs/HARNESS-K.log. Fails if any worker
+# fails (a crash, a leak, a timeout, an abort of the harness's own checks: the
+# log's tail is printed, the input is where the flags' -artifact_prefix says).
+# Prints each worker's final line and the executions in all, with the time they
+# took. `make fuzz-http-runs` calls it.
 set -eu
 harness=$1
 total=$2
 workers=$3
-dir=build-fuzz
-flags="-dict=tests/fuzz/http.dict -max_len=65536 -timeout=10 -rss_limit_mb=4096 \
--print_final_stats=1 -artifact_prefix=$dir/artifacts/"
+dir=$FUZZ_BUILD
+flags=$FUZZ_FLAGS
 mkdir -p "$dir/logs" "$dir/artifacts"
 per=$(( (total + workers - 1) / workers ))
 start=$(date +%s)
