@@ -27,7 +27,7 @@ static void sbuf_reserve(sbuf_t *s, size_t more) {
     s->cap = cap;
 }
 
-void sbuf_add(sbuf_t *s, const void *p, size_t n) {
+void sbuf_add_grow(sbuf_t *s, const void *p, size_t n) {
     sbuf_reserve(s, n);
     memcpy(s->p + s->len, p, n);
     s->len += n;
