@@ -11,7 +11,9 @@
 #
 # Settings (environment):
 #   BENCH_N=1110000 BENCH_POLICIES=2000   the city (BENCH_N=11100000 for 10x)
-#   BENCH_DURATION=30s BENCH_CONNS=64 BENCH_THREADS=2   wrk settings (reliability.md D16)
+#   BENCH_DURATION=30s BENCH_CONNS=64   wrk settings (reliability.md D16)
+#   BENCH_THREADS   wrk threads: 1 when wrk is pinned to its one core (BENCH_PIN, the
+#                   default with 2+ cores), else 2
 #   BENCH_WARMUP=10s    wrk's warm-up before each measured row
 #   BENCH_PG=1 (0: no PostgreSQL)  BENCH_PG_ALL=0 (1: all policies, not every 10th)
 #   BENCH_HTTP=1 (0: no HTTP part; force: even when Redis would not fit in memory)
@@ -30,7 +32,18 @@ NP=${BENCH_POLICIES:-2000}
 DUR=${BENCH_DURATION:-30s}
 WARMUP=${BENCH_WARMUP:-10s}
 CONNS=${BENCH_CONNS:-64}
-THREADS=${BENCH_THREADS:-2}
+# Pinning (BENCH_PIN=1, with 2+ cores): the servers on CPU 0, wrk on CPU 1. Each
+# side then runs one thread or process per core it has: wrk -t1 and nginx with one
+# worker. Two wrk threads time-sharing one core each count the other's time slice
+# in their latencies (audience row, 10 s runs on a 200k city, 2026-12-05: p99
+# 4.36, 4.36, 4.11 ms with -t2 against 1.33, 1.35, 1.49 ms with -t1, at the same
+# req/s), and two nginx workers on one core do the same to nginx (package file:
+# p99 5.44 ms with 2 workers, 2.00 ms with 1, same req/s).
+PINNED=0
+if [ "${BENCH_PIN:-1}" != 0 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    PINNED=1
+fi
+THREADS=${BENCH_THREADS:-$([ "$PINNED" = 1 ] && echo 1 || echo 2)}
 USE_PG=${BENCH_PG:-1}
 PG_ALL=${BENCH_PG_ALL:-0}
 USE_HTTP=${BENCH_HTTP:-1}
@@ -362,15 +375,17 @@ L.append("""- **In process** (`build/bench/bench`): huiqi's matcher over the who
   audiences over HTTP is compared with the truth (and `by_region` with `count`). wrk
   (after a 10 s warm-up, not counted, before each row) runs on loopback against the typical package (an enterprise with the median package
   size) and the typical audience (the policy whose audience is closest to the median),
-  then against nginx (its own config: `worker_processes auto`, `access_log off`,
-  keep-alive without a request limit) serving files holding the very bytes huiqid
-  answered. With two cores, wrk runs on CPU 1 and the servers (huiqid, nginx's
-  workers, the idle Redis) on CPU 0 (`taskset`; `BENCH_PIN=0` leaves them to the
-  scheduler): huiqid serves from one event-loop thread, nginx from its workers
-  (`worker_processes auto`) sharing that one core, and the kernel's loopback work
-  shares it too, so absolute figures are lower than with a separate load generator;
-  the ratio huiqi/nginx is the figure to compare. Other load on the machine shows in
-  the load averages above.
+  then against nginx (its own config: `access_log off`, `sendfile on`, keep-alive
+  without a request limit) serving files holding the very bytes huiqid answered.
+  With two cores, wrk runs on CPU 1 and the servers (huiqid, nginx, the idle Redis)
+  on CPU 0 (`taskset`; `BENCH_PIN=0` leaves them to the scheduler), and each side
+  runs one thread or process per core it has: wrk `-t1`, huiqid its one event-loop
+  thread, nginx one worker (`worker_processes 1`; `auto` without pinning). Two wrk
+  threads, or two nginx workers, time-sharing one core count each other's time
+  slices in the latencies. The kernel's loopback work shares the servers' core, so
+  absolute figures are lower than with a separate load generator; the ratio
+  huiqi/nginx is the figure to compare. Other load on the machine shows in the load
+  averages above.
 """)
 # Load, soak and push runs have their own commands and raw files; the latest of
 # each is shown here, with its own date (they are not part of the run above).
@@ -765,7 +780,7 @@ if [ "$USE_HTTP" != 0 ]; then
     # Pinned (below), Redis's AOF rewrite child runs on wrk's core, as it would on a
     # spare core of a real server, not on the servers' core that it inherits.
     REDIS_PIN=()
-    if [ "${BENCH_PIN:-1}" != 0 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    if [ "$PINNED" = 1 ]; then
         REDIS_PIN=(--aof_rewrite_cpulist 1 --bgsave_cpulist 1)
     fi
     # AOF as shipped (everysec), without RDB snapshots, as in make load: the AOF is
@@ -981,8 +996,12 @@ EOF
     NGINX_URL=""
     if command -v nginx >/dev/null; then
         NPORT=$(free_port)
+        # One worker on the one core it is pinned to (see PINNED above), else one per core.
+        NGX_WORKERS=auto
+        if [ "$PINNED" = 1 ]; then NGX_WORKERS=1; fi
+        kv nginx_workers "$NGX_WORKERS"
         cat >"$NGX/nginx.conf" <<EOF
-worker_processes auto;
+worker_processes $NGX_WORKERS;
 daemon off;
 pid $NGX/nginx.pid;
 error_log $NGX/error.log warn;
@@ -1019,7 +1038,7 @@ EOF
     # threads and both get the same single core. BENCH_PIN=0 leaves placement to
     # the scheduler.
     WRK_PIN=()
-    if [ "${BENCH_PIN:-1}" != 0 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    if [ "$PINNED" = 1 ]; then
         for pid in "$HPID" ${REDIS_PID:+"$REDIS_PID"} ${NGPID:+"$NGPID"} ${NGPID:+$(pgrep -P "$NGPID" || true)}; do
             taskset -a -p 0x1 "$pid" >/dev/null 2>&1 || true
         done
