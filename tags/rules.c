@@ -890,7 +890,12 @@ static int32_t derive_next_change(const rules_t *r, const rules_in_t *in, int32_
 void rules_derive(const rules_t *r, const rules_in_t *in, int32_t today, rules_out_t *out) {
     ctx_t c = {.r = r, .in = in, .today = today, .row = out->row};
     memset(out->row, 0, sizeof out->row);
-    srcinfo_t *src = xcalloc(r->ntags, sizeof *src);
+    /* On the stack and not cleared: an entry is read only for a bit that is set,
+     * and every way a bit gets set (derive_set, an override) writes its entry. It
+     * was a calloc (1.3 KiB for 330 tags), and one that size makes glibc's malloc
+     * consolidate its free lists on every call: 2.3% of huiqid's time in an import
+     * (perf). */
+    srcinfo_t src[TAX_MAX_TAGS];
     if (in->region && strlen(in->region) < sizeof c.district) {
         strcpy(c.district, in->region);
     } else if (!in->region) {
@@ -942,7 +947,6 @@ void rules_derive(const rules_t *r, const rules_in_t *in, int32_t today, rules_o
         }
     }
     out->next_change = derive_next_change(r, in, today);
-    free(src);
 }
 
 /* ---------------------------------------------------------------------------
