@@ -48,6 +48,7 @@ TESTS = [
     ("derived_industry", tests_api.test_derived_industry),
     ("derived_size_boundaries", tests_api.test_derived_size_boundaries),
     ("derived_age_brackets", tests_api.test_derived_age_brackets),
+    ("retag_follows_time", tests_api.test_retag_follows_time),
     ("derived_qualification_expiry", tests_api.test_derived_qualification_expiry),
     ("explicit_tags_and_overrides", tests_api.test_explicit_tags_and_overrides),
     ("policy_crud_and_errors", tests_api.test_policy_crud_and_errors),

@@ -6,7 +6,7 @@ import random
 
 import model
 
-from harness import Env, TestFailure, check, eq, make_uscc, wrong_check
+from harness import Env, TestFailure, check, eq, make_uscc, wait_until, wrong_check
 from model import Taxonomy, add_years, iso, today_cn
 
 # --------------------------------------------------------------------------
@@ -803,6 +803,52 @@ def test_derived_age_brackets(o):
         eq(d["retag_on"], iso(add_years(three + datetime.timedelta(days=1), 3)),
            "retag_on is the next anniversary")
 
+
+
+def test_retag_follows_time(o):
+    """An enterprise whose age bracket changes overnight gets its new tags from the
+    daily pass after a restart on the next day (document, audience and retag
+    progress all follow), and a full pass afterwards finds nothing left to change."""
+    rng = random.Random(26)
+    day1, day2 = "2026-06-30", "2026-07-01"
+    with Env(o, huiqid_args=["--today", day1]) as env:
+        c = env.c
+        a = new_ent(c, rng, founded="2023-07-01")  # turns 3 on day2
+        b = new_ent(c, rng, founded="2010-01-01")  # over 10 on both days
+        eq([t for t in a["tags"] if t.startswith("age.")], ["age.lt3"], "A's bracket on day 1")
+        eq(a["retag_on"], day2, "A's retag_on is its third anniversary")
+        older = {"rule": {"all": ["age.3to10"]}}
+        eq(post_ok(c, "/v1/audience", older, status=200)["count"], 0, "3-10 audience on day 1")
+        problems = env.stop_huiqid()
+        check(not problems, "stopping huiqid: %s", problems)
+        env.start_huiqid(["--today", day2])
+        c = env.c
+
+        def a_retagged():
+            d = get_ok(c, "/v1/enterprises/" + a["uscc"]).json
+            return d if "age.3to10" in d["tags"] else None
+
+        d = wait_until(a_retagged, 20 * o.slow, "the daily pass to re-tag A")
+        eq([t for t in d["tags"] if t.startswith("age.")], ["age.3to10"], "A's bracket on day 2")
+        eq(d["tag_sources"]["age.3to10"]["source"], "rule", "source of A's new bracket")
+        eq(d["version"], a["version"] + 1, "A's version after the re-tag")
+        check(d["retag_on"] > day2, "A's next retag_on %s is after day 2", d["retag_on"])
+        eq(post_ok(c, "/v1/audience", older, status=200)["count"], 1, "3-10 audience on day 2")
+        st = wait_until(lambda: (lambda s: s if s["daily"].get("last_completed") == day2
+                                 else None)(get_ok(c, "/v1/enterprises:retag").json),
+                        10 * o.slow, "the daily pass to complete")
+        eq(st["daily"]["changed"], 1, "daily pass: enterprises changed")
+
+        r = c.post("/v1/enterprises:retag")
+        eq(r.status, 202, "POST /v1/enterprises:retag (%r)" % r)
+        st = wait_until(lambda: (lambda s: s if s["state"] == "done" else None)(
+            get_ok(c, "/v1/enterprises:retag").json), 20 * o.slow, "the full pass to finish")
+        eq((st["total"], st["done"], st["changed"], st["unchanged"], st["failed"]),
+           (2, 2, 0, 2, 0), "full pass after the daily one")
+        eq(get_ok(c, "/v1/enterprises/" + b["uscc"]).json["version"], b["version"],
+           "B untouched by both passes")
+        eq(get_ok(c, "/v1/enterprises/" + a["uscc"]).json["version"], a["version"] + 1,
+           "A written once")
 
 def test_derived_qualification_expiry(o):
     model.avoid_midnight(30 * o.slow)
