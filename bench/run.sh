@@ -71,8 +71,8 @@ fi
 RAW=$RAW_FINAL.partial
 if [ -z "${BENCH_CMD:-}" ]; then
     BENCH_CMD="make bench"
-    for v in BENCH_N BENCH_POLICIES BENCH_DURATION BENCH_WARMUP BENCH_CONNS BENCH_THREADS BENCH_PG \
-        BENCH_PG_ALL BENCH_HTTP; do
+    for v in BENCH_N BENCH_POLICIES BENCH_DURATION BENCH_WARMUP BENCH_CONNS BENCH_THREADS BENCH_PIN \
+        BENCH_PG BENCH_PG_ALL BENCH_HTTP; do
         if [ -n "${!v:-}" ]; then BENCH_CMD="$v=${!v} $BENCH_CMD"; fi
     done
 fi
@@ -385,8 +385,9 @@ L.append("""- **In process** (`build/bench/bench`): huiqi's matcher over the who
   slices in the latencies. The kernel's loopback work shares the servers' core, so
   absolute figures are lower than with a separate load generator; the ratio
   huiqi/nginx is the figure to compare. Other load on the machine shows in the load
-  averages above.
-""")
+  averages above. This run: wrk `%s`, nginx `worker_processes %s`.
+""" % (" ".join((kv.get("wrk_settings") or "not run").split()[:3]),
+       kv.get("nginx_workers", "auto")))
 # Load, soak and push runs have their own commands and raw files; the latest of
 # each is shown here, with its own date (they are not part of the run above).
 def raw_of(path):
@@ -496,9 +497,10 @@ http_miss = [m for m in (
     ("audience rate", har and nar and har < 0.7 * nar)) if m[1]]
 if full and http_miss:
     L.append("## Why HTTP rows miss\n")
+    conns = kv.get("wrk_settings", "-c64").split("-c")[1].split()[0]
     where = ("wrk ran on one core and the servers on the other, so each server had one core "
              "and the kernel's loopback work shared it" if kv.get("bench_pinning") else
-             "wrk's two threads, the server and the kernel's loopback work shared two cores")
+             "wrk, the server and the kernel's loopback work shared two cores")
     L.append("Missed in this run: %s. nginx itself, serving the same bytes from a file in the "
              "same run, had a p99 of %s ms (package) and %s ms (audience). %s; huiqid serves "
              "from one event-loop thread, so with %s connections a request that arrives while it "
@@ -515,8 +517,9 @@ if full and http_miss:
              "arrives just after a turn has polled waits for that whole turn and is answered "
              "at the end of the next. That happened to 1.1-1.7%% of requests (a connection's "
              "next request read two or more turns after its previous one), so the p99 falls "
-             "at about two turns: p99 = 2 x 64 x what one request costs the core. For a 2 ms "
-             "p99 a package request may cost the core at most about 15 us; it cost %s us in "
+             "at about two turns: p99 = 2 x connections x what one request costs the core. "
+             "For a 2 ms p99 with %s connections a package request may cost the core at most "
+             "%s us; it cost %s us in "
              "this run (1 / req/s), and more than half of that is the kernel's loopback TCP "
              "work, not huiqid's (perf on a 15.6 KB package: 59%% of huiqid's samples in the "
              "kernel, 16%% copying the answer into the socket). Answering the batch in arrival "
@@ -526,8 +529,9 @@ if full and http_miss:
              "2.54, 2.13 ms against 2.57, 3.08, 2.69, 2.40 ms at 48-60 k req/s; alternating "
              "runs), so it was left out. "
              "nginx, serving the same bytes from a file on the same core, has the same shape "
-             "of tail (p99 %s ms in this run).\n" % (f(1e6 / hpr if hpr else None, "%.1f"),
-                                                      f(np99, "%.2f")))
+             "of tail (p99 %s ms in this run).\n" % (
+                 conns, f(2000.0 / (2 * int(conns)) if conns.isdigit() else None, "%.1f"),
+                 f(1e6 / hpr if hpr else None, "%.1f"), f(np99, "%.2f")))
     L.append("Stalls from outside add to it, and move the p99 from run to run while p50 and "
              "req/s hold. A scheduler trace of the servers' core during a wrk row "
              "(`perf record -e sched:sched_switch -C 0`, 14 s, 1.11 M city, 2026-12-04) showed "
