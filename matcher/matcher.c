@@ -237,10 +237,11 @@ static const char *matcher_key_at(const matcher_t *m, uint32_t pos) {
     return b->keys + (size_t)(pos & (CONT_SPAN - 1)) * m->keylen;
 }
 
-static void matcher_keymap_grow(matcher_t *m) {
+/* Re-hashes the key map into 'size' slots (a power of two, larger than now). */
+static void matcher_keymap_resize(matcher_t *m, uint32_t size) {
     uint32_t oldn = m->mask + 1;
     uint32_t *old = m->slots;
-    m->mask = oldn * 2 - 1;
+    m->mask = size - 1;
     m->slots = xmalloc((size_t)(m->mask + 1) * sizeof *m->slots);
     memset(m->slots, 0xff, (size_t)(m->mask + 1) * sizeof *m->slots);
     for (uint32_t i = 0; i < oldn; i++) {
@@ -254,6 +255,22 @@ static void matcher_keymap_grow(matcher_t *m) {
         m->slots[h] = old[i];
     }
     free(old);
+}
+
+static void matcher_keymap_grow(matcher_t *m) {
+    matcher_keymap_resize(m, (m->mask + 1) * 2);
+}
+
+void matcher_reserve(matcher_t *m, uint32_t nkeys) {
+    uint64_t size = (uint64_t)m->mask + 1;
+    /* The same 70% bound as a put's growth, so the reserved table is the one
+     * growth would have reached, without re-hashing every key on the way. */
+    while ((uint64_t)nkeys * 10 > size * 7 && size < (UINT64_C(1) << 31)) {
+        size *= 2;
+    }
+    if (size > (uint64_t)m->mask + 1) {
+        matcher_keymap_resize(m, (uint32_t)size);
+    }
 }
 
 /* The slot holding 'key', or the empty slot where it would go. */

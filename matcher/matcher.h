@@ -73,6 +73,9 @@ void matcher_relayout(matcher_t *m);
  * group answer; counts, lists and tag cardinalities do not), and the relayout then
  * builds the columns once, in order. Returns 0, or -EBUSY when not empty. */
 int matcher_load_begin(matcher_t *m);
+/* Sizes the key map for 'nkeys' enterprises at once (never shrinks it), so that a
+ * load that knows how many are coming does not re-hash the keys as it grows. */
+void matcher_reserve(matcher_t *m, uint32_t nkeys);
 /* How many relayouts have run; enterprises added since the last one. */
 uint64_t matcher_layout_count(const matcher_t *m);
 uint32_t matcher_unsorted(const matcher_t *m);

@@ -489,6 +489,8 @@ static void load_on_ord_next(void *arg, redisReply *r) {
         return;
     }
     ld->nchunks = (uint32_t)((next + STORE_CHUNK - 1) / STORE_CHUNK);
+    /* Ordinals are reused, so 'next' is about the number of enterprises. */
+    matcher_reserve(ld->mem->m, (uint32_t)next);
     load_send_chunks(ld);
 }
 

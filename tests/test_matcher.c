@@ -2,6 +2,7 @@
  * policy set, the latter two against a brute-force oracle on random data. */
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -457,6 +458,43 @@ int test_matcher_oracle_clustered_blocks(void) {
     /* Several blocks laid out by the cluster key, so that whole blocks and extents
      * hold one group: the extent masks and dropped conditions at work. */
     return ora_run(40, 100000, 2, 1234, 2);
+}
+
+/* matcher_reserve sizes the key map once: puts up to what that size holds do not
+ * grow it, keys put before and after stay found, and it never shrinks. */
+int test_matcher_reserve(void) {
+    matcher_t *m = matcher_new(10, 8);
+    uint64_t row[1] = {0x5};
+    char key[16]; /* 8 bytes used: "K" and 7 digits */
+    for (uint32_t i = 0; i < 100; i++) {
+        snprintf(key, sizeof key, "K%07u", i);
+        ASSERT_OK(matcher_put(m, i, key, row));
+    }
+    matcher_reserve(m, 20000);
+    uint32_t mask = m->mask;
+    ASSERT_TRUE((uint64_t)20000 * 10 <= ((uint64_t)mask + 1) * 7);
+    ASSERT_TRUE((uint64_t)20000 * 10 > ((uint64_t)mask + 1) / 2 * 7); /* the smallest such */
+    /* The 70% bound: this many keys fit without growing. */
+    uint32_t fit = (uint32_t)(((uint64_t)mask + 1) * 7 / 10);
+    for (uint32_t i = 100; i < fit; i++) {
+        snprintf(key, sizeof key, "K%07u", i);
+        ASSERT_OK(matcher_put(m, i, key, row));
+    }
+    ASSERT_EQ(m->mask, mask);
+    matcher_reserve(m, 10);
+    ASSERT_EQ(m->mask, mask);
+    for (uint32_t i = 0; i < fit; i++) {
+        snprintf(key, sizeof key, "K%07u", i);
+        ASSERT_EQ(matcher_find(m, key), i);
+    }
+    snprintf(key, sizeof key, "K%07u", fit);
+    ASSERT_EQ(matcher_find(m, key), MATCHER_NONE);
+    ASSERT_OK(matcher_put(m, fit, key, row)); /* one more: grows as before */
+    ASSERT_TRUE(m->mask > mask);
+    ASSERT_EQ(matcher_find(m, key), fit);
+    ASSERT_EQ(matcher_find(m, "K0000007"), 7);
+    matcher_free(m);
+    return 0;
 }
 
 int test_matcher_put_errors(void) {
