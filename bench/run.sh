@@ -516,11 +516,13 @@ if full and http_miss:
              "average and most turns took 1-2 ms, so a request waits about one turn; one that "
              "arrives just after a turn has polled waits for that whole turn and is answered "
              "at the end of the next. That happened to 1.1-1.7%% of requests (a connection's "
-             "next request read two or more turns after its previous one), so the p99 falls "
-             "at about two turns: p99 = 2 x connections x what one request costs the core. "
-             "For a 2 ms p99 with %s connections a package request may cost the core at most "
-             "%s us; it cost %s us in "
-             "this run (1 / req/s), and more than half of that is the kernel's loopback TCP "
+             "next request read two or more turns after its previous one), so two turns "
+             "are the floor of the p99: 2 x connections x what one request costs the core. "
+             "With %s connections that floor is 2 ms at %s us a request; a package request "
+             "cost %s us in this run (1 / req/s), a floor of %s ms; the rest of the p99 "
+             "comes from outside the loop's turns: the stalls below, and wrk's side, which "
+             "was not measured. More than half of a request's "
+             "cost is the kernel's loopback TCP "
              "work, not huiqid's (perf on a 15.6 KB package: 59%% of huiqid's samples in the "
              "kernel, 16%% copying the answer into the socket). Answering the batch in arrival "
              "order instead (requests queued for the end of the turn, oldest connection "
@@ -531,7 +533,9 @@ if full and http_miss:
              "nginx, serving the same bytes from a file on the same core, has the same shape "
              "of tail (p99 %s ms in this run).\n" % (
                  conns, f(2000.0 / (2 * int(conns)) if conns.isdigit() else None, "%.1f"),
-                 f(1e6 / hpr if hpr else None, "%.1f"), f(np99, "%.2f")))
+                 f(1e6 / hpr if hpr else None, "%.1f"),
+                 f(2e3 * int(conns) / hpr if hpr and conns.isdigit() else None, "%.2f"),
+                 f(np99, "%.2f")))
     L.append("Stalls from outside add to it, and move the p99 from run to run while p50 and "
              "req/s hold. A scheduler trace of the servers' core during a wrk row "
              "(`perf record -e sched:sched_switch -C 0`, 14 s, 1.11 M city, 2026-12-04) showed "
