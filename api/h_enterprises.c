@@ -120,10 +120,9 @@ static void ent_write(ent_ctx_t *c, json_t *body, const char *path_uscc, int64_t
     }
     memcpy(c->uscc, in.uscc, sizeof c->uscc);
     /* On the stack, as in import_line (h_import.c). */
-    rules_out_t outbuf;
-    rules_out_t *out = &outbuf;
-    rules_derive(app->rules, &in.rin, app_today(app), out);
-    c->doc = ent_build_doc(app, &in, out);
+    rules_out_t out;
+    rules_derive(app->rules, &in.rin, app_today(app), &out);
+    c->doc = ent_build_doc(app, &in, &out);
     size_t text_len;
     char *text = json_out_str(c->doc, &text_len);
     size_t card_len;
@@ -132,12 +131,12 @@ static void ent_write(ent_ctx_t *c, json_t *body, const char *path_uscc, int64_t
         .uscc = in.uscc,
         .doc = text,
         .doc_len = text_len,
-        .row = out->row,
+        .row = out.row,
         .interests = in.interests,
         .ninterests = in.ninterests,
         .mode = c->mode,
         .expect_ver = expect_ver,
-        .retag_on = out->next_change,
+        .retag_on = out.next_change,
         .webhook = ent_input_webhook(&in),
         .card = card,
         .card_len = card_len,

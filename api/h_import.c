@@ -185,10 +185,9 @@ static void import_line(import_t *im, const char *p, size_t n) {
      * makes glibc consolidate its free lists first. With it and rules_derive's
      * scratch (tags/rules.c) allocated per line, malloc_consolidate was 4.3% of
      * huiqid's time in an import; without, 2.1% (perf, 200,000 lines). */
-    rules_out_t outbuf;
-    rules_out_t *out = &outbuf;
-    rules_derive(app->rules, &in.rin, app_today(app), out);
-    json_t *doc = ent_build_doc(app, &in, out);
+    rules_out_t out;
+    rules_derive(app->rules, &in.rin, app_today(app), &out);
+    json_t *doc = ent_build_doc(app, &in, &out);
     size_t text_len;
     char *text = json_out_str(doc, &text_len);
     size_t card_len;
@@ -202,12 +201,12 @@ static void import_line(import_t *im, const char *p, size_t n) {
         .uscc = in.uscc,
         .doc = text,
         .doc_len = text_len,
-        .row = out->row,
+        .row = out.row,
         .interests = in.interests,
         .ninterests = in.ninterests,
         .mode = STORE_UPSERT,
         .expect_ver = -1,
-        .retag_on = out->next_change,
+        .retag_on = out.next_change,
         .webhook = ent_input_webhook(&in),
         .card = card,
         .card_len = card_len,

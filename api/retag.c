@@ -118,10 +118,9 @@ static void retag_on_read(void *arg, int rc, const store_doc_t *d) {
     }
     json_decref(body);
     /* On the stack, as in import_line (h_import.c). */
-    rules_out_t outbuf;
-    rules_out_t *out = &outbuf;
-    rules_derive(app->rules, &in.rin, app_today(app), out);
-    json_t *doc = ent_build_doc(app, &in, out);
+    rules_out_t out;
+    rules_derive(app->rules, &in.rin, app_today(app), &out);
+    json_t *doc = ent_build_doc(app, &in, &out);
     int same = retag_same(old, doc);
     json_decref(old);
     if (same && op->full) {
@@ -139,12 +138,12 @@ static void retag_on_read(void *arg, int rc, const store_doc_t *d) {
         .uscc = in.uscc,
         .doc = text,
         .doc_len = text_len,
-        .row = out->row,
+        .row = out.row,
         .interests = in.interests,
         .ninterests = in.ninterests,
         .mode = STORE_UPDATE,
         .expect_ver = (int64_t)d->ver,
-        .retag_on = out->next_change,
+        .retag_on = out.next_change,
         .webhook = ent_input_webhook(&in),
         .card = card,
         .card_len = card_len,

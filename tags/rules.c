@@ -888,8 +888,8 @@ static int32_t derive_next_change(const rules_t *r, const rules_in_t *in, int32_
 }
 
 void rules_derive(const rules_t *r, const rules_in_t *in, int32_t today, rules_out_t *out) {
-    ctx_t c = {.r = r, .in = in, .today = today, .row = out->row};
     memset(out->row, 0, sizeof out->row);
+    ctx_t c = {.r = r, .in = in, .today = today, .row = out->row};
     /* On the stack and not cleared: an entry is read only for a bit that is set,
      * and every way a bit gets set (derive_set, an override) writes its entry. It
      * was a calloc (1.3 KiB for 330 tags), and one that size makes glibc's malloc
