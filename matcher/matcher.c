@@ -261,11 +261,18 @@ static void matcher_keymap_grow(matcher_t *m) {
     matcher_keymap_resize(m, (m->mask + 1) * 2);
 }
 
+/* Whether 'nkeys' keys overfill a key map of 'size' slots. 70%: a lookup then
+ * probes about 2 slots on average, and the table is half the size it would be at
+ * 50% (at 1.11M keys: 8 MiB, not 16). */
+static int matcher_keymap_over(uint64_t nkeys, uint64_t size) {
+    return nkeys * 10 > size * 7;
+}
+
 void matcher_reserve(matcher_t *m, uint32_t nkeys) {
     uint64_t size = (uint64_t)m->mask + 1;
-    /* The same 70% bound as a put's growth, so the reserved table is the one
-     * growth would have reached, without re-hashing every key on the way. */
-    while ((uint64_t)nkeys * 10 > size * 7 && size < (UINT64_C(1) << 31)) {
+    /* The same bound as a put's growth, so the reserved table is the one growth
+     * would have reached, without re-hashing every key on the way. */
+    while (matcher_keymap_over(nkeys, size) && size < (UINT64_C(1) << 31)) {
         size *= 2;
     }
     if (size > (uint64_t)m->mask + 1) {
@@ -579,10 +586,7 @@ int matcher_put(matcher_t *m, uint32_t ord, const char *key, const uint64_t *row
         uint16_t off = (uint16_t)(pos & (CONT_SPAN - 1));
         matcher__blk_add(m, b, off, row, key, !m->bulk, m->card);
         m->live++;
-        /* Grow at 70% full: a lookup then probes about 2 slots on average, and
-         * the table is half the size it would be at 50% (at 1.11M keys: 8 MiB,
-         * not 16). */
-        if ((uint64_t)(m->nkeys + 1) * 10 > (uint64_t)(m->mask + 1) * 7) {
+        if (matcher_keymap_over((uint64_t)m->nkeys + 1, (uint64_t)m->mask + 1)) {
             matcher_keymap_grow(m);
         }
         m->slots[matcher_keymap_slot(m, key)] = pos;
@@ -600,7 +604,7 @@ int matcher_put(matcher_t *m, uint32_t ord, const char *key, const uint64_t *row
         /* The ordinal changes hands: forget the old key, then learn the new one. */
         matcher_keymap_remove(m, matcher_keymap_slot(m, curkey));
         memcpy(curkey, key, m->keylen);
-        if ((uint64_t)(m->nkeys + 1) * 10 > (uint64_t)(m->mask + 1) * 7) {
+        if (matcher_keymap_over((uint64_t)m->nkeys + 1, (uint64_t)m->mask + 1)) {
             matcher_keymap_grow(m);
         }
         m->slots[matcher_keymap_slot(m, key)] = pos;
