@@ -507,7 +507,7 @@ if full and http_miss:
              "runs waits for the batch in hand. Other load on the machine shows in the load "
              "averages above.\n" % (
                  ", ".join(m[0] for m in http_miss), f(np99, "%.2f"), f(na99, "%.2f"), where,
-                 kv.get("wrk_settings", "-c64").split("-c")[1].split()[0]))
+                 conns))
     L.append("Where the tail comes from, measured on 2026-12-05 with an instrumented build "
              "(loop turns timed with libuv's idle-time metric, reads counted per turn and per "
              "connection; 200,000-enterprise city, package row, wrk `-t1 -c64` pinned as here, "
@@ -542,7 +542,7 @@ if full and http_miss:
              "what takes it from huiqid: the sandbox's own agent (`process_api`, nice -10) 15 "
              "times for 7.3 ms median and up to 14 ms, `kdamond` (DAMON) 28 times for 1.5-4.6 "
              "ms, Redis up to 6.6 ms. Each such stall holds every one of the %s connections' "
-             "requests.\n" % kv.get("wrk_settings", "-c64").split("-c")[1].split()[0])
+             "requests.\n" % conns)
     # What ran during each wrk row (bench/procstat.py): the evidence for the above.
     during = []
     for ep, label in (("huiqi_package", "huiqi package"), ("nginx_package", "nginx package"),
