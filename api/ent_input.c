@@ -619,3 +619,30 @@ char *ent_card(const json_t *doc, const char *uscc, size_t *len) {
     json_decref(o);
     return text;
 }
+
+int ent_input_store(app_t *app, const ent_input_t *in, const json_t *doc, const rules_out_t *out,
+                    int mode, int64_t expect_ver, store_ent_cb cb, void *arg) {
+    size_t text_len;
+    char *text = json_out_str(doc, &text_len);
+    size_t card_len;
+    char *card = ent_card(doc, in->uscc, &card_len);
+    store_ent_in_t w = {
+        .uscc = in->uscc,
+        .doc = text,
+        .doc_len = text_len,
+        .row = out->row,
+        .interests = in->interests,
+        .ninterests = in->ninterests,
+        .mode = mode,
+        .expect_ver = expect_ver,
+        .retag_on = out->next_change,
+        .webhook = ent_input_webhook(in),
+        .card = card,
+        .card_len = card_len,
+    };
+    /* The store copies what it keeps into its command before returning. */
+    int rc = store_ent_put(app->store, &w, cb, arg);
+    free(text);
+    free(card);
+    return rc;
+}

@@ -68,4 +68,12 @@ void ent_time_format(int64_t ms, char *out, size_t outlen);
 json_t *ent_card_object(const json_t *doc, const char *uscc);
 char *ent_card(const json_t *doc, const char *uscc, size_t *len);
 
+/* Writes an enterprise as create, replace, patch, import and re-tag all do: its
+ * document 'doc' (rendered here, with its card) and, from 'out', the derived row
+ * and the day its tags change, with the interests and webhook of 'in'. 'mode' and
+ * 'expect_ver' are store_ent_in_t's. Returns store_ent_put's code; 'cb' runs only
+ * when that is 0. Everything is borrowed. */
+int ent_input_store(app_t *app, const ent_input_t *in, const json_t *doc, const rules_out_t *out,
+                    int mode, int64_t expect_ver, store_ent_cb cb, void *arg);
+
 #endif

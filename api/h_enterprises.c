@@ -9,7 +9,6 @@
 
 #include "api/app.h"
 #include "api/ent_input.h"
-#include "api/json_out.h"
 #include "api/log.h"
 #include "common/xalloc.h"
 #include "matcher/matcher.h"
@@ -123,27 +122,7 @@ static void ent_write(ent_ctx_t *c, json_t *body, const char *path_uscc, int64_t
     rules_out_t out;
     rules_derive(app->rules, &in.rin, app_today(app), &out);
     c->doc = ent_build_doc(app, &in, &out);
-    size_t text_len;
-    char *text = json_out_str(c->doc, &text_len);
-    size_t card_len;
-    char *card = ent_card(c->doc, in.uscc, &card_len);
-    store_ent_in_t w = {
-        .uscc = in.uscc,
-        .doc = text,
-        .doc_len = text_len,
-        .row = out.row,
-        .interests = in.interests,
-        .ninterests = in.ninterests,
-        .mode = c->mode,
-        .expect_ver = expect_ver,
-        .retag_on = out.next_change,
-        .webhook = ent_input_webhook(&in),
-        .card = card,
-        .card_len = card_len,
-    };
-    int rc = store_ent_put(app->store, &w, ent_on_written, c);
-    free(text);
-    free(card);
+    int rc = ent_input_store(app, &in, c->doc, &out, c->mode, expect_ver, ent_on_written, c);
     ent_input_free(&in);
     if (rc) {
         api_store_error(req, rc, "write");

@@ -12,7 +12,6 @@
 
 #include "api/app.h"
 #include "api/ent_input.h"
-#include "api/json_out.h"
 #include "api/log.h"
 #include "common/sbuf.h"
 #include "common/xalloc.h"
@@ -188,32 +187,12 @@ static void import_line(import_t *im, const char *p, size_t n) {
     rules_out_t out;
     rules_derive(app->rules, &in.rin, app_today(app), &out);
     json_t *doc = ent_build_doc(app, &in, &out);
-    size_t text_len;
-    char *text = json_out_str(doc, &text_len);
-    size_t card_len;
-    char *card = ent_card(doc, in.uscc, &card_len);
-    json_decref(doc);
     import_op_t *op = xmalloc(sizeof *op);
     op->im = im;
     op->line = line;
     memcpy(op->uscc, in.uscc, sizeof op->uscc);
-    store_ent_in_t w = {
-        .uscc = in.uscc,
-        .doc = text,
-        .doc_len = text_len,
-        .row = out.row,
-        .interests = in.interests,
-        .ninterests = in.ninterests,
-        .mode = STORE_UPSERT,
-        .expect_ver = -1,
-        .retag_on = out.next_change,
-        .webhook = ent_input_webhook(&in),
-        .card = card,
-        .card_len = card_len,
-    };
-    int rc = store_ent_put(app->store, &w, import_on_written, op);
-    free(text);
-    free(card);
+    int rc = ent_input_store(app, &in, doc, &out, STORE_UPSERT, -1, import_on_written, op);
+    json_decref(doc);
     ent_input_free(&in);
     if (rc) {
         free(op);

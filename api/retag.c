@@ -8,7 +8,6 @@
 
 #include "api/app.h"
 #include "api/ent_input.h"
-#include "api/json_out.h"
 #include "api/log.h"
 #include "common/xalloc.h"
 #include "tags/date.h"
@@ -129,28 +128,8 @@ static void retag_on_read(void *arg, int rc, const store_doc_t *d) {
         retag_op_done(op, 0, 0);
         return;
     }
-    size_t text_len;
-    char *text = json_out_str(doc, &text_len);
-    size_t card_len;
-    char *card = ent_card(doc, in.uscc, &card_len);
+    rc = ent_input_store(app, &in, doc, &out, STORE_UPDATE, (int64_t)d->ver, retag_on_written, op);
     json_decref(doc);
-    store_ent_in_t w = {
-        .uscc = in.uscc,
-        .doc = text,
-        .doc_len = text_len,
-        .row = out.row,
-        .interests = in.interests,
-        .ninterests = in.ninterests,
-        .mode = STORE_UPDATE,
-        .expect_ver = (int64_t)d->ver,
-        .retag_on = out.next_change,
-        .webhook = ent_input_webhook(&in),
-        .card = card,
-        .card_len = card_len,
-    };
-    rc = store_ent_put(app->store, &w, retag_on_written, op);
-    free(text);
-    free(card);
     ent_input_free(&in);
     if (rc) {
         retag_op_done(op, 0, 1);
