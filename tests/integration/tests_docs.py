@@ -70,3 +70,11 @@ def test_readme_examples(opts):
         raise TestFailure("README.md has no first-session examples")
     with Env(opts) as env:
         run_examples(env, blocks, "README.md")
+        # The session ends on the package of the enterprise it registered: the
+        # policy it wrote and published must be in it (with the demo data loaded,
+        # that policy is not number 1).
+        r = env.c.get("/v1/enterprises/91320214MA1X7K2Q3L/policies")
+        titles = [p.get("title") for p in ((r.json or {}).get("policies") or [])]
+        if r.status != 200 or "高新技术企业研发费用补助" not in titles:
+            raise TestFailure("README.md: the session's policy is not in the package: %d %s" %
+                              (r.status, r.raw[:400]))
