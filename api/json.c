@@ -134,12 +134,19 @@ int api_decode_object(const char *body, size_t len, json_t **out, json_error_t *
 int api_query(const api_req_t *req, const char *name, char *buf, size_t buflen) {
     const char *q = req->query;
     size_t nlen = strlen(name);
+    int found = 0;
     while (q && *q) {
         const char *amp = strchr(q, '&');
         size_t plen = amp ? (size_t)(amp - q) : strlen(q);
         const char *eq = memchr(q, '=', plen);
         size_t klen = eq ? (size_t)(eq - q) : plen;
         if (klen == nlen && memcmp(q, name, nlen) == 0) {
+            /* A parameter given twice is refused rather than resolved one way or
+             * the other (limit=1&limit=2): callers answer it as malformed. */
+            if (found) {
+                return -1;
+            }
+            found = 1;
             const char *v = eq ? eq + 1 : q + plen;
             size_t vlen = eq ? plen - klen - 1 : 0;
             /* Forms encode spaces as '+'. */
@@ -156,11 +163,10 @@ int api_query(const api_req_t *req, const char *name, char *buf, size_t buflen) 
             }
             memcpy(buf, d, dlen + 1);
             free(d);
-            return 1;
         }
         q = amp ? amp + 1 : NULL;
     }
-    return 0;
+    return found;
 }
 
 int api_query_uint(api_req_t *req, const char *name, unsigned long long min, unsigned long long max,

@@ -79,6 +79,7 @@ TESTS = [
     ("http_chunked_body", tests_http.test_chunked_body),
     ("http_request_id", tests_http.test_request_id),
     ("http_max_conns", tests_http.test_max_conns),
+    ("http_query_repeated_parameters", tests_http.test_query_repeated_parameters),
     ("http_slow_body_cut_off", tests_http.test_slow_body_cut_off),
     ("http_unread_answers_bounded", tests_http.test_unread_answers_bounded),
     ("metrics_prometheus", tests_http.test_metrics),
