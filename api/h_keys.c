@@ -17,9 +17,11 @@
 
 #include <openssl/crypto.h>
 
-#define KEY_NAME_MAX 100
-#define KEY_RATE_MAX 1000000.0
-#define KEY_LIST_MAX 10000
+#define KEY_NAME_MAX     100
+#define KEY_RATE_MAX     1000000.0
+#define KEY_LIST_DEFAULT 100
+#define KEY_LIST_MAX     1000
+#define KEY_CURSOR_MAX   (1ULL << 53)
 
 typedef struct key_ctx {
     app_t *app;
@@ -241,20 +243,29 @@ void h_key_create(app_t *app, api_req_t *req) {
 
 /* ---- GET /v1/keys, GET /v1/keys/{id} ---------------------------------------------- */
 
+typedef struct key_list_ctx {
+    api_req_t *req;
+    uint64_t offset;
+    unsigned limit;
+} key_list_ctx_t;
+
 static void key_on_list(void *arg, int rc, const store_kv_t *kv, size_t n) {
-    api_req_t *req = arg;
-    if (rc) {
-        api_store_error(req, rc, "key");
+    key_list_ctx_t *c = arg;
+    api_req_t *req = c->req;
+    if (rc || n == 0 || kv[0].klen != 5 || memcmp(kv[0].k, "total", 5) != 0) {
+        api_store_error(req, rc ? rc : -EPROTO, "key");
+        free(c);
         return;
     }
+    uint64_t total = strtoull(kv[0].v, NULL, 10);
+    /* The store answers the page in order (oldest first). */
     json_t *arr = json_array();
-    for (size_t i = 0; i < n;) {
+    for (size_t i = 1; i < n;) {
         size_t j = i + 1;
         while (j < n && !(kv[j].klen == 2 && memcmp(kv[j].k, "id", 2) == 0)) {
             j++;
         }
-        if (kv[i].klen == 2 && memcmp(kv[i].k, "id", 2) == 0 && kv[i].vlen <= AUTH_KID_LEN &&
-            json_array_size(arr) < KEY_LIST_MAX) {
+        if (kv[i].klen == 2 && memcmp(kv[i].k, "id", 2) == 0 && kv[i].vlen <= AUTH_KID_LEN) {
             char kid[AUTH_KID_LEN + 1];
             memcpy(kid, kv[i].v, kv[i].vlen);
             kid[kv[i].vlen] = '\0';
@@ -262,32 +273,29 @@ static void key_on_list(void *arg, int rc, const store_kv_t *kv, size_t n) {
         }
         i = j;
     }
-    /* Oldest first: a stable order for people reading the list. */
-    size_t m = json_array_size(arr);
-    for (size_t a = 1; a < m; a++) {
-        for (size_t b = a; b > 0; b--) {
-            json_t *x = json_array_get(arr, b - 1), *y = json_array_get(arr, b);
-            const char *cx = json_string_value(json_object_get(x, "created_at"));
-            const char *cy = json_string_value(json_object_get(y, "created_at"));
-            int cmp = strcmp(cx ? cx : "", cy ? cy : "");
-            if (cmp == 0) {
-                cmp = strcmp(json_string_value(json_object_get(x, "id")),
-                             json_string_value(json_object_get(y, "id")));
-            }
-            if (cmp <= 0) {
-                break;
-            }
-            json_incref(x);
-            json_array_set(arr, b - 1, y);
-            json_array_set_new(arr, b, x);
-        }
-    }
-    api_reply_json(req, 200, json_pack("{s:o}", "keys", arr), NULL);
+    uint64_t end = c->offset + c->limit;
+    char next[24];
+    snprintf(next, sizeof next, "%llu", (unsigned long long)end);
+    json_t *root = json_object();
+    json_object_set_new(root, "items", arr);
+    json_object_set_new(root, "next", end < total ? json_string(next) : json_null());
+    api_reply_json(req, 200, root, NULL);
+    free(c);
 }
 
 void h_key_list(app_t *app, api_req_t *req) {
-    int rc = store_key_list(app->store, key_on_list, req);
+    unsigned long long limit = KEY_LIST_DEFAULT, cursor = 0;
+    if (api_query_uint(req, "limit", 1, KEY_LIST_MAX, &limit) ||
+        api_query_uint(req, "cursor", 0, KEY_CURSOR_MAX, &cursor)) {
+        return;
+    }
+    key_list_ctx_t *c = xmalloc(sizeof *c);
+    c->req = req;
+    c->offset = cursor;
+    c->limit = (unsigned)limit;
+    int rc = store_key_list(app->store, c->offset, c->limit, key_on_list, c);
     if (rc) {
+        free(c);
         api_store_error(req, rc, "key");
     }
 }

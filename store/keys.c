@@ -86,6 +86,19 @@ int store_key_get(store_t *s, const char *kid, store_hash_cb cb, void *arg) {
     return key_send(s, key_on_hash, cb, arg, 2, argv);
 }
 
+/* KEYS: the record, the id set, the creation index; ARGV: the id, then the field
+ * pairs, "created" (ms) among them. tools/huiqi writes keys with the same script. */
+#define KEY_PUT_LUA                                                        \
+    "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"            \
+    "redis.call('HSET', KEYS[1], unpack(ARGV, 2))\n"                       \
+    "redis.call('SADD', KEYS[2], ARGV[1])\n"                               \
+    "local created = 0\n"                                                  \
+    "for i = 2, #ARGV - 1, 2 do\n"                                         \
+    "  if ARGV[i] == 'created' then created = tonumber(ARGV[i + 1]) end\n" \
+    "end\n"                                                                \
+    "redis.call('ZADD', KEYS[3], created or 0, ARGV[1])\n"                 \
+    "return 1\n"
+
 int store_key_put(store_t *s, const char *kid, const char *const *fields, unsigned nfields,
                   store_hash_cb cb, void *arg) {
     if (nfields > 20 || nfields % 2) {
@@ -96,21 +109,32 @@ int store_key_put(store_t *s, const char *kid, const char *const *fields, unsign
     /* Create-only, and the record with its index in one step: a reader that finds
      * the id in the set always finds its record, and an id is never reused (not
      * even one revoked, whose record stays as its tombstone). */
-    const char *script = "if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end\n"
-                         "redis.call('HSET', KEYS[1], unpack(ARGV, 2))\n"
-                         "redis.call('SADD', KEYS[2], ARGV[1])\n"
-                         "return 1\n";
-    const char *argv[27] = {"EVAL", script, "2", key, "hq:keys", kid};
+    const char *argv[28] = {"EVAL", KEY_PUT_LUA, "3", key, "hq:keys", "hq:keys:by_created", kid};
     for (unsigned i = 0; i < nfields; i++) {
-        argv[6 + i] = fields[i];
+        argv[7 + i] = fields[i];
     }
-    return key_send(s, key_on_created, cb, arg, 6 + (int)nfields, argv);
+    return key_send(s, key_on_created, cb, arg, 7 + (int)nfields, argv);
 }
 
-int store_key_list(store_t *s, store_hash_cb cb, void *arg) {
-    /* Flat: "id", <kid>, then that key's fields, for each key. */
-    const char *script = "local out = {}\n"
-                         "for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+int store_key_list(store_t *s, uint64_t offset, unsigned limit, store_hash_cb cb, void *arg) {
+    /* Pages come from hq:keys:by_created (scored by creation time; ties in id
+     * order). Keys made before that index existed, or by an older CLI, are in
+     * hq:keys only: they are added here, once, when the two counts differ. Keys are
+     * never deleted (a revoked key stays as its tombstone), so a position stays the
+     * same key and the offset is a stable cursor. */
+    const char *script = "local n = redis.call('SCARD', KEYS[1])\n"
+                         "if redis.call('ZCARD', KEYS[2]) ~= n then\n"
+                         "  for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
+                         "    if not redis.call('ZSCORE', KEYS[2], id) then\n"
+                         "      local c = redis.call('HGET', 'hq:key:' .. id, 'created')\n"
+                         "      redis.call('ZADD', KEYS[2], tonumber(c) or 0, id)\n"
+                         "    end\n"
+                         "  end\n"
+                         "end\n"
+                         "local out = {'total', tostring(n)}\n"
+                         "local from = tonumber(ARGV[1])\n"
+                         "for _, id in ipairs(redis.call('ZRANGE', KEYS[2], from,\n"
+                         "    from + tonumber(ARGV[2]) - 1)) do\n"
                          "  out[#out + 1] = 'id'\n"
                          "  out[#out + 1] = id\n"
                          "  for _, v in ipairs(redis.call('HGETALL', 'hq:key:' .. id)) do\n"
@@ -118,8 +142,14 @@ int store_key_list(store_t *s, store_hash_cb cb, void *arg) {
                          "  end\n"
                          "end\n"
                          "return out\n";
-    const char *argv[4] = {"EVAL", script, "1", "hq:keys"};
-    return key_send(s, key_on_records, cb, arg, 4, argv);
+    if (limit == 0) {
+        return -EINVAL;
+    }
+    char from[24], count[16];
+    snprintf(from, sizeof from, "%llu", (unsigned long long)offset);
+    snprintf(count, sizeof count, "%u", limit);
+    const char *argv[7] = {"EVAL", script, "2", "hq:keys", "hq:keys:by_created", from, count};
+    return key_send(s, key_on_records, cb, arg, 7, argv);
 }
 
 int store_key_revoke(store_t *s, const char *kid, int64_t now_ms, store_hash_cb cb, void *arg) {

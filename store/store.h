@@ -390,9 +390,10 @@ int store_key_get(store_t *s, const char *kid, store_hash_cb cb, void *arg);
  * indexes it; -EEXIST (through cb) when the id exists, revoked or not. */
 int store_key_put(store_t *s, const char *kid, const char *const *fields, unsigned nfields,
                   store_hash_cb cb, void *arg);
-/* Every key record, flat: each starts with the pair ("id", <kid>) followed by its
- * fields. */
-int store_key_list(store_t *s, store_hash_cb cb, void *arg);
+/* A page of key records, oldest first (creation time, then id), flat: the pair
+ * ("total", <number of keys>), then for each of at most 'limit' (> 0) keys from
+ * position 'offset' the pair ("id", <kid>) followed by its fields. */
+int store_key_list(store_t *s, uint64_t offset, unsigned limit, store_hash_cb cb, void *arg);
 /* Marks a key revoked; -ENOENT when it does not exist. */
 int store_key_revoke(store_t *s, const char *kid, int64_t now_ms, store_hash_cb cb, void *arg);
 

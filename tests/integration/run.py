@@ -86,6 +86,7 @@ TESTS = [
     ("auth_refusals_401_and_open_paths", tests_auth.test_auth_refusals),
     ("auth_roles_and_scopes", tests_auth.test_auth_roles),
     ("auth_keys_api", tests_auth.test_keys_api),
+    ("auth_keys_list_adopts_older_records", tests_auth.test_keys_list_adopts_older_records),
     ("auth_revoked_in_redis_within_ttl", tests_auth.test_revoked_in_redis_refused_within_ttl),
     ("auth_cli_keys", tests_auth.test_cli_keys),
     ("auth_admin_key_bootstrap", tests_auth.test_admin_key_bootstrap),

@@ -159,7 +159,7 @@ def test_auth_refusals(o):
         eq(admin.request("HEAD", "/v1/tags?vocab=policy").status, 200, "HEAD with the admin key")
         # Nothing those requests carried was acted on: the admin key still works
         # and no key or enterprise was made.
-        keys = get_ok(admin, "/v1/keys").json["keys"]
+        keys = get_ok(admin, "/v1/keys").json["items"]
         eq([k["id"] for k in keys], [ADMIN_KID], "keys after refused requests")
         eq([k["state"] for k in keys], ["active"], "the admin key's state after refused requests")
         eq(get_ok(admin, "/v1/enterprises").json["items"], [], "enterprises after refused POSTs")
@@ -294,11 +294,11 @@ def test_auth_roles(o):
         for c, role in ((op, O), (integ, I), (ent, E)):
             expect_403(c.post("/v1/keys", {"role": "admin"}), "POST /v1/keys as " + role)
             expect_403(c.delete("/v1/keys/" + ADMIN_KID), "DELETE admin key as " + role)
-        eq([k["id"] for k in get_ok(admin, "/v1/keys").json["keys"]].count(ADMIN_KID), 1,
+        eq([k["id"] for k in get_ok(admin, "/v1/keys").json["items"]].count(ADMIN_KID), 1,
            "the admin key is listed once")
         eq(get_ok(admin, "/v1/keys/" + ADMIN_KID).json["state"], "active",
            "admin key after refused DELETEs")
-        eq(len(get_ok(admin, "/v1/keys").json["keys"]), 4, "keys after refused POSTs")
+        eq(len(get_ok(admin, "/v1/keys").json["items"]), 4, "keys after refused POSTs")
 
         # Integrator: enterprises (incl. import), no policy writes.
         npol = len(get_ok(admin, "/v1/policies?limit=500").json["items"])
@@ -403,7 +403,7 @@ def test_keys_api(o):
         for raw in (b"", b"{", b"[]", b'"role"'):
             r = c.post("/v1/keys", raw)
             eq(r.status, 400, "POST /v1/keys with body %r (%r)" % (raw, r))
-        eq([k["id"] for k in get_ok(c, "/v1/keys").json["keys"]], [ADMIN_KID],
+        eq([k["id"] for k in get_ok(c, "/v1/keys").json["items"]], [ADMIN_KID],
            "keys after refused creations")
 
         # Creation: every field, the key once, a Location.
@@ -440,12 +440,27 @@ def test_keys_api(o):
 
         # Listing and reading: never the key or its hash.
         r = get_ok(c, "/v1/keys")
-        listed = r.json["keys"]
-        eq(set(r.json), {"keys"}, "GET /v1/keys top-level fields")
+        listed = r.json["items"]
+        eq(set(r.json), {"items", "next"}, "GET /v1/keys top-level fields")
+        eq(r.json["next"], None, "GET /v1/keys: one page holds them all")
         # Oldest first; keys made in the same millisecond by id.
         order = [ADMIN_KID] + [d["id"] for d in sorted(made, key=lambda d: (d["created_at"],
                                                                             d["id"]))]
         eq([k["id"] for k in listed], order, "GET /v1/keys ids, oldest first")
+        # Pages of 2 follow each other, as every list does.
+        paged, cursor, pages = [], None, 0
+        while True:
+            page = get_ok(c, "/v1/keys?limit=2" + ("&cursor=" + cursor if cursor else "")).json
+            check(len(page["items"]) <= 2, "a page of %d keys with limit=2", len(page["items"]))
+            paged += page["items"]
+            pages += 1
+            cursor = page["next"]
+            if cursor is None or pages > 10:
+                break
+        eq([k["id"] for k in paged], order, "GET /v1/keys in pages of 2")
+        eq(pages, 3, "pages of 2 for 5 keys")
+        for bad in ("limit=0", "limit=1001", "limit=x", "cursor=-1", "cursor=x"):
+            eq(c.get("/v1/keys?" + bad).status, 400, "GET /v1/keys?%s" % bad)
         for k in listed:
             check("key" not in k and "hash" not in k, "a listed key shows %s", sorted(k))
             eq(set(k), {"id", "role", "name", "scope", "rate", "created_at", "revoked_at", "state"},
@@ -490,7 +505,7 @@ def test_keys_api(o):
            "a revoked key's other fields")
         eq(c.delete("/v1/keys/" + opk["id"]).status, 204, "DELETE a revoked key again")
         eq(get_ok(c, "/v1/keys/" + opk["id"]).json, rev, "revoking twice changes nothing")
-        listed = get_ok(c, "/v1/keys").json["keys"]
+        listed = get_ok(c, "/v1/keys").json["items"]
         eq([k["id"] for k in listed], order, "revoked keys stay listed")
         eq([k["state"] for k in listed],
            ["revoked" if x == opk["id"] else "active" for x in order],
@@ -512,6 +527,27 @@ def test_keys_api(o):
 # --------------------------------------------------------------------------
 # Revocation straight in Redis, and the CLI
 # --------------------------------------------------------------------------
+
+
+def test_keys_list_adopts_older_records(o):
+    """Keys written before the creation index existed (in hq:keys and their record
+    only, as an older huiqid or CLI wrote them) are listed in creation order with
+    the others, and indexed once."""
+    with Env(o) as env:
+        c = env.c
+        new = post_ok(c, "/v1/keys", {"role": "operator", "name": "new"})
+        # Two older records: one made before every other key, one just after the new one.
+        for kid, created in (("old000000001", 1000), ("old000000002", 10 ** 13)):
+            env.redis("HSET", "hq:key:" + kid, "hash", "0" * 64, "role", "integrator",
+                      "created", str(created))
+            env.redis("SADD", "hq:keys", kid)
+        ids = [k["id"] for k in get_ok(c, "/v1/keys").json["items"]]
+        eq(ids, ["old000000001", ADMIN_KID, new["id"], "old000000002"],
+           "older records listed in creation order")
+        eq(env.redis("ZCARD", "hq:keys:by_created"), 4, "the index holds every key")
+        page = get_ok(c, "/v1/keys?limit=3&cursor=1").json
+        eq(([k["id"] for k in page["items"]], page["next"]),
+           ([ADMIN_KID, new["id"], "old000000002"], None), "a page from position 1")
 
 
 def test_revoked_in_redis_refused_within_ttl(o):
@@ -567,7 +603,7 @@ def test_cli_keys(o):
         # A key written straight into Redis works at once, without a restart.
         key = cli_create(env, "--role", "admin", "--name", "cli admin")
         kc = env.new_client(key=key)
-        keys = get_ok(kc, "/v1/keys").json["keys"]
+        keys = get_ok(kc, "/v1/keys").json["items"]
         mine = [k for k in keys if k["id"] == kid_of(key)]
         eq(len(mine), 1, "the CLI key in GET /v1/keys")
         eq((mine[0]["role"], mine[0]["name"], mine[0]["state"]), ("admin", "cli admin", "active"),
@@ -671,7 +707,7 @@ def test_admin_key_bootstrap(o):
         env.huiqid_env = {"HUIQI_ADMIN_KEY": fresh}
         env.start_huiqid()
         fc = env.new_client(key=fresh)
-        keys = get_ok(fc, "/v1/keys").json["keys"]
+        keys = get_ok(fc, "/v1/keys").json["items"]
         eq(sorted(k["id"] for k in keys), sorted([ADMIN_KID, kid_of(fresh)]),
            "keys after starting with a fresh HUIQI_ADMIN_KEY")
         get_ok(env.new_client(key=TEST_ADMIN_KEY), "/v1/keys")  # the first one stays valid
