@@ -346,6 +346,20 @@ static int ent_overrides(const app_t *app, json_t *v, ent_input_t *in, ent_err_t
     return 0;
 }
 
+int ent_overrides_signed(const json_t *attrs, ent_err_t *err) {
+    size_t i;
+    json_t *e;
+    json_array_foreach(json_object_get(attrs, "overrides"), i, e) {
+        if (json_object_get(e, "by") == NULL) {
+            char f[64];
+            snprintf(f, sizeof f, "overrides[%zu].by", i);
+            return ent_fail(err, 400, "missing_field", f,
+                            "%s is required: an override records who set it", f);
+        }
+    }
+    return 0;
+}
+
 static int ent_number(const json_t *v, double max, int integer, const char *field, double *out,
                       ent_err_t *err) {
     if (!json_is_number(v) || (integer && !json_is_integer(v))) {
