@@ -28,6 +28,7 @@ typedef struct ent_ctx {
     int attempts;
     int64_t pinned;     /* If-Match version, or -1 */
     int status_created; /* status to answer when the write created the enterprise */
+    int signed_ov;      /* the request sets the overrides: each must say who set it */
 } ent_ctx_t;
 
 static void ent_ctx_free(ent_ctx_t *c) {
@@ -111,7 +112,8 @@ static void ent_write(ent_ctx_t *c, json_t *body, const char *path_uscc, int64_t
     api_req_t *req = c->req;
     ent_input_t in;
     ent_err_t e;
-    if (ent_input_parse(app, body, path_uscc, &in, &e)) {
+    if (ent_input_parse(app, body, path_uscc, &in, &e) ||
+        (c->signed_ov && ent_overrides_signed(in.attrs, &e))) {
         ent_input_free(&in);
         ent_answer_err(req, &e);
         ent_ctx_free(c);
@@ -146,6 +148,7 @@ void h_ent_create(app_t *app, api_req_t *req) {
         return;
     }
     ent_ctx_t *c = ent_ctx_new(app, req, STORE_CREATE);
+    c->signed_ov = 1;
     ent_write(c, body, NULL, -1);
     json_decref(body);
 }
@@ -162,6 +165,7 @@ void h_ent_put(app_t *app, api_req_t *req) {
     }
     ent_ctx_t *c = ent_ctx_new(app, req, ver >= 0 ? STORE_UPDATE : STORE_UPSERT);
     c->pinned = ver;
+    c->signed_ov = 1;
     ent_write(c, body, uscc, ver);
     json_decref(body);
 }
@@ -232,6 +236,10 @@ void h_ent_patch(app_t *app, api_req_t *req) {
     ent_ctx_t *c = ent_ctx_new(app, req, STORE_UPDATE);
     memcpy(c->uscc, uscc, sizeof uscc);
     c->patch = body;
+    /* Overrides kept from the stored document may predate the rule; new ones
+     * must say who set them. */
+    json_t *ov = json_object_get(body, "overrides");
+    c->signed_ov = ov && !json_is_null(ov);
     /* With If-Match the caller pins the version: a mismatch is 412, never a
      * silent retry on newer data. */
     c->pinned = ver;

@@ -413,6 +413,10 @@ def test_enterprise_errors_change_nothing(o):
              "unknown_tag", "overrides[0]", "x.y"),
             ("override without value", nb(overrides=[{"tag": "ind.c"}]), None, 400,
              "invalid_type", "overrides[0]", None),
+            ("override without by",
+             nb(overrides=[{"tag": "ind.c", "value": True, "by": "op"},
+                           {"tag": "sig.iot", "value": True, "reason": "r"}]), None, 400,
+             "missing_field", "overrides[1].by", None),
             ("unknown field", nb(website="https://x"), None, 400, "unknown_field", "website",
              None),
             ("unknown contact field", nb(contact={"fax": "1"}), None, 400, "unknown_field",
@@ -479,6 +483,9 @@ def test_enterprise_errors_change_nothing(o):
             ("unknown field", {"name": "x", "colour": "red"}, None, 400, "unknown_field",
              "colour", None),
             ("missing name", {"employees": 3}, None, 400, "missing_field", "name", None),
+            ("override without by",
+             {"name": "x", "overrides": [{"tag": "sig.iot", "value": False}]}, None, 400,
+             "missing_field", "overrides[0].by", None),
             ("text/plain", {"name": "x"}, "text/plain", 415, "unsupported_media_type", None,
              None),
         ]
@@ -506,6 +513,8 @@ def test_enterprise_errors_change_nothing(o):
             ("other uscc", {"uscc": fresh}, None, 400, "uscc_mismatch", "uscc", None),
             ("unknown field", {"foo": 1}, None, 400, "unknown_field", "foo", None),
             ("bad region", {"region": "abcdef"}, None, 400, "invalid_region", "region", None),
+            ("override without by", {"overrides": [{"tag": "sig.iot", "value": True}]}, None,
+             400, "missing_field", "overrides[0].by", None),
             ("text/plain", {"name": "x"}, "text/plain", 415, "unsupported_media_type", None,
              None),
         ]
@@ -544,9 +553,12 @@ def test_enterprise_body_too_large(o):
         u = make_uscc("320214", rng=rng)
         # Just under the limit is fine.
         body = {"uscc": u, "name": "x" * 200,
-                "overrides": [{"tag": "zone.wnd", "value": True, "reason": "r" * 500},
-                              {"tag": "zone.bonded", "value": True, "reason": "s" * 500},
-                              {"tag": "zone.taihu_bay", "value": True, "reason": "t" * 500}],
+                "overrides": [{"tag": "zone.wnd", "value": True, "by": "a",
+                               "reason": "r" * 489},
+                              {"tag": "zone.bonded", "value": True, "by": "a",
+                               "reason": "s" * 489},
+                              {"tag": "zone.taihu_bay", "value": True, "by": "a",
+                               "reason": "t" * 489}],
                 "contact": {"person": "p" * 100}}
         raw = json.dumps(body).encode()
         check(1900 < len(raw) <= 2048, "test body is %d bytes", len(raw))
@@ -554,7 +566,7 @@ def test_enterprise_body_too_large(o):
         eq(r.status, 201, "POST of %d bytes under --max-body 2048 (%r)" % (len(raw), r))
         snapshot = get_ok(c, "/v1/enterprises/" + u).raw
         big = dict(body)
-        big["overrides"] = big["overrides"] + [{"tag": "zone.wxeda", "value": True,
+        big["overrides"] = big["overrides"] + [{"tag": "zone.wxeda", "value": True, "by": "a",
                                                 "reason": "u" * 400}]
         raw_big = json.dumps(big).encode()
         check(len(raw_big) > 2048, "big body is only %d bytes", len(raw_big))
@@ -954,6 +966,24 @@ def test_explicit_tags_and_overrides(o):
         eq(r.status, 200, "PATCH overrides:null")
         eq(tags_of(r.json), tags, "profile after removing overrides")
         eq(r.json["tag_sources"], d["tag_sources"], "sources after removing overrides")
+        # An override records who set it: one without "by" is refused on every write
+        # path, an import line included (400 missing_field overrides[i].by).
+        unsigned = [{"tag": "qual.hightech", "value": True, "by": "kjj"},
+                    {"tag": "size.micro", "value": False}]
+        before = get_ok(c, "/v1/enterprises/" + u).raw
+        expect_error(c.patch("/v1/enterprises/" + u, {"overrides": unsigned}), 400,
+                     "missing_field", "overrides[1].by", what="PATCH an override without by")
+        body = {k: v for k, v in d.items() if k in ("name", "explicit_tags")}
+        expect_error(c.put("/v1/enterprises/" + u, dict(body, overrides=unsigned)), 400,
+                     "missing_field", "overrides[1].by", what="PUT an override without by")
+        eq(get_ok(c, "/v1/enterprises/" + u).raw, before, "document after refused writes")
+        line = json.dumps({"uscc": make_uscc("320205", rng=rng), "name": "导入",
+                           "overrides": unsigned[1:]})
+        r = c.post("/v1/enterprises:import", line + "\n", content_type="application/x-ndjson")
+        eq(r.status, 200, "import (%r)" % r)
+        eq((r.json["accepted"], r.json["rejected"]), (0, 1), "import of an unsigned override")
+        eq((r.json["errors"][0]["code"], r.json["errors"][0]["field"]),
+           ("missing_field", "overrides[0].by"), "import error")
 
 
 # --------------------------------------------------------------------------

@@ -153,7 +153,7 @@ def test_audience_counts_by_region(o):
         add("320102", tags=["qual.hightech"])                  # Nanjing: other
         add("440300", region="110105")                         # Beijing: other
         add("A1B2C3")                                          # no district: unknown
-        add("320213", overrides=[{"tag": "region.320213", "value": False}])  # unknown
+        add("320213", overrides=[{"tag": "region.320213", "value": False, "by": "t"}])  # unknown
         add("320211", tags=["region.320206"])                  # two districts: first wins
         add("320281", tags=["qual.hightech", "neg.abnormal"])
         tagsets = {u: set(d["tags"]) for u, d in ents.items()}
