@@ -30,7 +30,7 @@ PURE_SRC := common/xalloc.c \
 STORE_SRC := store/redis_uv.c store/link.c store/store.c store/store_load.c store/codec.c \
             store/push.c store/keys.c store/scripts.c store/mirror.c
 API_SRC  := api/main.c api/config.c api/log.c api/server.c api/httpd.c api/router.c \
-            api/json.c api/json_out.c api/app.c api/ent_input.c api/pol_input.c api/h_tags.c \
+            api/json.c api/json_out.c api/app.c api/ent_input.c api/ent_lane.c api/pol_input.c api/h_tags.c \
             api/h_enterprises.c api/h_policies.c api/h_match.c api/h_health.c \
             api/h_import.c api/h_retag.c api/retag.c api/render.c api/h_webhooks.c \
             api/h_push.c api/auth.c api/access.c api/h_keys.c \

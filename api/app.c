@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "api/access.h"
+#include "api/ent_lane.h"
 #include "api/log.h"
 #include "api/metrics.h"
 #include "api/pol_input.h"
@@ -471,6 +472,7 @@ int app_start(app_t *app, uv_loop_t *loop, const config_t *cfg) {
     store_set_ent_hook(app->store, app_on_ent_change, app);
     app->auth = auth_new(app->store, cfg->key_rate, cfg->enterprise_key_rate);
     app->metrics = metrics_new(NROUTES);
+    app->lanes = ent_lanes_new(ENT_LANE_MAX_WAITING);
     app->started_ms = app_now_ms();
     server_cbs_t cbs = {.on_head = app_on_head,
                         .on_request = app_on_request,
@@ -541,6 +543,7 @@ void app_stop(app_t *app) {
 void app_destroy(app_t *app) {
     auth_free(app->auth);
     metrics_free(app->metrics);
+    ent_lanes_free(app->lanes);
     pol_cache_free(app);
     for (int v = 0; v < TAX_NVOCAB; v++) {
         free(app->tags_json[v]);

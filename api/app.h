@@ -36,6 +36,7 @@ typedef struct app {
     push_t *push;             /* jobs and webhook deliveries */
     struct auth *auth;        /* API keys, see auth.h */
     struct metrics *metrics;  /* request counters, see metrics.h */
+    struct ent_lanes *lanes;  /* one enterprise update at a time per code, see ent_lane.h */
     int64_t started_ms;
     ssrf_policy_t ssrf;  /* where webhooks may go */
     char ent_secret[96]; /* signs deliveries to enterprises' own endpoints */

@@ -9,6 +9,7 @@
 
 #include "api/app.h"
 #include "api/ent_input.h"
+#include "api/ent_lane.h"
 #include "api/log.h"
 #include "common/xalloc.h"
 #include "matcher/matcher.h"
@@ -19,22 +20,36 @@
 #define ENT_LIST_MAX       200
 
 typedef struct ent_ctx {
+    ent_lane_wait_t wait; /* while waiting for the lane of the code (ent_lane.h) */
     app_t *app;
     api_req_t *req;
     json_t *doc;   /* the document written, for the answer */
     json_t *patch; /* PATCH: the merge patch */
+    json_t *body;  /* PUT: the replacement */
     char uscc[19];
     int mode;
     int attempts;
     int64_t pinned;     /* If-Match version, or -1 */
     int status_created; /* status to answer when the write created the enterprise */
+    int read_first;     /* PATCH: read, then write at the version read */
     int signed_ov;      /* the request sets the overrides: each must say who set it */
+    int in_lane;        /* holds (or waits for) the lane of 'uscc' */
 } ent_ctx_t;
 
 static void ent_ctx_free(ent_ctx_t *c) {
+    app_t *app = c->app;
+    int in_lane = c->in_lane;
+    char uscc[19];
+    memcpy(uscc, c->uscc, sizeof uscc);
     json_decref(c->doc);
     json_decref(c->patch);
+    json_decref(c->body);
     free(c);
+    /* Only once this request is answered and its state gone: the next update of
+     * the code may start (and finish) inside the call. */
+    if (in_lane) {
+        ent_lane_leave(app->lanes, uscc);
+    }
 }
 
 static void ent_answer_err(api_req_t *req, const ent_err_t *e) {
@@ -69,31 +84,35 @@ static int ent_path_uscc(api_req_t *req, char *out) {
  * Writes
  * ------------------------------------------------------------------------- */
 
-static void ent_patch_read(ent_ctx_t *c);
+static void ent_read(ent_ctx_t *c);
 
 static void ent_on_written(void *arg, int rc, const store_ent_out_t *out) {
     ent_ctx_t *c = arg;
     api_req_t *req = c->req;
-    if (rc == -ESTALE && c->patch && c->pinned < 0 && ++c->attempts < ENT_PATCH_ATTEMPTS) {
-        /* Someone changed it between our read and write: read again and re-apply. */
+    int raced = rc == -ESTALE;
+    if (raced && c->read_first && c->pinned < 0 && ++c->attempts < ENT_PATCH_ATTEMPTS) {
+        /* A writer outside this process (ours wait in the lane) changed it between
+         * our read and write: read again and re-apply. */
         json_decref(c->doc);
         c->doc = NULL;
-        ent_patch_read(c);
+        ent_read(c);
         return;
     }
-    if (rc == -EEXIST) {
+    if (rc == -EEXIST && !c->read_first) {
         api_error(req, 409, "conflict", "uscc",
                   "enterprise %s already exists; use PUT /v1/enterprises/%s to replace it", c->uscc,
                   c->uscc);
     } else if (rc == -ENOENT) {
         api_error(req, 404, "not_found", NULL, "no enterprise %s", c->uscc);
-    } else if (rc == -ESTALE && c->pinned >= 0) {
+    } else if (raced && c->pinned >= 0) {
         api_error(req, 412, "version_mismatch", "If-Match",
                   "enterprise %s is no longer at version %lld; read it again", c->uscc,
                   (long long)c->pinned);
-    } else if (rc == -ESTALE) {
+    } else if (raced) {
         api_error(req, 409, "conflict", NULL,
-                  "enterprise %s kept changing while this update was applied; retry", c->uscc);
+                  "enterprise %s kept changing while this update was applied (another writer "
+                  "changed it %d times); retry",
+                  c->uscc, ENT_PATCH_ATTEMPTS);
     } else if (rc) {
         api_store_error(req, rc, "write");
     } else {
@@ -112,8 +131,13 @@ static void ent_write(ent_ctx_t *c, json_t *body, const char *path_uscc, int64_t
     api_req_t *req = c->req;
     ent_input_t in;
     ent_err_t e;
-    if (ent_input_parse(app, body, path_uscc, &in, &e) ||
-        (c->signed_ov && ent_overrides_signed(in.attrs, &e))) {
+    if (ent_input_parse(app, body, path_uscc, &in, &e)) {
+        ent_input_free(&in);
+        ent_answer_err(req, &e);
+        ent_ctx_free(c);
+        return;
+    }
+    if (c->signed_ov && ent_overrides_signed(in.attrs, &e)) {
         ent_input_free(&in);
         ent_answer_err(req, &e);
         ent_ctx_free(c);
@@ -142,6 +166,37 @@ static ent_ctx_t *ent_ctx_new(app_t *app, api_req_t *req, int mode) {
     return c;
 }
 
+/* The update's turn in the lane of its code has come. */
+static void ent_start(void *arg) {
+    ent_ctx_t *c = arg;
+    if (c->read_first) {
+        ent_read(c);
+        return;
+    }
+    json_t *body = json_incref(c->body);
+    ent_write(c, body, c->uscc, c->pinned);
+    json_decref(body);
+}
+
+/* Runs 'c' (PUT or PATCH of c->uscc) once the updates of the code before it are
+ * done, so that this process never races itself on a version. Takes over 'c'. */
+static void ent_enqueue(ent_ctx_t *c) {
+    c->wait.start = ent_start;
+    c->wait.arg = c;
+    int rc = ent_lane_enter(c->app->lanes, c->uscc, &c->wait);
+    if (rc < 0) {
+        api_error(c->req, 503, "overloaded", NULL,
+                  "%d updates of enterprise %s are already waiting; retry", ENT_LANE_MAX_WAITING,
+                  c->uscc);
+        ent_ctx_free(c);
+        return;
+    }
+    c->in_lane = 1;
+    if (rc == 0) {
+        ent_start(c);
+    }
+}
+
 void h_ent_create(app_t *app, api_req_t *req) {
     json_t *body;
     if (api_read_object(req, &body, 0)) {
@@ -164,13 +219,14 @@ void h_ent_put(app_t *app, api_req_t *req) {
         return;
     }
     ent_ctx_t *c = ent_ctx_new(app, req, ver >= 0 ? STORE_UPDATE : STORE_UPSERT);
+    memcpy(c->uscc, uscc, sizeof uscc);
+    c->body = body;
     c->pinned = ver;
     c->signed_ov = 1;
-    ent_write(c, body, uscc, ver);
-    json_decref(body);
+    ent_enqueue(c);
 }
 
-static void ent_patch_on_read(void *arg, int rc, const store_doc_t *d) {
+static void ent_on_read(void *arg, int rc, const store_doc_t *d) {
     ent_ctx_t *c = arg;
     if (rc) {
         if (rc == -ENOENT) {
@@ -204,8 +260,8 @@ static void ent_patch_on_read(void *arg, int rc, const store_doc_t *d) {
     json_decref(body);
 }
 
-static void ent_patch_read(ent_ctx_t *c) {
-    int rc = store_ent_get(c->app->store, c->uscc, ent_patch_on_read, c);
+static void ent_read(ent_ctx_t *c) {
+    int rc = store_ent_get(c->app->store, c->uscc, ent_on_read, c);
     if (rc) {
         api_store_error(c->req, rc, "read");
         ent_ctx_free(c);
@@ -236,6 +292,7 @@ void h_ent_patch(app_t *app, api_req_t *req) {
     ent_ctx_t *c = ent_ctx_new(app, req, STORE_UPDATE);
     memcpy(c->uscc, uscc, sizeof uscc);
     c->patch = body;
+    c->read_first = 1;
     /* Overrides kept from the stored document may predate the rule; new ones
      * must say who set them. */
     json_t *ov = json_object_get(body, "overrides");
@@ -243,7 +300,7 @@ void h_ent_patch(app_t *app, api_req_t *req) {
     /* With If-Match the caller pins the version: a mismatch is 412, never a
      * silent retry on newer data. */
     c->pinned = ver;
-    ent_patch_read(c);
+    ent_enqueue(c);
 }
 
 /* ---------------------------------------------------------------------------

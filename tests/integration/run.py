@@ -43,6 +43,7 @@ TESTS = [
     ("enterprise_errors_change_nothing", tests_api.test_enterprise_errors_change_nothing),
     ("enterprise_body_too_large", tests_api.test_enterprise_body_too_large),
     ("enterprise_concurrent_patches", tests_api.test_enterprise_concurrent_patches),
+    ("enterprise_patch_queue", tests_api.test_enterprise_patch_queue),
     ("enterprise_list_paging", tests_api.test_enterprise_list_paging),
     ("derived_region_and_entity", tests_api.test_derived_region_and_entity),
     ("derived_industry", tests_api.test_derived_industry),
