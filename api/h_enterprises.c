@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "api/access.h"
 #include "api/app.h"
 #include "api/ent_input.h"
 #include "api/ent_lane.h"
@@ -23,15 +24,17 @@ typedef struct ent_ctx {
     ent_lane_wait_t wait; /* while waiting for the lane of the code (ent_lane.h) */
     app_t *app;
     api_req_t *req;
-    json_t *doc;   /* the document written, for the answer */
-    json_t *patch; /* PATCH: the merge patch */
-    json_t *body;  /* PUT: the replacement */
+    json_t *doc;    /* the document written, for the answer */
+    json_t *patch;  /* PATCH: the merge patch */
+    json_t *body;   /* PUT: the replacement */
+    json_t *stored; /* a guarded write: the document read before it (NULL: none) */
     char uscc[19];
     int mode;
     int attempts;
     int64_t pinned;     /* If-Match version, or -1 */
     int status_created; /* status to answer when the write created the enterprise */
-    int read_first;     /* PATCH: read, then write at the version read */
+    int read_first;     /* PATCH, guarded PUT: read, then write at the version read */
+    int guarded;        /* an enterprise key: explicit tags and overrides stay as stored */
     int signed_ov;      /* the request sets the overrides: each must say who set it */
     int in_lane;        /* holds (or waits for) the lane of 'uscc' */
 } ent_ctx_t;
@@ -44,6 +47,7 @@ static void ent_ctx_free(ent_ctx_t *c) {
     json_decref(c->doc);
     json_decref(c->patch);
     json_decref(c->body);
+    json_decref(c->stored);
     free(c);
     /* Only once this request is answered and its state gone: the next update of
      * the code may start (and finish) inside the call. */
@@ -89,7 +93,8 @@ static void ent_read(ent_ctx_t *c);
 static void ent_on_written(void *arg, int rc, const store_ent_out_t *out) {
     ent_ctx_t *c = arg;
     api_req_t *req = c->req;
-    int raced = rc == -ESTALE;
+    /* -EEXIST: a guarded PUT found nothing, and someone created it before our write. */
+    int raced = rc == -ESTALE || (rc == -EEXIST && c->read_first);
     if (raced && c->read_first && c->pinned < 0 && ++c->attempts < ENT_PATCH_ATTEMPTS) {
         /* A writer outside this process (ours wait in the lane) changed it between
          * our read and write: read again and re-apply. */
@@ -125,6 +130,45 @@ static void ent_on_written(void *arg, int rc, const store_ent_out_t *out) {
     ent_ctx_free(c);
 }
 
+/* The same members, in any order: lists of tag codes, or of override objects.
+ * NULL (absent) is the empty list. */
+static int ent_same_set(const json_t *a, const json_t *b) {
+    for (int pass = 0; pass < 2; pass++) {
+        const json_t *x = pass ? b : a;
+        const json_t *y = pass ? a : b;
+        for (size_t i = 0; i < json_array_size(x); i++) {
+            size_t j = 0;
+            while (j < json_array_size(y) &&
+                   !json_equal(json_array_get(x, i), json_array_get(y, j))) {
+                j++;
+            }
+            if (j == json_array_size(y)) {
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+/* An enterprise key writes its own profile, but its explicit tags (negative-list
+ * tags from a credit system among them) and overrides are operators': they must
+ * come out as stored. Answers 403 and returns -1 when they would not. */
+static int ent_guard(ent_ctx_t *c, const json_t *attrs) {
+    if (!ent_same_set(json_object_get(c->stored, "explicit_tags"),
+                      json_object_get(attrs, "explicit_tags"))) {
+        api_error(c->req, 403, "forbidden", "tags",
+                  "an enterprise key may not change the explicit tags of %s", c->uscc);
+        return -1;
+    }
+    if (!ent_same_set(json_object_get(c->stored, "overrides"),
+                      json_object_get(attrs, "overrides"))) {
+        api_error(c->req, 403, "forbidden", "overrides",
+                  "an enterprise key may not change the overrides of %s", c->uscc);
+        return -1;
+    }
+    return 0;
+}
+
 /* Validates 'body', derives the profile and writes it. Takes over 'c'. */
 static void ent_write(ent_ctx_t *c, json_t *body, const char *path_uscc, int64_t expect_ver) {
     app_t *app = c->app;
@@ -134,6 +178,13 @@ static void ent_write(ent_ctx_t *c, json_t *body, const char *path_uscc, int64_t
     if (ent_input_parse(app, body, path_uscc, &in, &e)) {
         ent_input_free(&in);
         ent_answer_err(req, &e);
+        ent_ctx_free(c);
+        return;
+    }
+    /* Before the check of who set the overrides: an enterprise key may not set
+     * any, signed or not. */
+    if (c->guarded && ent_guard(c, in.attrs)) {
+        ent_input_free(&in);
         ent_ctx_free(c);
         return;
     }
@@ -197,6 +248,12 @@ static void ent_enqueue(ent_ctx_t *c) {
     }
 }
 
+/* The caller's key is an enterprise key (scoped to this code: access.c checked). */
+static int ent_by_enterprise(const api_req_t *req) {
+    const auth_id_t *id = access_id(req);
+    return id && id->role == ROLE_ENTERPRISE;
+}
+
 void h_ent_create(app_t *app, api_req_t *req) {
     json_t *body;
     if (api_read_object(req, &body, 0)) {
@@ -223,11 +280,25 @@ void h_ent_put(app_t *app, api_req_t *req) {
     c->body = body;
     c->pinned = ver;
     c->signed_ov = 1;
+    /* A replacement by an enterprise key is compared with what is stored, so it
+     * is read first and written only at the version read. */
+    c->guarded = c->read_first = ent_by_enterprise(req);
     ent_enqueue(c);
 }
 
 static void ent_on_read(void *arg, int rc, const store_doc_t *d) {
     ent_ctx_t *c = arg;
+    json_decref(c->stored);
+    c->stored = NULL;
+    if (rc == -ENOENT && c->body && c->pinned < 0) {
+        /* A guarded PUT of an enterprise that is not there: it creates it (with
+         * no explicit tags or overrides), unless someone else does first. */
+        c->mode = STORE_CREATE;
+        json_t *body = json_incref(c->body);
+        ent_write(c, body, c->uscc, -1);
+        json_decref(body);
+        return;
+    }
     if (rc) {
         if (rc == -ENOENT) {
             api_error(c->req, 404, "not_found", NULL, "no enterprise %s", c->uscc);
@@ -252,9 +323,19 @@ static void ent_on_read(void *arg, int rc, const store_doc_t *d) {
         ent_ctx_free(c);
         return;
     }
-    json_t *body = ent_doc_to_input(doc);
-    json_decref(doc);
-    ent_merge_patch(body, c->patch);
+    json_t *body;
+    if (c->patch) {
+        body = ent_doc_to_input(doc);
+        ent_merge_patch(body, c->patch);
+    } else {
+        body = json_incref(c->body);
+    }
+    if (c->guarded) {
+        c->stored = doc;
+    } else {
+        json_decref(doc);
+    }
+    c->mode = STORE_UPDATE;
     /* Written only if nobody changed it since this read (or since If-Match). */
     ent_write(c, body, c->uscc, (int64_t)d->ver);
     json_decref(body);
@@ -293,6 +374,7 @@ void h_ent_patch(app_t *app, api_req_t *req) {
     memcpy(c->uscc, uscc, sizeof uscc);
     c->patch = body;
     c->read_first = 1;
+    c->guarded = ent_by_enterprise(req);
     /* Overrides kept from the stored document may predate the rule; new ones
      * must say who set them. */
     json_t *ov = json_object_get(body, "overrides");

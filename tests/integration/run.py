@@ -86,6 +86,8 @@ TESTS = [
     ("metrics_prometheus", tests_http.test_metrics),
     ("auth_refusals_401_and_open_paths", tests_auth.test_auth_refusals),
     ("auth_roles_and_scopes", tests_auth.test_auth_roles),
+    ("auth_enterprise_key_cannot_change_operator_fields",
+     tests_auth.test_enterprise_key_cannot_change_operator_fields),
     ("auth_keys_api", tests_auth.test_keys_api),
     ("auth_keys_list_adopts_older_records", tests_auth.test_keys_list_adopts_older_records),
     ("auth_revoked_in_redis_within_ttl", tests_auth.test_revoked_in_redis_refused_within_ttl),

@@ -181,6 +181,105 @@ def test_auth_refusals(o):
 # --------------------------------------------------------------------------
 
 
+def test_enterprise_key_cannot_change_operator_fields(o):
+    """An enterprise key updates its own profile, but not its explicit tags (a
+    credit system's negative-list tags among them) or overrides: a PUT or PATCH
+    that would change them (as sets) is 403 forbidden and changes nothing; one that
+    leaves them as stored passes. Operator keys are unaffected."""
+    rng = random.Random(509)
+    with Env(o) as env:
+        admin = env.c
+        u = make_uscc("320214", rng=rng)
+        post_ok(admin, "/v1/enterprises", {
+            "uscc": u, "name": "失信企业", "qualifications": ["qual.srdi"],
+            "tags": ["neg.dishonest", "trade.import_export"],
+            "overrides": [{"tag": "sig.iot", "value": True, "by": "张工"}]})
+        pid = post_ok(admin, "/v1/policies", dict(POLICY, rule={
+            "all": ["entity.company"], "none": ["neg.dishonest"]}))["id"]
+        eq(admin.post("/v1/policies/%d/publish" % pid).status, 200, "publish")
+        ent = env.new_client(key=make_key(admin, "enterprise", scope=u, rate=0)["key"])
+        path = "/v1/enterprises/" + u
+
+        def package_ids():
+            return [p["id"] for p in get_ok(ent, path + "/policies").json["policies"]]
+
+        eq(package_ids(), [], "the dishonest enterprise's package")
+        snapshot = get_ok(admin, path).raw
+        doc = json.loads(snapshot)
+        put_body = {k: v for k, v in doc.items()
+                    if k in ("name", "qualifications", "explicit_tags", "overrides")}
+        refused = [
+            ("PATCH", {"tags": None}, "tags"),
+            ("PATCH", {"tags": []}, "tags"),
+            ("PATCH", {"tags": ["trade.import_export"]}, "tags"),
+            ("PATCH", {"tags": ["neg.dishonest", "trade.import_export", "qual.hightech"]},
+             "tags"),
+            ("PATCH", {"explicit_tags": ["trade.import_export"]}, "tags"),
+            ("PATCH", {"employees": 5, "tags": None}, "tags"),
+            ("PATCH", {"overrides": [{"tag": "neg.dishonest", "value": False, "by": "me"}]},
+             "overrides"),
+            ("PATCH", {"overrides": [{"tag": "qual.hightech", "value": True}]}, "overrides"),
+            ("PATCH", {"overrides": None}, "overrides"),
+            ("PATCH", {"overrides": [{"tag": "sig.iot", "value": True, "by": "张工"},
+                                     {"tag": "qual.hightech", "value": True, "by": "me"}]},
+             "overrides"),
+            ("PATCH", {"overrides": [{"tag": "sig.iot", "value": True, "by": "me"}]},
+             "overrides"),
+            ("PUT", {"name": "失信企业"}, "tags"),
+            ("PUT", dict(put_body, explicit_tags=["trade.import_export"]), "tags"),
+            ("PUT", {k: v for k, v in put_body.items() if k != "overrides"}, "overrides"),
+            ("PUT", dict(put_body, overrides=[{"tag": "neg.dishonest", "value": False,
+                                               "by": "me"}]), "overrides"),
+        ]
+        for method, body, field in refused:
+            what = "enterprise key %s %s" % (method, json.dumps(body, ensure_ascii=False))
+            expect_error(ent.request(method, path, body=body), 403, "forbidden", field,
+                         what=what)
+            eq(get_ok(admin, path).raw, snapshot, "document after a refused " + what)
+        eq(package_ids(), [], "package after the refused writes")
+        # The same with If-Match: still 403 (and 412 for an old version).
+        expect_error(ent.patch(path, {"tags": None}, headers={"If-Match": '"1"'}), 403,
+                     "forbidden", "tags", what="PATCH tags:null with If-Match")
+        expect_error(ent.put(path, dict(put_body, name="旧"), headers={"If-Match": '"7"'}), 412,
+                     "version_mismatch", what="enterprise PUT with an old If-Match")
+        eq(get_ok(admin, path).raw, snapshot, "document after conditional refusals")
+
+        # What leaves them as stored is fine: other fields, the same tags in another
+        # order, a read-back document.
+        r = ent.patch(path, {"employees": 12, "contact": {"phone": "0510-1"}})
+        eq(r.status, 200, "enterprise PATCH of its own fields (%r)" % r)
+        eq(r.json["explicit_tags"], doc["explicit_tags"], "explicit tags kept")
+        eq(r.json["overrides"], doc["overrides"], "overrides kept")
+        r = ent.patch(path, {"tags": ["trade.import_export", "neg.dishonest"]})
+        eq(r.status, 200, "enterprise PATCH of the same tags in another order (%r)" % r)
+        back = get_ok(ent, path).json
+        back["name"] = "失信企业（更名）"
+        back["explicit_tags"] = back["explicit_tags"][::-1]
+        r = ent.put(path, back, headers={"If-Match": '"%d"' % back["version"]})
+        eq(r.status, 200, "enterprise PUT of a read-back document (%r)" % r)
+        eq((r.json["name"], r.json["explicit_tags"], r.json["overrides"], r.json["version"]),
+           ("失信企业（更名）", doc["explicit_tags"], doc["overrides"], back["version"] + 1),
+           "the PUT's result")
+        check("neg.dishonest" in r.json["tags"], "neg.dishonest lost: %r", r.json["tags"])
+        r = ent.put(path, back)
+        eq(r.status, 200, "the same PUT again, unconditional (%r)" % r)
+        eq(package_ids(), [], "package after the enterprise's own updates")
+
+        # An enterprise key on a code not yet registered creates it only bare.
+        u2 = make_uscc("320205", rng=rng)
+        ent2 = env.new_client(key=make_key(admin, "enterprise", scope=u2, rate=0)["key"])
+        expect_error(ent2.put("/v1/enterprises/" + u2, {"name": "新", "tags": ["qual.hightech"]}),
+                     403, "forbidden", "tags", what="enterprise PUT creating with tags")
+        eq(admin.get("/v1/enterprises/" + u2).status, 404, "nothing created")
+        r = ent2.put("/v1/enterprises/" + u2, {"name": "新"})
+        eq(r.status, 201, "enterprise PUT creating itself bare (%r)" % r)
+
+        # Operators may.
+        r = admin.patch(path, {"tags": None, "overrides": None})
+        eq(r.status, 200, "operator PATCH of tags and overrides (%r)" % r)
+        eq(package_ids(), [pid], "package once the operator cleared the tag")
+
+
 def test_auth_roles(o):
     rng = random.Random(502)
     with Env(o) as env:
