@@ -47,8 +47,27 @@ void ent_time_format(int64_t ms, char *out, size_t outlen) {
 
 int ent_uscc_parse(const char *s, size_t len, char *out, const char *field, ent_err_t *err) {
     if (len != USCC_LEN) {
+        /* Count characters, not bytes: a full-width digit is one character of
+         * three bytes, and the length the client sees is the former. */
+        size_t chars = 0;
+        size_t first_wide = 0;
+        for (size_t i = 0; i < len; i++) {
+            unsigned char c = (unsigned char)s[i];
+            if ((c & 0xc0) != 0x80) {
+                chars++;
+                if (c >= 0x80 && first_wide == 0) {
+                    first_wide = chars;
+                }
+            }
+        }
+        if (chars == USCC_LEN && first_wide > 0) {
+            return ent_fail(err, 400, "invalid_uscc", field,
+                            "character %zu of the credit code is not allowed (only the digits "
+                            "0-9 and the letters A-Y except I, O, S, V are used)",
+                            first_wide);
+        }
         return ent_fail(err, 400, "invalid_uscc", field,
-                        "a unified social credit code has 18 characters (got %zu)", len);
+                        "a unified social credit code has 18 characters (got %zu)", chars);
     }
     for (size_t i = 0; i < len; i++) {
         out[i] = (char)toupper((unsigned char)s[i]);
@@ -68,6 +87,54 @@ int ent_uscc_parse(const char *s, size_t len, char *out, const char *field, ent_
                         "the check character of %s is wrong (it should be '%c'); the code was "
                         "probably mistyped",
                         out, want);
+    }
+    return 0;
+}
+
+/* Whether the 6 bytes at 's' are a GB/T 2260 administrative division code: six
+ * digits whose first two name a province-level division (GB/T 2260 numbers them
+ * 11-15, 21-23, 31-37, 41-46, 50-54, 61-65, 71, 81, 82). With 'national', also
+ * "100000", which GB 32100 writes in positions 3-8 of codes issued by a national
+ * registration authority. Finer checks would need the full, yearly-changing code
+ * list; a well-formed code outside Wuxi simply derives region.other. */
+static int ent_division_ok(const char *s, int national) {
+    static const char *const provinces[] = {"11", "12", "13", "14", "15", "21", "22", "23", "31",
+                                            "32", "33", "34", "35", "36", "37", "41", "42", "43",
+                                            "44", "45", "46", "50", "51", "52", "53", "54", "61",
+                                            "62", "63", "64", "65", "71", "81", "82"};
+    for (int i = 0; i < 6; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return 0;
+        }
+    }
+    if (national && memcmp(s, "100000", 6) == 0) {
+        return 1;
+    }
+    for (size_t i = 0; i < sizeof provinces / sizeof provinces[0]; i++) {
+        if (memcmp(s, provinces[i], 2) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* What domain.md (GB 32100) defines of a credit code beyond its alphabet and
+ * check character: under registration authority 9 (market regulation) the entity
+ * type in position 2 is 1, 2 or 3, and positions 3-8 are a GB/T 2260 division.
+ * Only checked when an enterprise is written, not when one is looked up, so that
+ * a record stored before this check stays readable and deletable. */
+static int ent_uscc_structure(const char *uscc, const char *field, ent_err_t *err) {
+    if (uscc[0] == '9' && (uscc[1] < '1' || uscc[1] > '3')) {
+        return ent_fail(err, 400, "invalid_uscc", field,
+                        "character 2 of %s must be 1, 2 or 3 (company, individual business, "
+                        "farmers' cooperative) after authority 9",
+                        uscc);
+    }
+    if (!ent_division_ok(uscc + 2, 1)) {
+        return ent_fail(err, 400, "invalid_uscc", field,
+                        "characters 3-8 of %s must be a GB/T 2260 administrative division code "
+                        "(six digits starting with a province code, such as 320214)",
+                        uscc);
     }
     return 0;
 }
@@ -95,9 +162,23 @@ static int ent_str(const json_t *v, size_t max, const char *field, ent_err_t *er
 }
 
 static int ent_date(const json_t *v, const char *field, int32_t *out, ent_err_t *err) {
-    if (!json_is_string(v) || date_parse(json_string_value(v), json_string_length(v), out) != 0) {
+    const char *s = json_string_value(v);
+    size_t n = json_string_length(v);
+    if (!json_is_string(v) || n != 10 || s[4] != '-' || s[7] != '-' ||
+        strspn(s, "0123456789") != 4 || strspn(s + 5, "0123456789") != 2 ||
+        strspn(s + 8, "0123456789") != 2) {
         return ent_fail(err, 400, "invalid_date", field, "%s must be a date written YYYY-MM-DD",
                         field);
+    }
+    /* Well formed: say which rule it breaks (date_parse's year range or the
+     * calendar) rather than repeating the format. */
+    if (memcmp(s, "1900", 4) < 0 || memcmp(s, "2999", 4) > 0) {
+        return ent_fail(err, 400, "invalid_date", field,
+                        "%s must be a date from 1900-01-01 to 2999-12-31", field);
+    }
+    if (date_parse(s, n, out) != 0) {
+        return ent_fail(err, 400, "invalid_date", field, "%s is not a calendar date (%.10s)", field,
+                        s);
     }
     return 0;
 }
@@ -395,10 +476,10 @@ static int ent_field(const app_t *app, const char *k, json_t *v, ent_input_t *in
         json_object_set(in->attrs, "name", v);
     } else if (strcmp(k, "region") == 0) {
         const char *s = json_string_value(v);
-        if (!json_is_string(v) || json_string_length(v) != 6 || s[0] < '1' || s[0] > '9' ||
-            strspn(s, "0123456789") != 6) {
+        if (!json_is_string(v) || json_string_length(v) != 6 || !ent_division_ok(s, 0)) {
             return ent_fail(err, 400, "invalid_region", "region",
-                            "region must be a 6-digit GB/T 2260 code such as \"320214\"");
+                            "region must be a 6-digit GB/T 2260 code starting with a province "
+                            "code, such as \"320214\"");
         }
         memcpy(in->region, s, 7);
         in->rin.region = in->region;
@@ -476,6 +557,9 @@ int ent_input_parse(const app_t *app, json_t *body, const char *path_uscc, ent_i
         memcpy(in->uscc, path_uscc, 19);
     } else {
         return ent_fail(err, 400, "missing_field", "uscc", "uscc is required");
+    }
+    if (ent_uscc_structure(in->uscc, "uscc", err)) {
+        return -1;
     }
     memcpy(in->rin.uscc, in->uscc, 19);
     json_object_set_new(in->attrs, "uscc", json_string(in->uscc));

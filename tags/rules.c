@@ -981,8 +981,10 @@ int rules_industry_normalize(const char *in, size_t len, char *out) {
             return -EINVAL;
         }
     }
+    /* A section letter alone is refused: the API documents "a section letter and
+     * 2 to 4 digits", and a bare section says too little for the size rules. */
     size_t nd = len - i;
-    if (nd == 1 || nd > 4 || (sec == 0 && nd < 2)) {
+    if (nd < 2 || nd > 4) {
         return -EINVAL;
     }
     for (size_t k = i; k < len; k++) {
@@ -990,14 +992,12 @@ int rules_industry_normalize(const char *in, size_t len, char *out) {
             return -EINVAL;
         }
     }
-    if (nd >= 2) {
-        int division = (in[i] - '0') * 10 + (in[i + 1] - '0');
-        char want = rules_section_of(division);
-        if (want == 0 || (sec && sec != want)) {
-            return -EINVAL;
-        }
-        sec = want;
+    int division = (in[i] - '0') * 10 + (in[i + 1] - '0');
+    char want = rules_section_of(division);
+    if (want == 0 || (sec && sec != want)) {
+        return -EINVAL;
     }
+    sec = want;
     out[0] = sec;
     memcpy(out + 1, in + i, nd);
     out[1 + nd] = '\0';

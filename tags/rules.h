@@ -91,8 +91,8 @@ void rules_derive(const rules_t *r, const rules_in_t *in, int32_t today, rules_o
 /* Whether a certificate is in force on 'today' under the rules' validity periods. */
 int rules_qual_valid(const rules_t *r, const rules_qual_t *q, int32_t today);
 
-/* Normalises a GB/T 4754 industry code: a section letter (any case) optionally
- * followed by 2 to 4 digits, or 2 to 4 digits alone (the section is then inferred
+/* Normalises a GB/T 4754 industry code: a section letter (any case) followed by
+ * 2 to 4 digits, or 2 to 4 digits alone (the section is then inferred
  * from the division). Writes e.g. "C3976" to 'out' (at least 6 bytes). Returns 0 or
  * -EINVAL. */
 int rules_industry_normalize(const char *in, size_t len, char *out);

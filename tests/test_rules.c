@@ -150,6 +150,7 @@ int test_rules_industry_prefix(void) {
     ASSERT_ERR(rules_industry_normalize("C6513", 5, norm), -EINVAL); /* 65 is section I */
     ASSERT_ERR(rules_industry_normalize("Z01", 3, norm), -EINVAL);
     ASSERT_ERR(rules_industry_normalize("C1", 2, norm), -EINVAL);
+    ASSERT_ERR(rules_industry_normalize("C", 1, norm), -EINVAL); /* digits are required */
     ASSERT_ERR(rules_industry_normalize("C39731", 6, norm), -EINVAL);
     free(out);
     fix_close(&f);

@@ -698,9 +698,11 @@ def test_derived_region_and_entity(o):
             ent = {"91": "company", "92": "individual", "93": "cooperative"}[kind]
             eq(d["entity"], ent, "entity for kind %s" % kind)
             check("entity." + ent in d["tags"], "entity tag for %s missing: %r", kind, d["tags"])
-        # A code whose positions 3-8 are not digits and no region: no region at all.
-        d = post_ok(c, "/v1/enterprises", {"uscc": make_uscc("A1B2C3", rng=rng), "name": "x"})
-        eq(regions_in(d), [], "region tags without any district")
+        # Positions 3-8 must be an administrative division (domain.md): a code that
+        # carries letters there is refused rather than left without a region.
+        expect_error(c.post("/v1/enterprises", {"uscc": make_uscc("A1B2C3", rng=rng),
+                                                "name": "x"}),
+                     400, "invalid_uscc", "uscc", "3-8", what="letters in positions 3-8")
         # Authority 5 (civil affairs): entity "other", no entity tag.
         d = new_ent(c, rng, code_region="320214", kind="51")
         eq(d["entity"], "other", "entity of a 51 code")
@@ -723,7 +725,7 @@ def test_derived_industry(o):
             ("I6520", "I6520", {"ind.i", "ind.i65", "sig.software", "sig.ic_design", "sig.ic"}),
             ("C27", "C27", {"ind.c", "ind.c27", "sig.biomed"}),
             ("M7340", "M7340", {"ind.m", "ind.m73", "sig.biomed"}),
-            ("F", "F", {"ind.f"}),
+            ("F5299", "F5299", {"ind.f", "ind.f52"}),
             ("G5437", "G5437", {"ind.g", "ind.g54", "sig.logistics"}),
             ("K7010", "K7010", {"ind.k", "ind.k70"}),
         ]
@@ -985,6 +987,65 @@ def test_explicit_tags_and_overrides(o):
         eq((r.json["accepted"], r.json["rejected"]), (0, 1), "import of an unsigned override")
         eq((r.json["errors"][0]["code"], r.json["errors"][0]["field"]),
            ("missing_field", "overrides[0].by"), "import error")
+
+
+def test_enterprise_input_rules_match_docs(o):
+    """Industry, region, credit code and date checks say what docs/api.md says."""
+    rng = random.Random(27)
+    with Env(o) as env:
+        c = env.c
+
+        def refused(body, code, field, msg_has, what):
+            if "uscc" not in body:
+                body = dict(body, uscc=make_uscc("320214", rng=rng))
+            body.setdefault("name", "x")
+            r = c.post("/v1/enterprises", body)
+            expect_error(r, 400, code, field, msg_has, what=what)
+            u = body["uscc"]
+            if u.isascii() and len(u) == 18:
+                check(c.get("/v1/enterprises/" + u).status in (400, 404),
+                      "%s: the refused enterprise was written", what)
+
+        # "a section letter and 2-4 digits": a bare section is not an industry code.
+        for ind in ("C", "i"):
+            refused({"industry": ind}, "invalid_industry", "industry", None, "industry %r" % ind)
+        eq(new_ent(c, rng, industry="c39")["industry"], "C39", "section and division")
+        # GB/T 2260 codes start with a province code: 000000 and 999999 alike are refused;
+        # a well-formed code outside Wuxi is accepted and derives region.other.
+        for region in ("000000", "999999", "990101", "012345"):
+            refused({"region": region}, "invalid_region", "region", None, "region " + region)
+        d = new_ent(c, rng, region="440305")
+        eq(regions_in(d), ["region.other"], "a Shenzhen region")
+        # Credit codes: positions 3-8 a division; authority 9 has types 1-3 (domain.md).
+        for u in ("000000000000000000", "9Y320214MA1X7K2Q3T", "91YYYYYYMA1X7K2Q3A",
+                  make_uscc("320214", kind="94", rng=rng), make_uscc("000000", rng=rng),
+                  make_uscc("99ABCD", rng=rng)):
+            refused({"uscc": u}, "invalid_uscc", "uscc", None, "credit code " + u)
+        # Authorities other than 9 are not defined by domain.md: still accepted.
+        d = post_ok(c, "/v1/enterprises", {"uscc": "11320214MA1X7K2Q3W", "name": "机关"})
+        eq(d["entity"], "other", "authority 1")
+        # A code registered at the national level carries 100000.
+        post_ok(c, "/v1/enterprises", {"uscc": make_uscc("100000", rng=rng), "name": "央企"})
+        # The length is counted in characters: a full-width digit is one character.
+        u = make_uscc("320214", rng=rng)
+        wide = u[:4] + "\uff10" + u[5:]
+        refused({"uscc": wide}, "invalid_uscc", "uscc", "character 5", "full-width digit")
+        r = c.post("/v1/enterprises", {"uscc": wide + "1", "name": "x"})
+        err = expect_error(r, 400, "invalid_uscc", "uscc", "(got 19)", what="19 characters")
+        check("got 21" not in err["message"], "bytes counted: %r", err["message"])
+        # Dates outside the accepted years say which years are accepted.
+        for what, body, field in (
+                ("founded 9999", {"founded": "9999-12-31"}, "founded"),
+                ("founded 1899", {"founded": "1899-12-31"}, "founded"),
+                ("issued 3000", {"qualifications": [{"code": "qual.hightech",
+                                                     "issued": "3000-01-01"}]},
+                 "qualifications[0].issued"),
+                ("expires 0001", {"qualifications": [{"code": "qual.hightech",
+                                                      "expires": "0001-01-01"}]},
+                 "qualifications[0].expires")):
+            refused(body, "invalid_date", field, "1900-01-01 to 2999-12-31", what)
+        refused({"founded": "2020-02-30"}, "invalid_date", "founded", "calendar", "30 Feb")
+        refused({"founded": "2020/02/03"}, "invalid_date", "founded", "YYYY-MM-DD", "slashes")
 
 
 # --------------------------------------------------------------------------

@@ -152,7 +152,8 @@ def test_audience_counts_by_region(o):
         add("320214", region="320299")
         add("320102", tags=["qual.hightech"])                  # Nanjing: other
         add("440300", region="110105")                         # Beijing: other
-        add("A1B2C3")                                          # no district: unknown
+        # in Wuxi, not a district, and its region.320200 taken away: unknown
+        add("320212", overrides=[{"tag": "region.320200", "value": False, "by": "t"}])
         add("320213", overrides=[{"tag": "region.320213", "value": False, "by": "t"}])  # unknown
         add("320211", tags=["region.320206"])                  # two districts: first wins
         add("320281", tags=["qual.hightech", "neg.abnormal"])

@@ -71,10 +71,7 @@ class Oracle:
     def new_code(self):
         rng = self.rng
         kind = rng.choices(["91", "92", "93"], [97, 2, 1])[0]
-        if rng.random() < 0.015:
-            region = "".join(rng.choice("ABCDEFGH") for _ in range(6))
-        else:
-            region = rng.choice(CODE_REGIONS)
+        region = rng.choice(CODE_REGIONS)
         while True:
             org = "".join(rng.choice(USCC_ALPHABET) for _ in range(9))
             if org not in self.used_orgs:
@@ -98,6 +95,12 @@ class Oracle:
             b["interests"] = rng.sample(POLICY_TAGS, rng.randint(1, 4))
         if rng.random() < 0.01:
             b["overrides"] = [{"tag": "entity.company", "value": False, "by": "oracle"}]
+        if rng.random() < 0.015:
+            # No region at all (counted as "unknown"): every credit code names a
+            # division, so only overrides can take the region away.
+            b.setdefault("overrides", []).extend(
+                {"tag": t, "value": False, "by": "oracle"}
+                for t in self.tax.ent_codes if t.startswith("region."))
         return b
 
     def record(self, doc):
