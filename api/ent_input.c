@@ -207,7 +207,30 @@ static int ent_http_url(const char *s) {
     return 1;
 }
 
-/* Reads a list of tag codes of 'vocab' into 'bits' (sorted, unique). */
+/* Whether an enterprise tag is the service's to derive and never an explicit
+ * tag: the classes the rules fill from the attributes, where an explicit tag
+ * would give an enterprise a second region, industry, size, band or age next to
+ * the derived one (docs/tagging.md), and the entity types the credit code
+ * decides. The other entity types (branch, partnership, ...) cannot be read from
+ * the code and stay explicit. An operator override may still force any tag. */
+static int ent_derived_only(const tax_tag_t *t) {
+    static const char *const classes[] = {"region", "industry", "size", "scale", "age"};
+    static const char *const tags[] = {"entity.company", "entity.individual", "entity.cooperative"};
+    for (size_t i = 0; i < sizeof classes / sizeof classes[0]; i++) {
+        if (strcmp(t->klass->code, classes[i]) == 0) {
+            return 1;
+        }
+    }
+    for (size_t i = 0; i < sizeof tags / sizeof tags[0]; i++) {
+        if (strcmp(t->code, tags[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Reads a list of tag codes of 'vocab' into 'bits' (sorted, unique). Enterprise
+ * tags the service derives are refused (ent_derived_only). */
 static int ent_tag_list(const app_t *app, json_t *v, tax_vocab_t vocab, unsigned max,
                         const char *field, uint16_t *bits, unsigned *n, ent_err_t *err) {
     if (!json_is_array(v)) {
@@ -229,6 +252,14 @@ static int ent_tag_list(const app_t *app, json_t *v, tax_vocab_t vocab, unsigned
         if (bit < 0) {
             return ent_fail(err, 400, "unknown_tag", f, "unknown %s tag '%.64s'",
                             taxonomy_vocab_name(vocab), json_string_value(e));
+        }
+        const tax_tag_t *t = taxonomy_tag(app->tax, vocab, (unsigned)bit);
+        if (vocab == TAX_ENTERPRISE && ent_derived_only(t)) {
+            return ent_fail(err, 400, "invalid_value", f,
+                            "%s: %s is derived by the service (class %s) and cannot be given "
+                            "as an explicit tag; send the attribute it comes from, or an "
+                            "operator override",
+                            f, t->code, t->klass->code);
         }
         unsigned k = *n;
         while (k > 0 && bits[k - 1] > bit) {
@@ -312,11 +343,22 @@ static int ent_quals(const app_t *app, json_t *v, ent_input_t *in, ent_err_t *er
             return ent_fail(err, 400, "invalid_type", f,
                             "%s must be a qualification tag code or an object with a code", f);
         }
+        if (code != e) {
+            snprintf(f, sizeof f, "qualifications[%zu].code", i);
+        }
         int bit = taxonomy_find(app->tax, TAX_ENTERPRISE, json_string_value(code),
                                 json_string_length(code));
         if (bit < 0) {
             return ent_fail(err, 400, "unknown_tag", f, "unknown enterprise tag '%.64s'",
                             json_string_value(code));
+        }
+        /* A certificate stands for a qualification; anything else here would put
+         * an arbitrary tag (a region, a negative listing) into the profile. */
+        const tax_tag_t *t = taxonomy_tag(app->tax, TAX_ENTERPRISE, (unsigned)bit);
+        if (strcmp(t->klass->code, "qualification") != 0) {
+            return ent_fail(err, 400, "invalid_value", f,
+                            "%s must be a qualification tag code (qual.*); %s is of class %s", f,
+                            t->code, t->klass->code);
         }
         q->bit = (uint16_t)bit;
         json_object_set(item, "code", code);

@@ -53,6 +53,8 @@ TESTS = [
     ("derived_qualification_expiry", tests_api.test_derived_qualification_expiry),
     ("explicit_tags_and_overrides", tests_api.test_explicit_tags_and_overrides),
     ("enterprise_input_rules_match_docs", tests_api.test_enterprise_input_rules_match_docs),
+    ("enterprise_tag_inputs_stay_in_their_class",
+     tests_api.test_enterprise_tag_inputs_stay_in_their_class),
     ("policy_crud_and_errors", tests_api.test_policy_crud_and_errors),
     ("policy_states", tests_api.test_policy_states),
     ("policy_list_filters_and_paging", tests_api.test_policy_list_filters_and_paging),

@@ -393,8 +393,8 @@ def test_enterprise_errors_change_nothing(o):
              None),
             ("revenue a string", nb(revenue_10k="100"), None, 400, "invalid_type",
              "revenue_10k", None),
-            ("tags not a list", nb(tags="ind.c"), None, 400, "invalid_type", "tags", None),
-            ("tag not a string", nb(tags=["ind.c", 7]), None, 400, "invalid_type", "tags[1]",
+            ("tags not a list", nb(tags="ip.pct"), None, 400, "invalid_type", "tags", None),
+            ("tag not a string", nb(tags=["ip.pct", 7]), None, 400, "invalid_type", "tags[1]",
              None),
             ("wrong check character", nb(uscc=bad_check), None, 400, "invalid_uscc", "uscc",
              "'%s'" % right),
@@ -402,7 +402,7 @@ def test_enterprise_errors_change_nothing(o):
              "invalid_uscc", "uscc", None),
             ("short code", nb(uscc=fresh[:17]), None, 400, "invalid_uscc", "uscc", None),
             ("uscc not a string", nb(uscc=913202), None, 400, "invalid_uscc", "uscc", None),
-            ("unknown explicit tag", nb(tags=["ind.c", "no.such_tag"]), None, 400,
+            ("unknown explicit tag", nb(tags=["ip.pct", "no.such_tag"]), None, 400,
              "unknown_tag", "tags[1]", "no.such_tag"),
             ("policy tag as explicit tag", nb(tags=["fin.reward"]), None, 400, "unknown_tag",
              "tags[0]", "fin.reward"),
@@ -1046,6 +1046,63 @@ def test_enterprise_input_rules_match_docs(o):
             refused(body, "invalid_date", field, "1900-01-01 to 2999-12-31", what)
         refused({"founded": "2020-02-30"}, "invalid_date", "founded", "calendar", "30 Feb")
         refused({"founded": "2020/02/03"}, "invalid_date", "founded", "YYYY-MM-DD", "slashes")
+
+
+def test_enterprise_tag_inputs_stay_in_their_class(o):
+    """qualifications names qualification tags only; explicit tags cannot add a
+    second region (or any other derived class); overrides may force anything."""
+    with Env(o) as env:
+        c = env.c
+        u = "91320214MA1X7K2Q3L"
+        cases = [
+            ({"qualifications": ["neg.dishonest", "region.320205", "sig.iot"]},
+             "qualifications[0]", "neg.dishonest"),
+            ({"qualifications": ["qual.srdi", "region.320205"]}, "qualifications[1]",
+             "region.320205"),
+            ({"qualifications": ["qual.srdi", {"code": "sig.iot", "issued": "2024-01-01"}]},
+             "qualifications[1].code", "sig.iot"),
+            ({"qualifications": [{"code": "qual.nope"}]}, "qualifications[0].code", None),
+            ({"tags": ["region.320211"]}, "tags[0]", "region.320211"),
+            ({"tags": ["neg.abnormal", "region.320214"]}, "tags[1]", "region.320214"),
+            ({"tags": ["ind.c39"]}, "tags[0]", "ind.c39"),
+            ({"tags": ["size.large"]}, "tags[0]", "size.large"),
+            ({"tags": ["staff.ge1000"]}, "tags[0]", "staff.ge1000"),
+            ({"tags": ["rev.ge50000"]}, "tags[0]", "rev.ge50000"),
+            ({"tags": ["age.gt10"]}, "tags[0]", "age.gt10"),
+            ({"tags": ["entity.individual"]}, "tags[0]", "entity.individual"),
+            ({"explicit_tags": ["region.other"]}, "explicit_tags[0]", "region.other"),
+        ]
+        for extra, field, msg in cases:
+            body = dict({"uscc": u, "name": "x"}, **extra)
+            r = c.post("/v1/enterprises", body)
+            code = "unknown_tag" if msg is None else "invalid_value"
+            expect_error(r, 400, code, field, msg, what="POST %s" % json.dumps(extra))
+            eq(c.get("/v1/enterprises/" + u).status, 404, "refused POST wrote %s" % extra)
+        d = post_ok(c, "/v1/enterprises", {
+            "uscc": u, "name": "x", "region": "320214",
+            "qualifications": ["qual.srdi", {"code": "qual.hightech", "issued": iso(today_cn())}],
+            "tags": ["neg.dishonest", "sig.iot", "qual.listed", "entity.branch", "zone.wnd"]})
+        eq(regions_in(d), ["region.320214"], "one region")
+        for t in ("qual.srdi", "qual.hightech", "neg.dishonest", "sig.iot", "qual.listed",
+                  "entity.branch", "zone.wnd"):
+            check(t in d["tags"], "tag %s missing: %r", t, d["tags"])
+        # A PUT or PATCH that adds a second region is refused and changes nothing.
+        before = get_ok(c, "/v1/enterprises/" + u).raw
+        expect_error(c.patch("/v1/enterprises/" + u, {"tags": ["region.320211"]}), 400,
+                     "invalid_value", "tags[0]", what="PATCH a second region")
+        expect_error(c.put("/v1/enterprises/" + u, {"name": "x", "tags": ["region.320211"]}),
+                     400, "invalid_value", "tags[0]", what="PUT a second region")
+        eq(get_ok(c, "/v1/enterprises/" + u).raw, before, "a refused write changed it")
+        # Overrides stay allowed for any tag, derived classes included.
+        r = c.patch("/v1/enterprises/" + u, {"overrides": [
+            {"tag": "region.320211", "value": True, "by": "op"},
+            {"tag": "region.320214", "value": False, "by": "op"}]})
+        eq(r.status, 200, "override of region tags (%r)" % r)
+        eq(regions_in(r.json), ["region.320211"], "region forced by an operator")
+        # An enterprise read back (explicit_tags) can be sent again as it is.
+        g = get_ok(c, "/v1/enterprises/" + u).json
+        r = c.put("/v1/enterprises/" + u, g)
+        eq((r.status, r.json["version"]), (200, g["version"]), "PUT of a GET body (%r)" % r)
 
 
 # --------------------------------------------------------------------------

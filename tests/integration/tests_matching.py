@@ -155,7 +155,8 @@ def test_audience_counts_by_region(o):
         # in Wuxi, not a district, and its region.320200 taken away: unknown
         add("320212", overrides=[{"tag": "region.320200", "value": False, "by": "t"}])
         add("320213", overrides=[{"tag": "region.320213", "value": False, "by": "t"}])  # unknown
-        add("320211", tags=["region.320206"])                  # two districts: first wins
+        # two districts (explicit tags may not name one; an operator may): first wins
+        add("320211", overrides=[{"tag": "region.320206", "value": True, "by": "t"}])
         add("320281", tags=["qual.hightech", "neg.abnormal"])
         tagsets = {u: set(d["tags"]) for u, d in ents.items()}
         eq(tax.group_of(tagsets[list(ents)[-2]]), "320206", "model: first district wins")

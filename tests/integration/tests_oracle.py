@@ -30,9 +30,11 @@ TAG_FREQ = [
     ("trade.import_export", 0.05), ("ip.invention_patent", 0.05), ("dig.smart_workshop", 0.03),
     ("qual.srdi", 0.02), ("green.prov_green_factory", 0.02), ("neg.dishonest", 0.04),
     ("neg.abnormal", 0.03), ("qual.little_giant", 0.005), ("qual.listed", 0.004),
-    ("zone.wnd", 0.05), ("zone.bonded", 0.01), ("region.320206", 0.02), ("region.other", 0.01),
-    ("entity.individual", 0.01), ("hon.wx_top100", 0.002),
+    ("zone.wnd", 0.05), ("zone.bonded", 0.01), ("hon.wx_top100", 0.002),
 ]
+# Derived tags an operator forces on (explicit tags may not name them), giving
+# some enterprises a second region or entity type.
+FORCED_FREQ = [("region.320206", 0.02), ("region.other", 0.01), ("entity.individual", 0.01)]
 # Tags rules may name: the above, everything derived here, and tags nobody holds.
 EXTRA_RULE_TAGS = [
     "region.320205", "region.320211", "region.320213", "region.320214", "region.320281",
@@ -60,7 +62,7 @@ class Oracle:
         self.ents = {}       # uscc -> set of tags
         self.interests = {}  # uscc -> list of policy tags
         self.pols = {}       # id -> policy as we defined it (+ status)
-        self.rule_tags = [t for t, _ in TAG_FREQ] + EXTRA_RULE_TAGS
+        self.rule_tags = [t for t, _ in TAG_FREQ + FORCED_FREQ] + EXTRA_RULE_TAGS
         for t in self.rule_tags + POLICY_TAGS:
             check(t in self.tax.ent_bit or t in self.tax.pol_bit, "unknown tag %s in test", t)
         self.used_orgs = set()
@@ -93,14 +95,20 @@ class Oracle:
                 b["revenue_10k"] = rng.choice([10, 49, 50, 120, 300, 900, 2500])
         if rng.random() < 0.6:
             b["interests"] = rng.sample(POLICY_TAGS, rng.randint(1, 4))
+        forced = [{"tag": t, "value": True, "by": "oracle"} for t, p in FORCED_FREQ
+                  if rng.random() < p]
+        if forced:
+            b["overrides"] = forced
         if rng.random() < 0.01:
-            b["overrides"] = [{"tag": "entity.company", "value": False, "by": "oracle"}]
+            b.setdefault("overrides", []).append(
+                {"tag": "entity.company", "value": False, "by": "oracle"})
         if rng.random() < 0.015:
             # No region at all (counted as "unknown"): every credit code names a
             # division, so only overrides can take the region away.
-            b.setdefault("overrides", []).extend(
+            b["overrides"] = [x for x in b.get("overrides", [])
+                              if not x["tag"].startswith("region.")] + [
                 {"tag": t, "value": False, "by": "oracle"}
-                for t in self.tax.ent_codes if t.startswith("region."))
+                for t in self.tax.ent_codes if t.startswith("region.")]
         return b
 
     def record(self, doc):
