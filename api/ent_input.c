@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/xalloc.h"
 #include "tags/date.h"
 #include "tags/uscc.h"
 
@@ -283,6 +284,182 @@ static json_t *ent_codes(const app_t *app, tax_vocab_t vocab, const uint16_t *bi
     return a;
 }
 
+/* ---------------------------------------------------------------------------
+ * Canonical form. The stored document is compared byte for byte to tell "the same
+ * enterprise again" (store/scripts.c ENT_PUT), so equal input must give equal
+ * bytes whatever the order of keys and of the order-insensitive lists:
+ *   - object keys are sorted (bytewise), nested objects too (ent_canon);
+ *   - explicit tags and interests: taxonomy order (bit order), duplicates dropped;
+ *   - qualifications: by tag in taxonomy order, then issued, expires (a missing
+ *     date first) and number (missing first, then bytewise); exact repeats
+ *     dropped ("qual.srdi" and {"code":"qual.srdi"} are the same item);
+ *   - overrides: by tag in taxonomy order; an exact repeat is dropped and two
+ *     different overrides of one tag are refused, since which one wins would
+ *     depend on their order;
+ *   - an empty optional list or object is the same as leaving it out.
+ * ------------------------------------------------------------------------- */
+
+/* -1, 0, 1 for two optional strings, a missing one first. */
+static int ent_cmp_opt_str(const json_t *a, const json_t *b) {
+    if (a == NULL || b == NULL) {
+        return (a != NULL) - (b != NULL);
+    }
+    int c = strcmp(json_string_value(a), json_string_value(b));
+    return (c > 0) - (c < 0);
+}
+
+static int ent_cmp_i32(int32_t a, int32_t b) {
+    return (a > b) - (a < b);
+}
+
+typedef struct ent_qual_item {
+    rules_qual_t q;
+    json_t *item; /* borrowed from the list being rebuilt */
+} ent_qual_item_t;
+
+static int ent_qual_cmp(const void *pa, const void *pb) {
+    const ent_qual_item_t *a = pa, *b = pb;
+    int c = ent_cmp_i32(a->q.bit, b->q.bit);
+    if (c == 0) {
+        c = ent_cmp_i32(a->q.issued, b->q.issued);
+    }
+    if (c == 0) {
+        c = ent_cmp_i32(a->q.expires, b->q.expires);
+    }
+    if (c == 0) {
+        c = ent_cmp_opt_str(json_object_get(a->item, "number"), json_object_get(b->item, "number"));
+    }
+    return c;
+}
+
+/* Sorts the qualifications (in->quals and the list 'out' in step) and drops
+ * exact repeats. */
+static void ent_quals_canon(ent_input_t *in, json_t *out) {
+    unsigned n = in->rin.nquals;
+    if (n == 0) {
+        return;
+    }
+    ent_qual_item_t items[RULES_MAX_QUALS];
+    for (unsigned i = 0; i < n; i++) {
+        items[i].q = in->quals[i];
+        items[i].item = json_incref(json_array_get(out, i));
+    }
+    qsort(items, n, sizeof items[0], ent_qual_cmp);
+    json_array_clear(out);
+    unsigned k = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (k > 0 && ent_qual_cmp(&items[k - 1], &items[i]) == 0) {
+            json_decref(items[i].item);
+            continue;
+        }
+        items[k++] = items[i];
+    }
+    for (unsigned i = 0; i < k; i++) {
+        in->quals[i] = items[i].q;
+        json_array_append_new(out, items[i].item);
+    }
+    in->rin.nquals = k;
+}
+
+typedef struct ent_override_item {
+    rules_override_t o;
+    size_t index; /* in the list as sent, for the error message */
+    json_t *item; /* borrowed from the list being rebuilt */
+} ent_override_item_t;
+
+static int ent_override_cmp(const void *pa, const void *pb) {
+    const ent_override_item_t *a = pa, *b = pb;
+    int c = ent_cmp_i32(a->o.bit, b->o.bit);
+    /* Ties broken by position so that the error names the later one. */
+    return c ? c : (a->index > b->index) - (a->index < b->index);
+}
+
+/* Sorts the overrides by tag (in->overrides and 'out' in step); drops exact
+ * repeats and refuses two different overrides of one tag. */
+static int ent_overrides_canon(const app_t *app, ent_input_t *in, json_t *out, ent_err_t *err) {
+    unsigned n = in->rin.noverrides;
+    if (n == 0) {
+        return 0;
+    }
+    ent_override_item_t items[RULES_MAX_OVERRIDES];
+    for (unsigned i = 0; i < n; i++) {
+        items[i].o = in->overrides[i];
+        items[i].index = i;
+        items[i].item = json_array_get(out, i);
+    }
+    qsort(items, n, sizeof items[0], ent_override_cmp);
+    unsigned k = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (k > 0 && items[k - 1].o.bit == items[i].o.bit) {
+            if (json_equal(items[k - 1].item, items[i].item)) {
+                continue;
+            }
+            char f[64];
+            snprintf(f, sizeof f, "overrides[%zu]", items[i].index);
+            return ent_fail(err, 400, "invalid_value", f,
+                            "%s and overrides[%zu] both set %s; give one override per tag", f,
+                            items[k - 1].index,
+                            taxonomy_tag(app->tax, TAX_ENTERPRISE, items[i].o.bit)->code);
+        }
+        items[k++] = items[i];
+    }
+    json_t *sorted = json_array();
+    for (unsigned i = 0; i < k; i++) {
+        in->overrides[i] = items[i].o;
+        json_array_append(sorted, items[i].item);
+    }
+    json_array_clear(out);
+    json_array_extend(out, sorted);
+    json_decref(sorted);
+    in->rin.noverrides = k;
+    return 0;
+}
+
+typedef struct ent_kv {
+    char *key;
+    json_t *value;
+} ent_kv_t;
+
+static int ent_kv_cmp(const void *pa, const void *pb) {
+    const ent_kv_t *a = pa, *b = pb;
+    return strcmp(a->key, b->key);
+}
+
+/* Puts the keys of every object in 'v' (recursively) in sorted order. jansson
+ * keeps insertion order and json_out writes it, so the object is rebuilt in
+ * place: references to it stay valid. */
+static void ent_canon(json_t *v) {
+    if (json_is_array(v)) {
+        size_t i;
+        json_t *x;
+        json_array_foreach(v, i, x) {
+            ent_canon(x);
+        }
+        return;
+    }
+    if (!json_is_object(v) || json_object_size(v) == 0) {
+        return;
+    }
+    size_t n = json_object_size(v);
+    ent_kv_t *kv = xcalloc(n, sizeof *kv);
+    size_t i = 0;
+    const char *k;
+    json_t *x;
+    json_object_foreach(v, k, x) {
+        ent_canon(x);
+        kv[i].key = xstrdup(k);
+        kv[i].value = json_incref(x);
+        i++;
+    }
+    qsort(kv, n, sizeof *kv, ent_kv_cmp);
+    json_object_clear(v);
+    for (i = 0; i < n; i++) {
+        json_object_set_new(v, kv[i].key, kv[i].value);
+        free(kv[i].key);
+    }
+    free(kv);
+}
+
 static int ent_quals(const app_t *app, json_t *v, ent_input_t *in, ent_err_t *err) {
     if (!json_is_array(v)) {
         return ent_fail(err, 400, "invalid_type", "qualifications",
@@ -364,6 +541,10 @@ static int ent_quals(const app_t *app, json_t *v, ent_input_t *in, ent_err_t *er
         json_object_set(item, "code", code);
         in->rin.nquals++;
     }
+    ent_quals_canon(in, out);
+    if (in->rin.nquals == 0) {
+        json_object_del(in->attrs, "qualifications"); /* [] is the same as absent */
+    }
     return 0;
 }
 
@@ -409,6 +590,9 @@ static int ent_contact(const ssrf_policy_t *ssrf, json_t *v, json_t *attrs, ent_
                             "unknown contact field '%.40s' (use phone, webhook, email, person)", k);
         }
         json_object_set(out, k, x);
+    }
+    if (json_object_size(out) == 0) {
+        json_object_del(attrs, "contact"); /* {} is the same as absent */
     }
     return 0;
 }
@@ -465,6 +649,12 @@ static int ent_overrides(const app_t *app, json_t *v, ent_input_t *in, ent_err_t
         in->overrides[in->rin.noverrides].bit = (uint16_t)bit;
         in->overrides[in->rin.noverrides].value = json_is_true(val);
         in->rin.noverrides++;
+    }
+    if (ent_overrides_canon(app, in, out, err)) {
+        return -1;
+    }
+    if (in->rin.noverrides == 0) {
+        json_object_del(in->attrs, "overrides"); /* [] is the same as absent */
     }
     return 0;
 }
@@ -546,7 +736,14 @@ static int ent_field(const app_t *app, const char *k, json_t *v, ent_input_t *in
             return -1;
         }
         in->rin.has_revenue = 1;
-        json_object_set(in->attrs, "revenue_10k", v);
+        /* 8000 and 8000.0 are the same revenue: keep whole numbers as integers
+         * (exact below 2^53) so that both give the same document. */
+        double r = in->rin.revenue_10k;
+        if (r == floor(r) && r < 9007199254740992.0) {
+            json_object_set_new(in->attrs, "revenue_10k", json_integer((json_int_t)r));
+        } else {
+            json_object_set(in->attrs, "revenue_10k", v);
+        }
     } else if (strcmp(k, "founded") == 0) {
         if (ent_date(v, "founded", &in->rin.founded, err)) {
             return -1;
@@ -562,8 +759,10 @@ static int ent_field(const app_t *app, const char *k, json_t *v, ent_input_t *in
                          &in->ninterests, err)) {
             return -1;
         }
-        json_object_set_new(in->attrs, "interests",
-                            ent_codes(app, TAX_POLICY, in->interests, in->ninterests));
+        if (in->ninterests > 0) { /* [] is the same as absent */
+            json_object_set_new(in->attrs, "interests",
+                                ent_codes(app, TAX_POLICY, in->interests, in->ninterests));
+        }
     } else if (strcmp(k, "contact") == 0) {
         return ent_contact(&app->ssrf, v, in->attrs, err);
     } else if (strcmp(k, "overrides") == 0) {
@@ -695,6 +894,7 @@ json_t *ent_build_doc(const app_t *app, ent_input_t *in, const rules_out_t *out)
         date_format(out->next_change, d);
         json_object_set_new(doc, "retag_on", json_string(d));
     }
+    ent_canon(doc);
     return doc;
 }
 

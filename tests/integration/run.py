@@ -52,6 +52,7 @@ TESTS = [
     ("retag_follows_time", tests_api.test_retag_follows_time),
     ("derived_qualification_expiry", tests_api.test_derived_qualification_expiry),
     ("explicit_tags_and_overrides", tests_api.test_explicit_tags_and_overrides),
+    ("enterprise_same_content_any_order", tests_api.test_enterprise_same_content_any_order),
     ("enterprise_input_rules_match_docs", tests_api.test_enterprise_input_rules_match_docs),
     ("enterprise_tag_inputs_stay_in_their_class",
      tests_api.test_enterprise_tag_inputs_stay_in_their_class),

@@ -957,8 +957,12 @@ def test_explicit_tags_and_overrides(o):
            "an override of a derived tag takes over its source")
         check("qual.listed" in t2 and "size.sme" in t2,
               "other tags must stay: %r", d2["tags"])
-        eq(d2["overrides"][0], {"tag": "size.micro", "value": False, "by": "auditor",
-                                "reason": "group member"}, "overrides echoed")
+        eq([x for x in d2["overrides"] if x["tag"] == "size.micro"],
+           [{"tag": "size.micro", "value": False, "by": "auditor", "reason": "group member"}],
+           "overrides echoed")
+        eq([x["tag"] for x in d2["overrides"]],
+           ["region.320214", "size.micro", "qual.hightech", "trade.import_export"],
+           "overrides in taxonomy order")
         # Matching follows the overridden profile.
         r = c.post("/v1/audience", {"rule": {"all": ["size.micro"]}})
         eq(r.json["count"], 0, "audience of size.micro after override false")
@@ -987,6 +991,98 @@ def test_explicit_tags_and_overrides(o):
         eq((r.json["accepted"], r.json["rejected"]), (0, 1), "import of an unsigned override")
         eq((r.json["errors"][0]["code"], r.json["errors"][0]["field"]),
            ("missing_field", "overrides[0].by"), "import error")
+
+
+def test_enterprise_same_content_any_order(o):
+    """PUT of the same enterprise changes nothing, whatever the order of keys and of
+    the order-insensitive lists, and whether empty containers are sent or left out
+    (docs/api.md); a real change still makes a new version."""
+    with Env(o) as env:
+        c = env.c
+        u = "91320214MA1X7K2Q3L"
+        path = "/v1/enterprises/" + u
+        first = put_ok(c, path, {"name": "n", "employees": 5}, status=201)
+
+        def same(body, what):
+            raw = json.dumps(body, ensure_ascii=False) if isinstance(body, dict) else body
+            r = c.request("PUT", path, body=raw)
+            eq(r.status, 200, "%s: PUT status (%r)" % (what, r))
+            g = get_ok(c, path)
+            eq((g.json["version"], g.json["updated_at"]), (ref["version"], ref["updated_at"]),
+               "%s: version and updated_at" % what)
+            eq(g.raw, ref_raw, "%s: the stored document" % what)
+            return r.json
+
+        ref, ref_raw = first, get_ok(c, path).raw
+        # Key order (the body is sent as written: json.dumps keeps dict order).
+        same('{"employees":5,"name":"n"}', "keys reversed")
+        same('{"name":"n","employees":5,"interests":[],"contact":{},"tags":[],'
+             '"qualifications":[],"overrides":[]}', "empty containers")
+        same('{"name":"n","employees":5,"contact":{"phone":null}}', "contact of nulls")
+
+        full = {
+            "name": "无锡测试", "region": "320214", "industry": "C3973", "employees": 150,
+            "revenue_10k": 8000, "founded": "2019-05-20",
+            "tags": ["neg.abnormal", "neg.dishonest", "ip.pct"],
+            "interests": ["fin.loan_discount", "fin.reward", "tax.hightech_rate"],
+            "qualifications": [{"code": "qual.hightech", "issued": "2024-11-06",
+                                "number": "GR2024"}, "qual.srdi",
+                               {"code": "qual.hightech", "issued": "2021-11-06"}],
+            "contact": {"phone": "0510-85000000", "person": "张三", "email": "a@example.com"},
+            "overrides": [{"tag": "sig.iot", "value": True, "by": "张工", "reason": "核查"},
+                          {"tag": "size.sme", "value": False, "by": "op"}],
+        }
+        r = c.put(path, full)
+        eq(r.status, 200, "PUT the full enterprise (%r)" % r)
+        check(r.json["version"] == 2, "a real change makes version 2: %r", r.json["version"])
+        ref, ref_raw = r.json, get_ok(c, path).raw
+        eq(list(ref), sorted(k for k in ref if k not in ("version", "created_at",
+                                                           "updated_at"))
+           + ["version", "created_at", "updated_at"], "document keys in a fixed order")
+        eq(ref["explicit_tags"], ["ip.pct", "neg.dishonest", "neg.abnormal"],
+           "explicit tags in taxonomy order")
+        eq(ref["interests"], sorted(ref["interests"], key=Taxonomy(c).pol_codes.index),
+           "interests in taxonomy order")
+        eq([x["tag"] for x in ref["overrides"]], ["size.sme", "sig.iot"],
+           "overrides in taxonomy order")
+        eq(ref["qualifications"], [
+            {"code": "qual.hightech", "issued": "2021-11-06"},
+            {"code": "qual.hightech", "issued": "2024-11-06", "number": "GR2024"},
+            {"code": "qual.srdi"}], "qualifications sorted")
+
+        def rev(d):
+            return dict(reversed(list(d.items())))
+
+        reordered = rev(dict(full, tags=list(reversed(full["tags"])),
+                             interests=list(reversed(full["interests"])),
+                             qualifications=[rev(q) if isinstance(q, dict) else q
+                                             for q in reversed(full["qualifications"])],
+                             contact=rev(full["contact"]),
+                             overrides=[rev(x) for x in reversed(full["overrides"])]))
+        same(reordered, "everything reordered")
+        same(dict(full, tags=full["tags"] + ["neg.abnormal"],
+                  interests=full["interests"] + ["fin.reward"],
+                  qualifications=full["qualifications"] + [{"code": "qual.srdi"}],
+                  overrides=full["overrides"] + [full["overrides"][1]]), "repeated items")
+        same(dict(full, revenue_10k=8000.0), "8000.0 for 8000")
+        # PATCH with what is already there, and a GET body sent back, change nothing.
+        r = c.patch(path, {"tags": list(reversed(full["tags"])), "contact": rev(full["contact"])})
+        eq((r.status, r.json["version"]), (200, ref["version"]), "PATCH of the same content")
+        same(json.dumps(get_ok(c, path).json, ensure_ascii=False), "a GET body")
+        # Two different overrides of one tag depend on their order: refused.
+        expect_error(c.put(path, dict(full, overrides=[
+            {"tag": "sig.iot", "value": True}, {"tag": "sig.iot", "value": False}])),
+            400, "invalid_value", "overrides[1]", "sig.iot", what="conflicting overrides")
+        # A real change still makes a new version.
+        for what, body in (("employees", dict(full, employees=151)),
+                           ("one tag fewer", dict(full, tags=full["tags"][1:])),
+                           ("no contact", {k: v for k, v in full.items() if k != "contact"})):
+            r = c.put(path, body)
+            eq(r.status, 200, "%s: PUT (%r)" % (what, r))
+            check(r.json["version"] == ref["version"] + 1, "%s: version %r after %r", what,
+                  r.json["version"], ref["version"])
+            check(r.json["updated_at"] >= ref["updated_at"], "%s: updated_at", what)
+            ref = r.json
 
 
 def test_enterprise_input_rules_match_docs(o):
