@@ -38,8 +38,10 @@ int ent_input_parse(const app_t *app, json_t *body, const char *path_uscc, ent_i
                     ent_err_t *err);
 void ent_input_free(ent_input_t *in);
 
-/* Every override of 'attrs' (a parsed input's in->attrs) names who set it ("by").
- * Checked on what a request sends, not in ent_input_parse: documents stored
+/* Every override of 'attrs' names who set it ("by"). 'attrs' is the body as the
+ * request sent it (after ent_input_parse accepted it), so that the index in the
+ * error is the client's: the parsed in->attrs holds the overrides sorted. Checked
+ * on what a request sends, not in ent_input_parse: documents stored
  * before this rule may hold overrides without it, and a re-tag, or a PATCH of
  * other fields, must still accept them. Returns 0 or -1 with 'err' filled. */
 int ent_overrides_signed(const json_t *attrs, ent_err_t *err);

@@ -188,7 +188,7 @@ static void ent_write(ent_ctx_t *c, json_t *body, const char *path_uscc, int64_t
         ent_ctx_free(c);
         return;
     }
-    if (c->signed_ov && ent_overrides_signed(in.attrs, &e)) {
+    if (c->signed_ov && ent_overrides_signed(body, &e)) {
         ent_input_free(&in);
         ent_answer_err(req, &e);
         ent_ctx_free(c);

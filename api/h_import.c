@@ -171,7 +171,7 @@ static void import_line(import_t *im, const char *p, size_t n) {
     app_t *app = im->app;
     ent_input_t in;
     ent_err_t e;
-    if (ent_input_parse(app, obj, NULL, &in, &e) || ent_overrides_signed(in.attrs, &e)) {
+    if (ent_input_parse(app, obj, NULL, &in, &e) || ent_overrides_signed(obj, &e)) {
         json_t *u = json_object_get(obj, "uscc");
         import_error(im, line, json_is_string(u) ? json_string_value(u) : NULL, e.code, e.field,
                      e.msg);
