@@ -293,6 +293,11 @@ static void app_on_store_event(void *arg, int event, const char *detail) {
          * them back to the system rather than keep them resident. */
         malloc_trim(0);
         LOG_INFO("ready", "\"detail\":\"%s\"", d);
+        /* Tags that time has changed since they were written are re-derived now,
+         * before /readyz admits traffic, not at the re-tag worker's next tick. */
+        if (app->retag) {
+            retag_on_loaded(app->retag);
+        }
         break;
     case STORE_EV_DOWN:
         LOG_WARN("redis down", "\"detail\":\"%s\"", d);

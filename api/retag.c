@@ -14,12 +14,26 @@
 
 #define RETAG_WINDOW 64    /* enterprises in flight */
 #define RETAG_BATCH  256   /* due enterprises fetched at a time */
-#define RETAG_TICK   30000 /* ms between checks for due enterprises */
+#define RETAG_TICK   30000 /* ms between checks for due enterprises (a fallback) */
+/* How long /readyz waits for the pass that follows a load: long enough for the
+ * enterprises due on an ordinary day, short enough that a backlog after a long
+ * outage does not keep the instance out of rotation (the pass goes on). */
+#define RETAG_READY_WAIT 30000
+/* Slack after the day boundary, so the wall clock surely shows the new day. */
+#define RETAG_DAY_SLACK 50
 
 struct retag {
     app_t *app;
     uv_timer_t timer;
+    uv_timer_t day_timer; /* fires when the service's day changes */
     int closing;
+    int nclosed; /* handles whose close callback has run */
+    /* A daily pass was asked for while one could not start (one running, a full
+     * pass running, the store not ready): start one when that ends. */
+    int kick;
+    /* The pass after a load has not finished: /readyz waits (RETAG_READY_WAIT). */
+    int catching_up;
+    uint64_t catchup_since; /* uv_now when the load finished */
     unsigned inflight;
     /* daily pass */
     int due_running;
@@ -44,6 +58,18 @@ typedef struct retag_op {
 } retag_op_t;
 
 static void retag_pump(retag_t *r);
+static void retag_start_daily(retag_t *r);
+
+/* The daily pass has stopped (finished, or failed; the tick retries a failure). */
+static void retag_daily_stopped(retag_t *r) {
+    r->due_running = 0;
+    if (r->kick) {
+        retag_start_daily(r);
+    }
+    if (!r->due_running) {
+        r->catching_up = 0;
+    }
+}
 
 static int64_t retag_now_ms(void) {
     uv_timeval64_t tv;
@@ -158,10 +184,10 @@ static void retag_on_due(void *arg, int rc, const char *codes, size_t n) {
     r->ndue = r->due_next = 0;
     r->due_progress = 0;
     if (rc || n == 0 || r->closing) {
-        r->due_running = 0;
         if (rc == 0 && n == 0) {
             r->daily_day = app_today(r->app);
         }
+        retag_daily_stopped(r);
         retag_pump(r);
         return;
     }
@@ -192,13 +218,13 @@ static void retag_pump(retag_t *r) {
         int progress = r->due_progress > 0;
         free(r->due);
         r->due = NULL;
-        if (!progress) {
-            r->due_running = 0;
-        } else if (store_retag_due(st, app_today(r->app), RETAG_BATCH, retag_on_due, r) == 0) {
+        if (progress && store_retag_due(st, app_today(r->app), RETAG_BATCH, retag_on_due, r) == 0) {
             r->inflight++;
             return;
-        } else {
-            r->due_running = 0;
+        }
+        retag_daily_stopped(r);
+        if (r->due_running) {
+            return; /* a kicked pass has started */
         }
     }
     if (r->full_running) {
@@ -213,11 +239,31 @@ static void retag_pump(retag_t *r) {
         }
         if (r->cursor >= span && r->inflight == 0) {
             r->full_running = 0;
+            if (r->kick) {
+                retag_start_daily(r);
+            }
             r->finished_ms = retag_now_ms();
             LOG_INFO("retag finished", "\"enterprises\":%llu,\"changed\":%llu,\"failed\":%llu",
                      (unsigned long long)r->done, (unsigned long long)r->changed,
                      (unsigned long long)r->failed);
         }
+    }
+}
+
+/* Starts a daily pass over the enterprises due today, or remembers to start one
+ * when that becomes possible. */
+static void retag_start_daily(retag_t *r) {
+    if (r->closing) {
+        return;
+    }
+    if (r->due_running || r->inflight != 0 || r->full_running || !store_ready(r->app->store)) {
+        r->kick = 1;
+        return;
+    }
+    r->kick = 0;
+    if (store_retag_due(r->app->store, app_today(r->app), RETAG_BATCH, retag_on_due, r) == 0) {
+        r->due_running = 1;
+        r->inflight++;
     }
 }
 
@@ -227,28 +273,85 @@ static void retag_on_timer(uv_timer_t *t) {
         return;
     }
     if (!r->due_running && r->inflight == 0 && !r->full_running) {
-        if (store_retag_due(r->app->store, app_today(r->app), RETAG_BATCH, retag_on_due, r) == 0) {
-            r->due_running = 1;
-            r->inflight++;
-        }
+        retag_start_daily(r);
         return;
     }
     retag_pump(r);
+}
+
+static void retag_arm_day(retag_t *r);
+
+static void retag_on_day(uv_timer_t *t) {
+    retag_t *r = t->data;
+    if (r->closing) {
+        return;
+    }
+    /* A day's enterprises are wrong from its first moment: re-tag them now rather
+     * than at the next tick. An early wake-up (the wall clock was set back) finds
+     * the day unchanged and only re-arms; a pass on the same day finds nothing. */
+    if (app_today(r->app) != r->daily_day) {
+        retag_start_daily(r);
+    }
+    retag_arm_day(r);
+}
+
+/* Arms the day timer for the next change of the service's day. uv timers follow
+ * the monotonic clock and the day follows the wall clock: the periodic tick covers
+ * a clock that jumps ahead, and each firing re-computes from the wall clock. */
+static void retag_arm_day(retag_t *r) {
+    const config_t *cfg = r->app->cfg;
+    if (cfg->today != DATE_NONE) {
+        return; /* a fixed day never changes */
+    }
+    int64_t now = app_now_ms();
+    int64_t local = now + (int64_t)cfg->utc_offset_min * 60000;
+    int64_t into = local % 86400000;
+    if (into < 0) {
+        into += 86400000;
+    }
+    uv_timer_start(&r->day_timer, retag_on_day, (uint64_t)(86400000 - into + RETAG_DAY_SLACK), 0);
+}
+
+void retag_on_loaded(retag_t *r) {
+    if (r->closing) {
+        return;
+    }
+    /* The data may have been written on an earlier day (the service was down at
+     * midnight, or Redis came back with older data): re-tag what is due before
+     * /readyz says ready. An operator's full pass is not waited for. */
+    if (!r->full_running) {
+        r->catching_up = 1;
+        r->catchup_since = uv_now(r->app->loop);
+    }
+    retag_start_daily(r);
+    if (!r->due_running && !r->kick) {
+        r->catching_up = 0; /* could not start; the tick retries */
+    }
+}
+
+int retag_catching_up(const retag_t *r) {
+    return r->catching_up && uv_now(r->app->loop) - r->catchup_since < RETAG_READY_WAIT;
 }
 
 retag_t *retag_new(app_t *app) {
     retag_t *r = xcalloc(1, sizeof *r);
     r->app = app;
     uv_timer_init(app->loop, &r->timer);
+    uv_timer_init(app->loop, &r->day_timer);
     r->timer.data = r;
-    /* First check soon after start (the service may have been down on the day),
-     * then every RETAG_TICK. */
-    uv_timer_start(&r->timer, retag_on_timer, 2000, RETAG_TICK);
+    r->day_timer.data = r;
+    /* The load starts a pass (retag_on_loaded) and so does each new day; the tick
+     * is a fallback (a pass that failed, a clock that jumped). */
+    uv_timer_start(&r->timer, retag_on_timer, RETAG_TICK, RETAG_TICK);
+    retag_arm_day(r);
     return r;
 }
 
 static void retag_on_close(uv_handle_t *h) {
     retag_t *r = h->data;
+    if (++r->nclosed < 2) {
+        return; /* the other timer's callback frees */
+    }
     free(r->due);
     free(r);
 }
@@ -256,9 +359,11 @@ static void retag_on_close(uv_handle_t *h) {
 void retag_close(retag_t *r) {
     r->closing = 1;
     uv_timer_stop(&r->timer);
+    uv_timer_stop(&r->day_timer);
     /* Operations in flight hold 'r'; the store fails them when it closes, before
-     * the loop runs this close callback, so 'r' outlives them. */
+     * the loop runs these close callbacks, so 'r' outlives them. */
     uv_close((uv_handle_t *)&r->timer, retag_on_close);
+    uv_close((uv_handle_t *)&r->day_timer, retag_on_close);
 }
 
 int retag_start_full(retag_t *r) {

@@ -17,6 +17,11 @@ typedef struct retag retag_t;
 retag_t *retag_new(struct app *app);
 /* Stops the worker; in-flight operations finish, then 'done' runs. */
 void retag_close(retag_t *r);
+/* The store finished loading (at start, or after Redis came back): starts a daily
+ * pass at once, which /readyz then waits for (retag_catching_up). */
+void retag_on_loaded(retag_t *r);
+/* Whether the pass after a load is still running (and not for too long). */
+int retag_catching_up(const retag_t *r);
 /* Starts a full pass. Returns 0, or -EBUSY when one is running. */
 int retag_start_full(retag_t *r);
 /* The state of the passes, as the API reports it (new reference). */

@@ -50,6 +50,8 @@ TESTS = [
     ("derived_size_boundaries", tests_api.test_derived_size_boundaries),
     ("derived_age_brackets", tests_api.test_derived_age_brackets),
     ("retag_follows_time", tests_api.test_retag_follows_time),
+    ("retag_at_start_before_ready", tests_api.test_retag_at_start_before_ready),
+    ("retag_at_day_boundary", tests_api.test_retag_at_day_boundary),
     ("derived_qualification_expiry", tests_api.test_derived_qualification_expiry),
     ("explicit_tags_and_overrides", tests_api.test_explicit_tags_and_overrides),
     ("enterprise_same_content_any_order", tests_api.test_enterprise_same_content_any_order),

@@ -865,6 +865,74 @@ def test_retag_follows_time(o):
         eq(get_ok(c, "/v1/enterprises/" + a["uscc"]).json["version"], a["version"] + 1,
            "A written once")
 
+def _hightech_case(c, rng, expires):
+    """An enterprise with a high-tech certificate valid through 'expires' and a
+    published policy for high-tech enterprises; returns (enterprise, policy id)."""
+    e = new_ent(c, rng, qualifications=[{"code": "qual.hightech", "expires": expires}])
+    check("qual.hightech" in e["tags"], "qual.hightech while the certificate holds: %r",
+          e["tags"])
+    p = post_ok(c, "/v1/policies", {"title": "高企奖励", "rule": {"all": ["qual.hightech"]}})
+    post_ok(c, "/v1/policies/%d/publish?notify=false" % p["id"], None, status=200)
+    pkg = get_ok(c, "/v1/enterprises/%s/policies" % e["uscc"]).json
+    eq([x["id"] for x in pkg["policies"]], [p["id"]], "package while the certificate holds")
+    return e, p["id"]
+
+
+def _hightech_lapsed(c, e, pid):
+    d = get_ok(c, "/v1/enterprises/" + e["uscc"]).json
+    if "qual.hightech" in d["tags"]:
+        return None
+    pkg = get_ok(c, "/v1/enterprises/%s/policies" % e["uscc"]).json
+    check(pid not in [x["id"] for x in pkg["policies"]],
+          "policy %d still in the package after the tag went: %r", pid, pkg)
+    return d
+
+
+def test_retag_at_start_before_ready(o):
+    """A certificate valid through day 1: started on day 2, huiqid re-tags it before
+    /readyz answers 200, not at the worker's next tick."""
+    rng = random.Random(27)
+    with Env(o, huiqid_args=["--today", "2026-12-05"]) as env:
+        e, pid = _hightech_case(env.c, rng, "2026-12-05")
+        problems = env.stop_huiqid()
+        check(not problems, "stopping huiqid: %s", problems)
+        env.start_huiqid(["--today", "2026-12-06"])  # returns once /readyz is 200
+        # Right after readiness; a short deadline, far below the 30 s tick.
+        d = wait_until(lambda: _hightech_lapsed(env.c, e, pid), 1.0,
+                       "the lapsed certificate's tag to go right after readiness")
+        eq(d["version"], e["version"] + 1, "re-tagged once")
+        st = get_ok(env.c, "/v1/enterprises:retag").json
+        eq(st["daily"].get("last_completed"), "2026-12-06", "daily pass completed")
+
+
+def test_retag_at_day_boundary(o):
+    """The service's day changes while it runs: the day timer re-tags the enterprises
+    due on the new day at once. The zone (--utc-offset) is chosen so that its
+    midnight falls a few seconds after start, between the worker's 30 s ticks."""
+    rng = random.Random(28)
+    # Start when the next UTC minute is 8-15 s away: minutes offsets can put a
+    # midnight only on a minute boundary.
+    wait_until(lambda: 45 <= datetime.datetime.utcnow().second <= 52, 70, "the start slot",
+               0.2)
+    now = datetime.datetime.utcnow()
+    boundary = now.replace(second=0, microsecond=0) + datetime.timedelta(minutes=1)
+    mins = boundary.hour * 60 + boundary.minute  # minutes since UTC midnight
+    off = (-mins) % 1440  # local time at the boundary is 00:00
+    if off > 14 * 60:
+        off -= 1440
+    zone = "%s%02d:%02d" % ("-" if off < 0 else "+", abs(off) // 60, abs(off) % 60)
+    day1 = (boundary + datetime.timedelta(minutes=off - 1)).date()
+    with Env(o, huiqid_args=["--utc-offset", zone]) as env:
+        e, pid = _hightech_case(env.c, rng, iso(day1))
+        left = (boundary - datetime.datetime.utcnow()).total_seconds()
+        check(left > 1, "set-up took too long (%.1f s left before midnight)", left)
+        d = wait_until(lambda: _hightech_lapsed(env.c, e, pid), left + 3 * o.slow,
+                       "the tag to go at midnight in %s" % zone, 0.1)
+        late = (datetime.datetime.utcnow() - boundary).total_seconds()
+        check(late < 3 * o.slow, "re-tagged %.1f s after midnight", late)
+        eq(d["version"], e["version"] + 1, "re-tagged once")
+
+
 def test_derived_qualification_expiry(o):
     model.avoid_midnight(30 * o.slow)
     rng = random.Random(25)
