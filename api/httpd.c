@@ -41,6 +41,7 @@ struct httpd {
     int value_long;
     int cl_count;
     int has_host;
+    int has_auth;
     size_t body_cap;
     int err_status;
     const char *err_reason;
@@ -72,6 +73,7 @@ static void httpd_req_reset(httpd_t *h) {
     h->field_long = h->value_long = 0;
     h->cl_count = 0;
     h->has_host = 0;
+    h->has_auth = 0;
     h->body_cap = 0;
     h->started = 0;
 }
@@ -159,17 +161,26 @@ static int on_header_value_complete(llhttp_t *p) {
             return httpd_fail(h, 400, "unsupported Transfer-Encoding");
         }
         r->chunked = 1;
+    } else if (field_is(h, "authorization")) {
+        /* Two credentials are ambiguous: which one would be checked depends on the
+         * reader (one proxy keeps the first, another the last). */
+        if (h->has_auth++) {
+            return httpd_fail(h, 400, "duplicate Authorization");
+        }
+        /* No key is this long: an over-long one is simply not a valid key, and
+         * gets the same 401 as any unknown key (left empty here), not a 431 that
+         * would tell a prober about the header's size. */
+        if (!h->value_long) {
+            httpd_keep_value(h, r->authorization);
+        }
     } else if (h->value_long) {
-        if (field_is(h, "content-type") || field_is(h, "x-request-id") ||
-            field_is(h, "authorization") || field_is(h, "if-match")) {
+        if (field_is(h, "content-type") || field_is(h, "x-request-id") || field_is(h, "if-match")) {
             return httpd_fail(h, 431, "header field value too long");
         }
     } else if (field_is(h, "content-type")) {
         httpd_keep_value(h, r->content_type);
     } else if (field_is(h, "x-request-id")) {
         httpd_keep_value(h, r->request_id);
-    } else if (field_is(h, "authorization")) {
-        httpd_keep_value(h, r->authorization);
     } else if (field_is(h, "if-match")) {
         httpd_keep_value(h, r->if_match);
     } else if (field_is(h, "expect")) {

@@ -80,6 +80,7 @@ TESTS = [
     ("http_keepalive_sequential", tests_http.test_keepalive_sequential),
     ("http_half_request_then_close", tests_http.test_half_request_then_close),
     ("http_limits_431_414", tests_http.test_limits),
+    ("http_authorization_header", tests_http.test_authorization_header),
     ("http_head_404_405", tests_http.test_head_404_405),
     ("http_header_timeout_408", tests_http.test_header_timeout),
     ("http_idle_keepalive_closed", tests_http.test_idle_keepalive),

@@ -292,6 +292,47 @@ def test_half_request_then_close(o):
         eq(env.huiqid_proc.poll(), None, "huiqid is still running")
 
 
+def test_authorization_header(o):
+    """An over-long credential is an invalid key (401, the body of any unknown key,
+    WWW-Authenticate), never a 431; two Authorization headers are ambiguous (400)."""
+    with Env(o) as env:
+        port = env.huiqid_port
+        unknown = b"Bearer hq_nosuchkey0001_" + b"A" * 32
+
+        def ask(auth_lines):
+            req = (b"GET /v1/tags?vocab=policy HTTP/1.1\r\nHost: huiqi.test\r\n" + auth_lines +
+                   b"Connection: close\r\n\r\n")
+            buf, _ = raw_exchange(port, req, timeout=5 * o.slow)
+            resps = parse_responses(buf)
+            check(len(resps) == 1, "expected one response, got %r", buf[:300])
+            return resps[0]
+
+        st, hd, want_body = ask(b"Authorization: " + unknown + b"\r\n")
+        eq(st, 401, "an unknown key")
+        for n in (200, 249, 250, 255, 256, 300, 1000, 10000):
+            value = (b"Bearer " + TEST_ADMIN_KEY.encode() + b"x" * 10000)[:n]
+            st, hd, body = ask(b"Authorization: " + value + b"\r\n")
+            eq(st, 401, "a %d-byte Authorization value" % n)
+            eq(body, want_body, "a %d-byte Authorization value: body" % n)
+            eq(hd.get("www-authenticate"), 'Bearer realm="huiqi"',
+               "a %d-byte Authorization value: WWW-Authenticate" % n)
+        # A long header of another name is no problem either.
+        st, _, _ = ask(AUTH + b"X-Foo: " + b"f" * 10000 + b"\r\n")
+        eq(st, 200, "a 10 KB X-Foo header")
+        for what, lines in (("the same key twice", AUTH + AUTH),
+                            ("a valid and an unknown key", AUTH + b"Authorization: " + unknown +
+                             b"\r\n"),
+                            ("an unknown and a valid key", b"Authorization: " + unknown +
+                             b"\r\n" + AUTH),
+                            ("a valid key and an empty one", AUTH + b"Authorization:\r\n")):
+            req = (b"GET /v1/tags?vocab=policy HTTP/1.1\r\nHost: huiqi.test\r\n" + lines +
+                   b"\r\n")
+            buf, closed = raw_exchange(port, req, timeout=5 * o.slow)
+            err = one_error(buf, 400, "duplicate Authorization: " + what, "bad_request")
+            check("Authorization" in err["message"], "message %r", err["message"])
+        still_serving(port, "after duplicate Authorization headers")
+
+
 def test_limits(o):
     with Env(o) as env:
         port = env.huiqid_port
