@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api/access.h"
 #include "api/app.h"
 #include "api/json_out.h"
 #include "api/pol_input.h"
@@ -197,6 +198,13 @@ void h_pol_get(app_t *app, api_req_t *req) {
         return;
     }
     const store_policy_t *p = store_policy(app->store, id);
+    /* Enterprise keys see only what could be in a package: a draft or withdrawn
+     * policy is as absent for them as an unknown id (the same 404, so the answer
+     * does not tell that it exists). */
+    const auth_id_t *who = access_id(req);
+    if (p && p->status != STORE_POL_PUBLISHED && who && who->role == ROLE_ENTERPRISE) {
+        p = NULL;
+    }
     if (p == NULL) {
         api_error(req, 404, "not_found", NULL, "no policy %u", id);
         return;

@@ -95,6 +95,8 @@ TESTS = [
     ("auth_roles_and_scopes", tests_auth.test_auth_roles),
     ("auth_enterprise_key_cannot_change_operator_fields",
      tests_auth.test_enterprise_key_cannot_change_operator_fields),
+    ("auth_enterprise_key_published_policies_only",
+     tests_auth.test_enterprise_key_sees_published_policies_only),
     ("auth_keys_api", tests_auth.test_keys_api),
     ("auth_keys_list_adopts_older_records", tests_auth.test_keys_list_adopts_older_records),
     ("auth_revoked_in_redis_within_ttl", tests_auth.test_revoked_in_redis_refused_within_ttl),

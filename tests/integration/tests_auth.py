@@ -1238,3 +1238,40 @@ def test_cached_key_while_redis_stalls(o):
         wait_until(lambda: env.readyz_status().status == 200, 15 * o.slow,
                    "huiqid ready after Redis resumed")
         get_ok(kc, path)
+
+
+def test_enterprise_key_sees_published_policies_only(o):
+    """An enterprise key reads a published policy by id; a draft or withdrawn one is
+    404 not_found for it, exactly as an id that does not exist (no existence leak),
+    while operators and integrators still read them."""
+    rng = random.Random(503)
+    with Env(o) as env:
+        admin = env.c
+        e1 = make_uscc("320214", rng=rng)
+        post_ok(admin, "/v1/enterprises", {"uscc": e1, "name": "企业"})
+        ids = {}
+        for state in ("draft", "published", "withdrawn"):
+            ids[state] = post_ok(admin, "/v1/policies", dict(POLICY, title=state))["id"]
+            if state != "draft":
+                eq(admin.post("/v1/policies/%d/publish?notify=false" % ids[state]).status, 200,
+                   "publish " + state)
+            if state == "withdrawn":
+                eq(admin.post("/v1/policies/%d/withdraw" % ids[state]).status, 200, "withdraw")
+        ent = env.new_client(key=make_key(admin, "enterprise", scope=e1, rate=0)["key"])
+        integ = env.new_client(key=make_key(admin, "integrator", name="i")["key"])
+        eq(get_ok(ent, "/v1/policies/%d" % ids["published"]).json["status"], "published",
+           "enterprise key: a published policy")
+        missing = max(ids.values()) + 100
+        ref = ent.get("/v1/policies/%d" % missing)
+        expect_error(ref, 404, "not_found", None, what="enterprise key: an unknown id")
+        for state in ("draft", "withdrawn"):
+            path = "/v1/policies/%d" % ids[state]
+            r = ent.get(path)
+            err = expect_error(r, 404, "not_found", None, what="enterprise key: a " + state)
+            eq(err["message"], ref.json["error"]["message"].replace(str(missing),
+                                                                    str(ids[state])),
+               "enterprise key: a %s answers as an unknown id" % state)
+            check(r.header("etag") is None, "a %s's ETag shown to an enterprise key", state)
+            eq(ent.request("HEAD", path).status, 404, "enterprise key: HEAD a " + state)
+            for c, who in ((admin, "admin"), (integ, "integrator")):
+                eq(get_ok(c, path).json["status"], state, "%s reads a %s" % (who, state))
