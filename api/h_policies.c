@@ -246,8 +246,11 @@ void h_pol_list(app_t *app, api_req_t *req) {
                   has_tag > 0 ? tag : "");
         return;
     }
-    if (has_level < 0) {
-        api_error(req, 400, "invalid_parameter", "level", "level is malformed");
+    /* An unknown level would match nothing: say so rather than answer an empty
+     * list, as for status. */
+    if (has_level < 0 || (has_level > 0 && !pol_level_valid(level))) {
+        api_error(req, 400, "invalid_parameter", "level",
+                  "level must be national, provincial, city or district");
         return;
     }
     if (!store_loaded(app->store)) {

@@ -158,6 +158,16 @@ static int pol_output_field(const char *k) {
     return 0;
 }
 
+int pol_level_valid(const char *s) {
+    static const char *const levels[] = {"national", "provincial", "city", "district"};
+    for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
+        if (strcmp(s, levels[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int pol_input_parse(const app_t *app, json_t *body, pol_input_t *in, ent_err_t *err) {
     memset(in, 0, sizeof *in);
     in->doc = json_object();
@@ -179,8 +189,7 @@ int pol_input_parse(const app_t *app, json_t *body, pol_input_t *in, ent_err_t *
             json_object_set(in->doc, k, v);
         } else if (strcmp(k, "level") == 0) {
             const char *s = json_string_value(v);
-            if (!s || (strcmp(s, "national") && strcmp(s, "provincial") && strcmp(s, "city") &&
-                       strcmp(s, "district"))) {
+            if (!s || !pol_level_valid(s)) {
                 return pol_fail(err, 400, "invalid_value", "level",
                                 "level must be national, provincial, city or district");
             }

@@ -47,5 +47,8 @@ json_t *pol_doc(app_t *app, const store_policy_t *p);
 void pol_cache_free(app_t *app);
 
 const char *pol_status_name(int status);
+/* Whether 's' is one of the documented levels (national, provincial, city,
+ * district); shared by the validator and the list filter. */
+int pol_level_valid(const char *s);
 
 #endif

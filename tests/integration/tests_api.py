@@ -1496,7 +1496,6 @@ def test_policy_list_filters_and_paging(o):
              lambda p: p["status"] == "published" and "fin.reward" in p["tags"]),
             ("&level=national&tag=tax.small_profit",
              lambda p: p["level"] == "national" and "tax.small_profit" in p["tags"]),
-            ("&level=county", lambda p: False),
         ]
         for q, pred in checks:
             want = [p["id"] for p in pols if pred(p)]
@@ -1509,6 +1508,12 @@ def test_policy_list_filters_and_paging(o):
         eq(r["next"], str(pols[4]["id"]), "next cursor is the last id of the page")
         expect_error(c.get("/v1/policies?status=live"), 400, "invalid_parameter", "status",
                      what="bad status")
+        # An undocumented level is refused like an undocumented status, not
+        # answered with an empty list.
+        for lv in ("county", "bogus", "City", ""):
+            expect_error(c.get("/v1/policies?level=" + lv), 400, "invalid_parameter", "level",
+                         msg_has="national, provincial, city or district",
+                         what="level=%r" % lv)
         expect_error(c.get("/v1/policies?tag=fin.nope"), 400, "unknown_tag", "tag",
                      what="unknown tag")
         expect_error(c.get("/v1/policies?limit=0"), 400, "invalid_parameter", "limit",
