@@ -10,10 +10,11 @@
 #include "common/xalloc.h"
 #include "tags/date.h"
 
-#define POL_MAX_TITLE   200
-#define POL_MAX_ISSUER  100
-#define POL_MAX_SUMMARY 5000
-#define POL_MAX_URL     2048
+#define POL_MAX_TITLE    200
+#define POL_MAX_ISSUER   100
+#define POL_MAX_SUMMARY  5000
+#define POL_MAX_URL      2048
+#define POL_MAX_URL_TEXT "2048"
 
 static int pol_fail(ent_err_t *err, int status, const char *code, const char *field,
                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
@@ -158,6 +159,43 @@ static int pol_output_field(const char *k) {
     return 0;
 }
 
+/* Why 's' is not an acceptable policy link, or NULL when it is. Each refusal
+ * says what to fix: the limit when too long, a host when there is none. */
+static const char *pol_url_check(const char *s) {
+    if (s == NULL) {
+        return "url must be a string: an http:// or https:// address";
+    }
+    if (strlen(s) > POL_MAX_URL) {
+        return "url is too long: at most " POL_MAX_URL_TEXT " bytes";
+    }
+    size_t skip = strncmp(s, "https://", 8) == 0 ? 8 : strncmp(s, "http://", 7) == 0 ? 7 : 0;
+    if (skip == 0 || strpbrk(s, " \t\r\n") != NULL) {
+        return "url must be an http:// or https:// address";
+    }
+    /* The host is what the authority holds after any user info and before any
+     * port: "http://", "http:///x", "http://:80" and "http://u@" have none. */
+    const char *a = s + skip;
+    size_t alen = strcspn(a, "/?#");
+    const char *at = NULL;
+    for (size_t i = 0; i < alen; i++) {
+        if (a[i] == '@') {
+            at = a + i;
+        }
+    }
+    const char *host = at ? at + 1 : a;
+    size_t hlen = (size_t)(a + alen - host);
+    if (hlen > 0 && host[0] != '[') {
+        const char *colon = memchr(host, ':', hlen);
+        if (colon) {
+            hlen = (size_t)(colon - host);
+        }
+    }
+    if (hlen == 0) {
+        return "url must name a host: http://host/... or https://host/...";
+    }
+    return NULL;
+}
+
 int pol_level_valid(const char *s) {
     static const char *const levels[] = {"national", "provincial", "city", "district"};
     for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
@@ -204,12 +242,9 @@ int pol_input_parse(const app_t *app, json_t *body, pol_input_t *in, ent_err_t *
             in->mode = strcmp(s, "auto") == 0 ? STORE_MODE_AUTO : STORE_MODE_APPLY;
             json_object_set(in->doc, k, v);
         } else if (strcmp(k, "url") == 0) {
-            const char *s = json_string_value(v);
-            if (!s || strlen(s) > POL_MAX_URL ||
-                (strncmp(s, "https://", 8) != 0 && strncmp(s, "http://", 7) != 0) ||
-                strpbrk(s, " \t\r\n") != NULL) {
-                return pol_fail(err, 400, "invalid_url", "url",
-                                "url must be an http:// or https:// address");
+            const char *why = pol_url_check(json_string_value(v));
+            if (why) {
+                return pol_fail(err, 400, "invalid_url", "url", "%s", why);
             }
             json_object_set(in->doc, k, v);
         } else if (strcmp(k, "opens") == 0 || strcmp(k, "closes") == 0) {

@@ -1358,6 +1358,17 @@ def test_policy_crud_and_errors(o):
             ("bad mode", {"title": "t", "mode": "push"}, 400, "invalid_value", "mode", None),
             ("bad url", {"title": "t", "url": "javascript:alert(1)"}, 400, "invalid_url", "url",
              None),
+            ("url without a host", {"title": "t", "url": "http://"}, 400, "invalid_url", "url",
+             "host"),
+            ("https url without a host", {"title": "t", "url": "https:///x"}, 400,
+             "invalid_url", "url", "host"),
+            ("url with a port only", {"title": "t", "url": "http://:80/x"}, 400,
+             "invalid_url", "url", "host"),
+            ("url with user info only", {"title": "t", "url": "http://u@/x"}, 400,
+             "invalid_url", "url", "host"),
+            ("url of 5000 characters",
+             {"title": "t", "url": "https://example.gov.cn/" + "a" * 4977}, 400, "invalid_url",
+             "url", "too long: at most 2048"),
             ("unknown field", {"title": "t", "budget": 5}, 400, "unknown_field", "budget", None),
             ("65 tags in rule.all", {"title": "t", "rule": {"all": tax.ent_codes[:65]}}, 400,
              "too_many", "rule.all", None),
@@ -1405,6 +1416,11 @@ def test_policy_crud_and_errors(o):
         # Ids are not reused.
         n = post_ok(c, "/v1/policies", {"title": "再来一个"})
         check(n["id"] > m["id"], "policy id %d reused after delete of %d", n["id"], m["id"])
+        # Links with a host are accepted, up to 2048 bytes.
+        for url in ("http://example.com", "https://u:p@kjj.wuxi.gov.cn:8443/a?b#c",
+                    "http://[2001:db8::1]/x", "https://example.gov.cn/" + "a" * 2025):
+            eq(post_ok(c, "/v1/policies", {"title": "链接", "url": url})["url"], url,
+               "url %s accepted" % url[:60])
 
 
 def test_policy_states(o):
