@@ -350,12 +350,20 @@ static void conn_write(server_conn_t *c, char *buf, size_t len) {
  * write, uncopied. */
 #define SERVER_COPY_BODY_MAX 2048
 
+static void server_new_rid(server_t *s, char out[static 17]);
+
 /* Sends the head and the body; frees 'take' (may be NULL) when done with it. */
 static void respond(api_req_t *req, int status, const char *content_type, const char *headers,
                     const char *body, size_t body_len, char *take) {
     server_conn_t *c = req->conn;
     server_t *s = c->srv;
     req->status = status;
+    if (req->id[0] == '\0') {
+        /* An answer before the headers were complete (a 408 for a request that
+         * stopped half-way) has no id yet: every answer gets one, never an
+         * empty header. */
+        server_new_rid(s, req->id);
+    }
     if (!c->closing) {
         httpd_req_t *h = req->http;
         int keep = h && h->keep_alive && !c->close_after && !s->stopping;

@@ -517,6 +517,21 @@ def test_header_timeout(o):
         one_error(data, 408, "unfinished headers", "request_timeout")
         check(closed, "connection still open after the 408")
         check(0.3 <= dt <= 3 * o.slow, "408 came after %.2fs with --header-timeout 500", dt)
+        # Every answer carries a request id, a 408 before the headers ended too.
+        rid = parse_responses(data)[0][1].get("x-request-id")
+        check(rid and len(rid) == 16 and all(ch in "0123456789abcdef" for ch in rid),
+              "X-Request-Id of a 408 for unfinished headers: %r", rid)
+        # After a first request on the connection: a fresh id, not the first one's.
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"GET /healthz HTTP/1.1\r\n" + H + b"X-Request-Id: first-1\r\n\r\n"
+                  b"GET /healthz HTTP/1.1\r\n" + H)
+        data, closed = read_until_closed(s, 5 * o.slow)
+        s.close()
+        resps = parse_responses(data)
+        eq([st for st, _, _ in resps], [200, 408], "a request, then unfinished headers")
+        rid = resps[1][1].get("x-request-id")
+        check(rid and rid != "first-1" and len(rid) == 16,
+              "X-Request-Id of the second request's 408: %r", rid)
         # Dribbling bytes does not extend the deadline.
         s = socket.create_connection(("127.0.0.1", port))
         t0 = time.monotonic()
