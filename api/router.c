@@ -121,6 +121,13 @@ static int router_method_ok(const route_t *r, int method) {
     return r->method == method || (method == HTTPD_HEAD && r->method == HTTPD_GET);
 }
 
+/* Appends method 'm' to the Allow list unless it is there already. */
+static void router_allow_add(char *allow, size_t allowlen, size_t *alen, const char *m) {
+    if (allowlen && strstr(allow, m) == NULL && *alen + strlen(m) + 3 < allowlen) {
+        *alen += (size_t)snprintf(allow + *alen, allowlen - *alen, "%s%s", *alen ? ", " : "", m);
+    }
+}
+
 int router_match(const route_t *routes, size_t n, int method, api_req_t *req, const route_t **out,
                  char *allow, size_t allowlen) {
     char *path = req->path;
@@ -172,9 +179,10 @@ int router_match(const route_t *routes, size_t n, int method, api_req_t *req, co
             continue;
         }
         found_path = 1;
-        const char *m = httpd_method_name(routes[i].method);
-        if (strstr(allow, m) == NULL && alen + strlen(m) + 3 < allowlen) {
-            alen += (size_t)snprintf(allow + alen, allowlen - alen, "%s%s", alen ? ", " : "", m);
+        router_allow_add(allow, allowlen, &alen, httpd_method_name(routes[i].method));
+        if (routes[i].method == HTTPD_GET) {
+            /* A GET route answers HEAD too (router_method_ok). */
+            router_allow_add(allow, allowlen, &alen, "HEAD");
         }
     }
     if (bad) {

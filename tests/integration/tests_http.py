@@ -443,12 +443,14 @@ def test_head_404_405(o):
             check("application/json" in (r.header("content-type") or ""),
                   "404 content type %r", r.header("content-type"))
         # Known paths, wrong method: 405 with Allow.
+        # HEAD works wherever GET does, so Allow lists it with GET.
         cases = [
-            ("DELETE", "/v1/tags", {"GET"}),
-            ("POST", "/healthz", {"GET"}),
-            ("PATCH", "/v1/policies", {"GET", "POST"}),
-            ("PUT", "/v1/enterprises", {"GET", "POST"}),
-            ("POST", "/v1/enterprises/91350100M000100Y43", {"GET", "PUT", "PATCH", "DELETE"}),
+            ("DELETE", "/v1/tags", {"GET", "HEAD"}),
+            ("POST", "/healthz", {"GET", "HEAD"}),
+            ("PATCH", "/v1/policies", {"GET", "HEAD", "POST"}),
+            ("PUT", "/v1/enterprises", {"GET", "HEAD", "POST"}),
+            ("POST", "/v1/enterprises/91350100M000100Y43",
+             {"GET", "HEAD", "PUT", "PATCH", "DELETE"}),
             ("DELETE", "/v1/audience", {"POST"}),
             ("GET", "/v1/policies/1/publish", {"POST"}),
         ]
