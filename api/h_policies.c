@@ -26,8 +26,13 @@ static int pol_path_id(api_req_t *req, uint32_t *id) {
     const char *s = req->param[0];
     char *end = NULL;
     unsigned long v = strtoul(s, &end, 10);
-    if (s[0] < '1' || s[0] > '9' || *end != '\0' || v >= UINT32_MAX) {
+    if (s[0] < '1' || s[0] > '9' || *end != '\0') {
         api_error(req, 404, "not_found", NULL, "no policy '%.40s' (policy ids are numbers)", s);
+        return -1;
+    }
+    if (v >= UINT32_MAX || strlen(s) > 10) {
+        /* A number no policy can have: named as sent (strtoul saturates). */
+        api_error(req, 404, "not_found", NULL, "no policy %.40s", s);
         return -1;
     }
     *id = (uint32_t)v;

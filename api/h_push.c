@@ -17,8 +17,11 @@
 static int push_path_u64(api_req_t *req, const char *what, uint64_t *id) {
     const char *s = req->param[0];
     char *end = NULL;
+    errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (s[0] < '1' || s[0] > '9' || *end != '\0') {
+    if (s[0] < '1' || s[0] > '9' || *end != '\0' || errno == ERANGE) {
+        /* Out of range too: strtoull saturates, and the answer would name an id
+         * the client never sent. */
         api_error(req, 404, "not_found", NULL, "no %s '%.40s'", what, s);
         return -1;
     }

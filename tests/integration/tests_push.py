@@ -1416,3 +1416,34 @@ def test_push_redis_restart_mid_job(o):
                 print("     Redis killed at scanned %d; %d repeats" % (mid["scanned"], repeats))
     finally:
         rcv.close()
+
+
+def test_ids_out_of_range(o):
+    """An id too large for any resource is a 404 whose message shows the id as sent,
+    not a saturated number or a claim that it is not a number."""
+    with Env(o) as env:
+        c = env.c
+        big = ["4294967295", "4294967296", "9223372036854775807", "18446744073709551615",
+               "18446744073709551616", "99999999999999999999"]
+        for n in big:
+            for method, path in (("GET", "/v1/policies/%s"), ("PUT", "/v1/policies/%s"),
+                                 ("DELETE", "/v1/policies/%s"),
+                                 ("POST", "/v1/policies/%s/publish"),
+                                 ("POST", "/v1/policies/%s/push"),
+                                 ("GET", "/v1/policies/%s/audience"),
+                                 ("GET", "/v1/jobs/%s"), ("GET", "/v1/jobs/%s/matches"),
+                                 ("POST", "/v1/jobs/%s/cancel"),
+                                 ("GET", "/v1/webhooks/%s"), ("PATCH", "/v1/webhooks/%s"),
+                                 ("POST", "/v1/webhooks/%s/rotate"),
+                                 ("POST", "/v1/webhooks/%s/replay")):
+                if path.endswith("/matches") and int(n) < 2 ** 64:
+                    continue  # a job id in range: matches of an unknown job list nothing
+                body = {"title": "t"} if method == "PUT" else (
+                    {"rate": 1} if method == "PATCH" else None)
+                r = c.request(method, path % n, body=body)
+                err = expect_error(r, 404, "not_found", None, what="%s %s" % (method, path % n))
+                check(n in err["message"], "%s %s: message %r does not show the id",
+                      method, path % n, err["message"])
+                check("are numbers" not in err["message"],
+                      "%s %s: message %r says ids are numbers", method, path % n,
+                      err["message"])
