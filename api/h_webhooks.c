@@ -179,6 +179,9 @@ static int wh_parse(app_t *app, api_req_t *req, json_t *body, const store_webhoo
             }
             size_t i;
             json_t *e;
+            /* A list of event types is a set: a repeated one is kept once (it would
+             * not be delivered twice either). */
+            json_t *set = json_array();
             json_array_foreach(v, i, e) {
                 int found = 0;
                 for (int t = 0; t < WH_NEVENTS; t++) {
@@ -189,11 +192,19 @@ static int wh_parse(app_t *app, api_req_t *req, json_t *body, const store_webhoo
                               "unknown event '%.60s' (use policy.matched, package.batch, "
                               "policy.granted, enterprise.package_changed)",
                               json_is_string(e) ? json_string_value(e) : "?");
+                    json_decref(set);
                     json_decref(doc);
                     return -1;
                 }
+                int seen = 0;
+                for (size_t j = 0; j < json_array_size(set); j++) {
+                    seen |= json_equal(json_array_get(set, j), e);
+                }
+                if (!seen) {
+                    json_array_append(set, e);
+                }
             }
-            json_object_set(doc, "events", v);
+            json_object_set_new(doc, "events", set);
         } else if (strcmp(k, "secret") == 0) {
             whsig_secret_t s;
             if (!json_is_string(v) || whsig_secret_parse(json_string_value(v), &s) != 0) {
@@ -353,6 +364,14 @@ void h_wh_create(app_t *app, api_req_t *req) {
     wh_submit(c, resolve);
 }
 
+/* Whether the update parsed into 'c' leaves webhook 'cur' as it is. A stale
+ * If-Match ('ver') is never a no-op: the store answers it with 412. */
+static int wh_unchanged(const wh_ctx_t *c, const store_webhook_t *cur, int64_t ver) {
+    return (ver < 0 || (uint64_t)ver == cur->ver) && strlen(c->doc) == cur->doc_len &&
+           memcmp(c->doc, cur->doc, cur->doc_len) == 0 && strcmp(c->secrets, cur->secrets) == 0 &&
+           strcmp(c->sk, cur->sk) == 0 && c->in.disabled == cur->disabled;
+}
+
 void h_wh_update(app_t *app, api_req_t *req) {
     uint32_t id;
     int64_t ver;
@@ -382,6 +401,13 @@ void h_wh_update(app_t *app, api_req_t *req) {
         return;
     }
     json_decref(body);
+    if (wh_unchanged(c, cur, ver)) {
+        /* Nothing to write: the version stays, as for an enterprise PUT that
+         * changes nothing. */
+        api_reply_json(req, 200, wh_render(cur), NULL);
+        wh_ctx_free(c);
+        return;
+    }
     /* Re-enabling clears the reason; a changed URL is checked again. */
     wh_submit(c, resolve);
 }

@@ -137,6 +137,7 @@ TESTS = [
     ("push_ssrf_rules", tests_push.test_push_ssrf_rules),
     ("push_job_cancel_and_withdraw", tests_push.test_push_job_cancel_and_withdraw),
     ("push_ids_out_of_range", tests_push.test_ids_out_of_range),
+    ("push_webhook_events_set_and_noop_patch", tests_push.test_webhook_events_set_and_noop_patch),
     ("push_kill9_mid_job", tests_push.test_push_kill9_mid_job),
     ("push_redis_restart_mid_job", tests_push.test_push_redis_restart_mid_job),
     ("push_retry_schedule_jitter", tests_push_faults.test_push_retry_schedule_jitter),

@@ -1447,3 +1447,36 @@ def test_ids_out_of_range(o):
                 check("are numbers" not in err["message"],
                       "%s %s: message %r says ids are numbers", method, path % n,
                       err["message"])
+
+
+def test_webhook_events_set_and_noop_patch(o):
+    """events is a set (a repeated event type is stored once), and a PATCH that
+    changes nothing answers 200 with the webhook as it is, version unchanged."""
+    with push_env(o) as env:
+        c = env.c
+        url = "http://127.0.0.1:9/hook"
+        w = post_ok(c, "/v1/webhooks", {
+            "url": url, "events": ["policy.matched", "policy.matched", "package.batch",
+                                   "policy.matched"], "rate": 5})
+        eq(w["events"], ["policy.matched", "package.batch"], "events de-duplicated on create")
+        base = "/v1/webhooks/%d" % w["id"]
+        cur = get_ok(c, base).json
+        eq(cur["events"], ["policy.matched", "package.batch"], "events stored once each")
+        for what, body in (("{}", {}), ("the same rate", {"rate": 5}),
+                           ("the same url", {"url": url}),
+                           ("the same events, repeated",
+                            {"events": ["policy.matched", "package.batch", "package.batch"]}),
+                           ("enabled while enabled", {"enabled": True}),
+                           ("the document read back", cur)):
+            r = c.patch(base, body)
+            eq(r.status, 200, "PATCH with %s (%r)" % (what, r))
+            eq(r.json, cur, "PATCH with %s: the webhook as it was" % what)
+            eq(get_ok(c, base).json, cur, "GET after a PATCH with %s" % what)
+        r = c.patch(base, {}, headers={"If-Match": '"%d"' % (cur["version"] + 5)})
+        eq(r.status, 412, "a no-op PATCH with a wrong If-Match (%r)" % r)
+        r = c.patch(base, {"rate": 6})
+        eq((r.status, r.json["version"], r.json["rate"]), (200, cur["version"] + 1, 6),
+           "a PATCH that changes the rate")
+        r = c.patch(base, {"events": ["package.batch", "package.batch"]})
+        eq((r.status, r.json["events"], r.json["version"]),
+           (200, ["package.batch"], cur["version"] + 2), "PATCH events, de-duplicated")
