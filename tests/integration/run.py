@@ -121,6 +121,7 @@ TESTS = [
     ("faults_alloc_fail_register_policy", tests_alloc.test_alloc_fail_register_policy),
     ("faults_alloc_fail_publish_job", tests_alloc.test_alloc_fail_publish_job),
     ("docs_api_examples", tests_docs.test_docs_api_examples),
+    ("docs_error_codes_documented", tests_docs.test_error_codes_documented),
     ("readme_examples", tests_docs.test_readme_examples),
     ("push_signed_and_batched", tests_push.test_push_signed_and_batched),
     ("push_deliveries_paging", tests_push.test_push_deliveries_paging),

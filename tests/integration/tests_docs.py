@@ -3,6 +3,7 @@ docs/api.md (in order, in one shell, so variables carry over) and of the README'
 first session, against a huiqid loaded with the demo data as `make run` loads it.
 An example that answers an error fails the test."""
 
+import json
 import os
 import re
 import subprocess
@@ -78,3 +79,78 @@ def test_readme_examples(opts):
         if r.status != 200 or "高新技术企业研发费用补助" not in titles:
             raise TestFailure("README.md: the session's policy is not in the package: %d %s" %
                               (r.status, r.raw[:400]))
+
+
+def _error_rows():
+    """The error table of docs/api.md: {code: set of statuses}."""
+    text = open(os.path.join(REPO, "docs", "api.md"), encoding="utf-8").read()
+    rows = {}
+    for line in text.splitlines():
+        m = re.match(r"\s*\| ([0-9, ]+) \| (.*?) \|", line)
+        if not m:
+            continue
+        statuses = {int(x) for x in m.group(1).split(",")}
+        for code in re.findall(r"`([a-z_]+)`", m.group(2)):
+            rows.setdefault(code, set()).update(statuses)
+    return rows, text
+
+
+def _source_codes():
+    """Every error code the service's sources can send, found by the shapes that
+    send them."""
+    pats = [r'api_error\([^,]+,\s*[^,]+,\s*"([a-z_]+)"', r'_fail\(err,\s*\d+,\s*"([a-z_]+)"',
+            r'status == \d+\s*\?\s*"([a-z_]+)"', r':\s*"(bad_request)"',
+            r'rc == -E[A-Z]+\s*\?\s*"([a-z_]+)"', r'\[\d+\] = "([a-z_]+)"',
+            r'"code", "([a-z_]+)"', r'code\\":\\"([a-z_]+)', r'import_error\([^"();]*"([a-z_]+)"']
+    codes = set()
+    d = os.path.join(REPO, "api")
+    for name in sorted(os.listdir(d)):
+        if name.endswith(".c"):
+            src = open(os.path.join(d, name), encoding="utf-8").read()
+            for p in pats:
+                codes.update(re.findall(p, src))
+    return codes
+
+
+def test_error_codes_documented(o):
+    """docs/api.md lists every error code the service sends, under the status it is
+    sent with: each code found in the sources, and the codes of a few requests
+    that once answered undocumented ones."""
+    from harness import AUTH, parse_responses, raw_exchange
+    rows, text = _error_rows()
+    codes = _source_codes()
+    if len(codes) < 30:
+        raise TestFailure("found only %d codes in the sources: %s" % (len(codes), sorted(codes)))
+    missing = sorted(c for c in codes if c not in rows and "`%s`" % c not in text)
+    if missing:
+        raise TestFailure("error codes sent but not documented in docs/api.md: %s" % missing)
+    with Env(o) as env:
+        port = env.huiqid_port
+        head = b"Host: huiqi.test\r\n" + AUTH
+        cases = [
+            ("POST with an empty body", b"POST /v1/policies HTTP/1.1\r\n" + head +
+             b"Content-Type: application/json\r\nContent-Length: 0\r\n\r\n"),
+            ("%ZZ", b"GET /v1/enterprises/%ZZ HTTP/1.1\r\n" + head + b"\r\n"),
+            ("%00", b"GET /v1/enterprises/%00 HTTP/1.1\r\n" + head + b"\r\n"),
+            ("If-Match: \"abc\"", b"PUT /v1/policies/1 HTTP/1.1\r\n" + head +
+             b"If-Match: \"abc\"\r\nContent-Type: application/json\r\nContent-Length: 13\r\n"
+             b"\r\n{\"title\":\"t\"}"),
+            ("HTTP/2.0", b"GET /healthz HTTP/2.0\r\n" + head + b"\r\n"),
+            ("Expect: nothing", b"GET /healthz HTTP/1.1\r\n" + head + b"Expect: x\r\n\r\n"),
+            ("a wrong method", b"DELETE /healthz HTTP/1.1\r\n" + head + b"\r\n"),
+        ]
+        seen = set()
+        for what, raw in cases:
+            buf, _ = raw_exchange(port, raw, timeout=2 * o.slow)
+            resps = parse_responses(buf)
+            if not resps:
+                raise TestFailure("%s: no answer: %r" % (what, buf[:200]))
+            st, _, body = resps[0]
+            code = json.loads(body)["error"]["code"]
+            seen.add(code)
+            if st not in rows.get(code, set()):
+                raise TestFailure("%s answers %d %s, which docs/api.md does not list "
+                                  "(it lists %s)" % (what, st, code, sorted(rows.get(code, []))))
+        want = {"body_required", "bad_path", "invalid_header", "http_version_not_supported"}
+        if not want <= seen:
+            raise TestFailure("expected codes %s among the answers, got %s" % (want, seen))
