@@ -245,10 +245,13 @@ void h_pol_list(app_t *app, api_req_t *req) {
                       : status[0] == 'p' ? STORE_POL_PUBLISHED
                                          : STORE_POL_WITHDRAWN;
     }
-    if (has_tag < 0 ||
-        (has_tag > 0 && (want_tag = taxonomy_find(app->tax, TAX_POLICY, tag, strlen(tag))) < 0)) {
-        api_error(req, 400, "unknown_tag", "tag", "unknown policy tag '%.64s'",
-                  has_tag > 0 ? tag : "");
+    if (has_tag < 0) {
+        api_error(req, 400, "invalid_parameter", "tag",
+                  "tag is malformed, too long or given more than once");
+        return;
+    }
+    if (has_tag > 0 && (want_tag = taxonomy_find(app->tax, TAX_POLICY, tag, strlen(tag))) < 0) {
+        api_error(req, 400, "unknown_tag", "tag", "unknown policy tag '%.64s'", tag);
         return;
     }
     /* An unknown level would match nothing: say so rather than answer an empty

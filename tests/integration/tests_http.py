@@ -787,6 +787,7 @@ def test_query_repeated_parameters(o):
             ("/v1/policies?limit=1&limit=2", "limit"),
             ("/v1/policies?status=draft&status=published", "status"),
             ("/v1/policies?level=city&level=district", "level"),
+            ("/v1/policies?tag=fin.loan_discount&tag=fin.loan_discount", "tag"),
             ("/v1/enterprises?tag=size.sme&tag=size.small", "tag"),
             ("/v1/enterprises?limit=5&limit=5", "limit"),
             ("/v1/tags?vocab=policy&vocab=enterprise", "vocab"),
