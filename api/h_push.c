@@ -143,7 +143,9 @@ void h_job_get(app_t *app, api_req_t *req) {
 
 static void job_on_matches(void *arg, int rc, const store_kv_t *kv, size_t n) {
     job_ctx_t *c = arg;
-    if (rc) {
+    if (rc == -ENOENT) {
+        api_error(c->req, 404, "not_found", NULL, "no job %llu", (unsigned long long)c->id);
+    } else if (rc) {
         api_store_error(c->req, rc, "job");
     } else {
         json_t *items = json_array();

@@ -264,7 +264,12 @@ static void rd_run(store_t *s, fake_op_t *o) {
         answer_running(s, op);
         break;
     case RD_MATCHES:
-        answer_list(op, fake__job_find(s, op->start), (size_t)op->since, op->count);
+        r = fake__job_find(s, op->start);
+        if (r == NULL) { /* as store/push.c: no such job */
+            op->cb.hash(op->arg, -ENOENT, NULL, 0);
+        } else {
+            answer_list(op, r, (size_t)op->since, op->count);
+        }
         break;
     case RD_DLV:
         answer_hash(op, fake__tab_find(&s->dlvs, op->id));

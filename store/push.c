@@ -347,7 +347,11 @@ static void hash_on_reply(void *arg, redisReply *r) {
 static void list_on_reply(void *arg, redisReply *r) {
     cb_op_t *op = arg;
     if (r == NULL || r->type != REDIS_REPLY_ARRAY) {
-        op->cb.hash(op->arg, r == NULL ? -EIO : -EPROTO, NULL, 0);
+        op->cb.hash(op->arg,
+                    r == NULL                    ? -EIO
+                    : r->type == REDIS_REPLY_NIL ? -ENOENT
+                                                 : -EPROTO,
+                    NULL, 0);
         free(op);
         return;
     }
@@ -510,14 +514,19 @@ int store_job_matches(store_t *s, uint64_t job, uint64_t start, unsigned count, 
     if (usable) {
         return usable; /* -EAGAIN while Redis (or our mirror) is still loading */
     }
-    char key[48], a[24], b[24];
+    char job_key[48], key[48], a[24], b[24];
+    snprintf(job_key, sizeof job_key, "hq:job:%llu", (unsigned long long)job);
     snprintf(key, sizeof key, "hq:job:%llu:m", (unsigned long long)job);
     snprintf(a, sizeof a, "%llu", (unsigned long long)start);
     snprintf(b, sizeof b, "%llu", (unsigned long long)(start + count - 1));
-    const char *argv[4] = {"LRANGE", key, a, b};
+    /* A job that matched no one has no list either: only its record tells an
+     * empty job from one that does not exist (nil, -ENOENT). */
+    const char *script = "if redis.call('EXISTS', KEYS[1]) == 0 then return false end\n"
+                         "return redis.call('LRANGE', KEYS[2], ARGV[1], ARGV[2])\n";
+    const char *argv[7] = {"EVAL", script, "2", job_key, key, a, b};
     cb_op_t *op = cb_op_new(s, arg);
     op->cb.hash = cb;
-    return send_cmd(s, op, list_on_reply, 4, argv);
+    return send_cmd(s, op, list_on_reply, 7, argv);
 }
 
 int store_push_enterprise(store_t *s, const char *uscc, uint32_t ord,

@@ -314,7 +314,8 @@ int store_job_get(store_t *s, uint64_t job, store_hash_cb cb, void *arg);
 /* Running jobs: ids (as decimal strings in kv[i].k) with their cursor in kv[i].v,
  * and their policy, in a second call... see push/jobs.c for the resume path. */
 int store_jobs_running(store_t *s, store_hash_cb cb, void *arg);
-/* Up to 'count' codes the job matched, from position 'start'. kv[i].v holds them. */
+/* Up to 'count' codes the job matched, from position 'start'. kv[i].v holds them;
+ * -ENOENT when there is no such job. */
 int store_job_matches(store_t *s, uint64_t job, uint64_t start, unsigned count, store_hash_cb cb,
                       void *arg);
 
