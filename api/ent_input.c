@@ -119,6 +119,33 @@ static int ent_division_ok(const char *s, int national) {
     return 0;
 }
 
+/* The region rule before ent_division_ok: six digits, not all zero. For stored
+ * documents (ent_input_parse_stored). */
+static int ent_region_lenient_ok(const char *s) {
+    for (int i = 0; i < 6; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return 0;
+        }
+    }
+    return memcmp(s, "000000", 6) != 0;
+}
+
+/* An industry given as a section letter alone (A-T, any case), which was accepted
+ * before the digits became required: writes it upper-cased to 'out'. For stored
+ * documents (ent_input_parse_stored). */
+static int ent_section_only(const char *s, size_t len, char *out) {
+    if (len != 1) {
+        return 0;
+    }
+    char c = (char)toupper((unsigned char)s[0]);
+    if (c < 'A' || c > 'T') {
+        return 0;
+    }
+    out[0] = c;
+    out[1] = '\0';
+    return 1;
+}
+
 /* What domain.md (GB 32100) defines of a credit code beyond its alphabet and
  * check character: under registration authority 9 (market regulation) the entity
  * type in position 2 is 1, 2 or 3, and positions 3-8 are a GB/T 2260 division.
@@ -230,10 +257,17 @@ static int ent_derived_only(const tax_tag_t *t) {
     return 0;
 }
 
+/* Whether the rules newer than stored data apply to field 'key' (see
+ * ent_input_parse_stored). */
+static int ent_strict(const ent_input_t *in, const char *key) {
+    return !in->stored || (in->patch && json_object_get(in->patch, key) != NULL);
+}
+
 /* Reads a list of tag codes of 'vocab' into 'bits' (sorted, unique). Enterprise
- * tags the service derives are refused (ent_derived_only). */
+ * tags the service derives are refused (ent_derived_only) unless 'lenient'. */
 static int ent_tag_list(const app_t *app, json_t *v, tax_vocab_t vocab, unsigned max,
-                        const char *field, uint16_t *bits, unsigned *n, ent_err_t *err) {
+                        const char *field, int lenient, uint16_t *bits, unsigned *n,
+                        ent_err_t *err) {
     if (!json_is_array(v)) {
         return ent_fail(err, 400, "invalid_type", field, "%s must be a list of tag codes", field);
     }
@@ -255,7 +289,7 @@ static int ent_tag_list(const app_t *app, json_t *v, tax_vocab_t vocab, unsigned
                             taxonomy_vocab_name(vocab), json_string_value(e));
         }
         const tax_tag_t *t = taxonomy_tag(app->tax, vocab, (unsigned)bit);
-        if (vocab == TAX_ENTERPRISE && ent_derived_only(t)) {
+        if (vocab == TAX_ENTERPRISE && !lenient && ent_derived_only(t)) {
             return ent_fail(err, 400, "invalid_value", f,
                             "%s: %s is derived by the service (class %s) and cannot be given "
                             "as an explicit tag; send the attribute it comes from, or an "
@@ -392,6 +426,10 @@ static int ent_overrides_canon(const app_t *app, ent_input_t *in, json_t *out, e
     for (unsigned i = 0; i < n; i++) {
         if (k > 0 && items[k - 1].o.bit == items[i].o.bit) {
             if (json_equal(items[k - 1].item, items[i].item)) {
+                continue;
+            }
+            if (!ent_strict(in, "overrides")) {
+                items[k++] = items[i]; /* stored before the rule: kept, the later wins */
                 continue;
             }
             char f[64];
@@ -537,7 +575,7 @@ static int ent_quals(const app_t *app, json_t *v, ent_input_t *in, ent_err_t *er
         /* A certificate stands for a qualification; anything else here would put
          * an arbitrary tag (a region, a negative listing) into the profile. */
         const tax_tag_t *t = taxonomy_tag(app->tax, TAX_ENTERPRISE, (unsigned)bit);
-        if (strcmp(t->klass->code, "qualification") != 0) {
+        if (strcmp(t->klass->code, "qualification") != 0 && ent_strict(in, "qualifications")) {
             return ent_fail(err, 400, "invalid_value", f,
                             "%s must be a qualification tag code (qual.*); %s is of class %s", f,
                             t->code, t->klass->code);
@@ -713,7 +751,8 @@ static int ent_field(const app_t *app, const char *k, json_t *v, ent_input_t *in
         json_object_set(in->attrs, "name", v);
     } else if (strcmp(k, "region") == 0) {
         const char *s = json_string_value(v);
-        if (!json_is_string(v) || json_string_length(v) != 6 || !ent_division_ok(s, 0)) {
+        if (!json_is_string(v) || json_string_length(v) != 6 ||
+            (ent_strict(in, "region") ? !ent_division_ok(s, 0) : !ent_region_lenient_ok(s))) {
             return ent_fail(err, 400, "invalid_region", "region",
                             "region must be a 6-digit GB/T 2260 code starting with a province "
                             "code, such as \"320214\"");
@@ -723,7 +762,9 @@ static int ent_field(const app_t *app, const char *k, json_t *v, ent_input_t *in
         json_object_set(in->attrs, "region", v);
     } else if (strcmp(k, "industry") == 0) {
         if (!json_is_string(v) ||
-            rules_industry_normalize(json_string_value(v), json_string_length(v), in->industry)) {
+            (rules_industry_normalize(json_string_value(v), json_string_length(v), in->industry) &&
+             (ent_strict(in, "industry") ||
+              !ent_section_only(json_string_value(v), json_string_length(v), in->industry)))) {
             return ent_fail(err, 400, "invalid_industry", "industry",
                             "industry must be a GB/T 4754-2017 code: a section letter and 2 to 4 "
                             "digits, such as \"C3976\" or \"I65\"");
@@ -760,7 +801,7 @@ static int ent_field(const app_t *app, const char *k, json_t *v, ent_input_t *in
     } else if (strcmp(k, "qualifications") == 0) {
         return ent_quals(app, v, in, err);
     } else if (strcmp(k, "interests") == 0) {
-        if (ent_tag_list(app, v, TAX_POLICY, STORE_MAX_INTERESTS, "interests", in->interests,
+        if (ent_tag_list(app, v, TAX_POLICY, STORE_MAX_INTERESTS, "interests", 0, in->interests,
                          &in->ninterests, err)) {
             return -1;
         }
@@ -778,9 +819,11 @@ static int ent_field(const app_t *app, const char *k, json_t *v, ent_input_t *in
     return 0;
 }
 
-int ent_input_parse(const app_t *app, json_t *body, const char *path_uscc, ent_input_t *in,
-                    ent_err_t *err) {
+static int ent_parse(const app_t *app, json_t *body, const char *path_uscc, int stored,
+                     const json_t *patch, ent_input_t *in, ent_err_t *err) {
     memset(in, 0, sizeof *in);
+    in->stored = stored;
+    in->patch = patch;
     in->attrs = json_object();
     in->rin.founded = DATE_NONE;
     in->rin.quals = in->quals;
@@ -804,7 +847,7 @@ int ent_input_parse(const app_t *app, json_t *body, const char *path_uscc, ent_i
     } else {
         return ent_fail(err, 400, "missing_field", "uscc", "uscc is required");
     }
-    if (ent_uscc_structure(in->uscc, "uscc", err)) {
+    if (ent_strict(in, "uscc") && ent_uscc_structure(in->uscc, "uscc", err)) {
         return -1;
     }
     memcpy(in->rin.uscc, in->uscc, 19);
@@ -840,13 +883,24 @@ int ent_input_parse(const app_t *app, json_t *body, const char *path_uscc, ent_i
     unsigned nexp = 0;
     if (explicit && !json_is_null(explicit) &&
         ent_tag_list(app, explicit, TAX_ENTERPRISE, RULES_MAX_EXPLICIT, explicit_field,
-                     in->explicit_tags, &nexp, err)) {
+                     !ent_strict(in, "tags") && !ent_strict(in, "explicit_tags"), in->explicit_tags,
+                     &nexp, err)) {
         return -1;
     }
     in->rin.nexplicit = nexp;
     json_object_set_new(in->attrs, "explicit_tags",
                         ent_codes(app, TAX_ENTERPRISE, in->explicit_tags, nexp));
     return 0;
+}
+
+int ent_input_parse(const app_t *app, json_t *body, const char *path_uscc, ent_input_t *in,
+                    ent_err_t *err) {
+    return ent_parse(app, body, path_uscc, 0, NULL, in, err);
+}
+
+int ent_input_parse_stored(const app_t *app, json_t *body, const char *path_uscc,
+                           const json_t *patch, ent_input_t *in, ent_err_t *err) {
+    return ent_parse(app, body, path_uscc, 1, patch, in, err);
 }
 
 void ent_input_free(ent_input_t *in) {

@@ -22,6 +22,10 @@ typedef struct ent_input {
     rules_override_t overrides[RULES_MAX_OVERRIDES];
     uint16_t interests[STORE_MAX_INTERESTS];
     unsigned ninterests;
+    /* Set by ent_input_parse_stored: the rules newer than data already stored are
+     * checked only on the fields of 'patch' (NULL: none). */
+    int stored;
+    const json_t *patch;
 } ent_input_t;
 
 typedef struct ent_err {
@@ -37,6 +41,17 @@ typedef struct ent_err {
 int ent_input_parse(const app_t *app, json_t *body, const char *path_uscc, ent_input_t *in,
                     ent_err_t *err);
 void ent_input_free(ent_input_t *in);
+
+/* As ent_input_parse, for a document already stored (re-tag: 'patch' NULL) or one
+ * with a merge patch applied (PATCH: 'patch' is the request's, borrowed). Rules
+ * added after data may have been stored are checked only on the fields 'patch'
+ * sets, so that such data is still re-tagged and can be patched: a credit code's
+ * division and entity type, explicit tags of derived classes, qualifications
+ * outside qual.*, two different overrides of one tag (the later one then wins, as
+ * it did), a region outside the provinces, an industry given as a section letter
+ * alone. Everything else is checked as ent_input_parse does. */
+int ent_input_parse_stored(const app_t *app, json_t *body, const char *path_uscc,
+                           const json_t *patch, ent_input_t *in, ent_err_t *err);
 
 /* Every override of 'attrs' names who set it ("by"). 'attrs' is the body as the
  * request sent it (after ent_input_parse accepted it), so that the index in the

@@ -175,7 +175,11 @@ static void ent_write(ent_ctx_t *c, json_t *body, const char *path_uscc, int64_t
     api_req_t *req = c->req;
     ent_input_t in;
     ent_err_t e;
-    if (ent_input_parse(app, body, path_uscc, &in, &e)) {
+    /* A PATCH carries the stored document: the rules newer than it are checked
+     * only on the fields the patch sets (ent_input_parse_stored). */
+    int rc_parse = c->patch ? ent_input_parse_stored(app, body, path_uscc, c->patch, &in, &e)
+                            : ent_input_parse(app, body, path_uscc, &in, &e);
+    if (rc_parse) {
         ent_input_free(&in);
         ent_answer_err(req, &e);
         ent_ctx_free(c);

@@ -40,6 +40,10 @@ struct retag {
     char *due; /* a batch of 18-byte codes */
     size_t ndue, due_next;
     uint64_t due_progress; /* writes in the current batch */
+    /* Due enterprises this pass could not re-tag (their data no longer validates, a
+     * write failed): they stay due, first in the order, so each next batch skips
+     * them instead of fetching them again and stopping the pass for everyone. */
+    unsigned due_skip, due_failed;
     uint64_t daily_done, daily_changed;
     int32_t daily_day;
     /* full pass */
@@ -89,6 +93,8 @@ static void retag_op_done(retag_op_t *op, int changed, int failed) {
         r->daily_done++;
         r->daily_changed += changed != 0;
         r->due_progress += changed != 0;
+        r->due_failed += failed != 0;
+        r->due_skip += failed != 0;
     }
     json_decref(op->doc);
     free(op);
@@ -132,7 +138,8 @@ static void retag_on_read(void *arg, int rc, const store_doc_t *d) {
     json_t *body = ent_doc_to_input(old);
     ent_input_t in;
     ent_err_t e;
-    if (ent_input_parse(app, body, op->uscc, &in, &e)) {
+    /* Stored data: rules added since it was written do not stop its re-tag. */
+    if (ent_input_parse_stored(app, body, op->uscc, NULL, &in, &e)) {
         /* Stored data the current taxonomy no longer accepts: leave it, report it. */
         LOG_WARN("retag skipped", "\"uscc\":\"%s\",\"reason\":\"%s\"", op->uscc, e.code);
         ent_input_free(&in);
@@ -183,6 +190,7 @@ static void retag_on_due(void *arg, int rc, const char *codes, size_t n) {
     r->due = NULL;
     r->ndue = r->due_next = 0;
     r->due_progress = 0;
+    r->due_failed = 0;
     if (rc || n == 0 || r->closing) {
         if (rc == 0 && n == 0) {
             r->daily_day = app_today(r->app);
@@ -213,12 +221,13 @@ static void retag_pump(retag_t *r) {
         r->due_next++;
     }
     if (r->due_running && r->due && r->due_next == r->ndue && r->inflight == 0) {
-        /* A batch is finished; fetch the next one unless this one made no progress
-         * (enterprises whose data no longer validates stay due until fixed). */
-        int progress = r->due_progress > 0;
+        /* A batch is finished; fetch the next one, past those that failed, unless
+         * this one did nothing at all. */
+        int progress = r->due_progress > 0 || r->due_failed > 0;
         free(r->due);
         r->due = NULL;
-        if (progress && store_retag_due(st, app_today(r->app), RETAG_BATCH, retag_on_due, r) == 0) {
+        if (progress && store_retag_due(st, app_today(r->app), r->due_skip, RETAG_BATCH,
+                                        retag_on_due, r) == 0) {
             r->inflight++;
             return;
         }
@@ -261,7 +270,8 @@ static void retag_start_daily(retag_t *r) {
         return;
     }
     r->kick = 0;
-    if (store_retag_due(r->app->store, app_today(r->app), RETAG_BATCH, retag_on_due, r) == 0) {
+    r->due_skip = 0;
+    if (store_retag_due(r->app->store, app_today(r->app), 0, RETAG_BATCH, retag_on_due, r) == 0) {
         r->due_running = 1;
         r->inflight++;
     }
@@ -327,6 +337,9 @@ void retag_on_loaded(retag_t *r) {
     if (!r->due_running && !r->kick) {
         r->catching_up = 0; /* could not start; the tick retries */
     }
+    /* A pass cut short by the outage continues now rather than at the next tick
+     * (its writes failed while the store was down; /readyz waits for it). */
+    retag_pump(r);
 }
 
 int retag_catching_up(const retag_t *r) {

@@ -534,7 +534,7 @@ typedef struct due_op {
     store_due_cb cb;
     void *arg;
     int32_t today;
-    unsigned max;
+    unsigned skip, max;
 } due_op_t;
 
 /* ZRANGEBYSCORE order: by day, then by code. */
@@ -562,12 +562,14 @@ static void due_run(store_t *s, fake_op_t *o) {
         }
     }
     qsort(due, n, sizeof *due, due_cmp);
+    size_t from = op->skip < n ? op->skip : n;
+    n -= from;
     if (n > op->max) {
         n = op->max;
     }
     char *codes = xmalloc(n * 18 + 1);
     for (size_t i = 0; i < n; i++) {
-        memcpy(codes + i * 18, due[i]->uscc, 18);
+        memcpy(codes + i * 18, due[from + i]->uscc, 18);
     }
     op->cb(op->arg, 0, codes, n);
     free(codes);
@@ -575,7 +577,8 @@ static void due_run(store_t *s, fake_op_t *o) {
     free(op);
 }
 
-int store_retag_due(store_t *s, int32_t today, unsigned max, store_due_cb cb, void *arg) {
+int store_retag_due(store_t *s, int32_t today, unsigned skip, unsigned max, store_due_cb cb,
+                    void *arg) {
     int rc = fake__writable(s);
     if (rc) {
         return rc;
@@ -584,6 +587,7 @@ int store_retag_due(store_t *s, int32_t today, unsigned max, store_due_cb cb, vo
     op->cb = cb;
     op->arg = arg;
     op->today = today;
+    op->skip = skip;
     op->max = max;
     fake__queue(s, &op->base, due_run);
     return 0;

@@ -588,15 +588,17 @@ static void due_on_reply(void *arg, redisReply *r) {
     free(op);
 }
 
-int store_retag_due(store_t *s, int32_t today, unsigned max, store_due_cb cb, void *arg) {
+int store_retag_due(store_t *s, int32_t today, unsigned skip, unsigned max, store_due_cb cb,
+                    void *arg) {
     int rc = store_writable(s);
     if (rc) {
         return rc;
     }
-    char day[16], lim[16];
+    char day[16], off[16], lim[16];
     snprintf(day, sizeof day, "%ld", (long)today);
+    snprintf(off, sizeof off, "%u", skip);
     snprintf(lim, sizeof lim, "%u", max);
-    const char *argv[7] = {"ZRANGEBYSCORE", "hq:retag", "-inf", day, "LIMIT", "0", lim};
+    const char *argv[7] = {"ZRANGEBYSCORE", "hq:retag", "-inf", day, "LIMIT", off, lim};
     size_t lens[7];
     for (int i = 0; i < 7; i++) {
         lens[i] = strlen(argv[i]);

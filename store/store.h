@@ -119,10 +119,12 @@ int store_ent_del(store_t *s, const char *uscc, store_ent_cb cb, void *arg);
 /* Reads the stored document ('doc' is borrowed for the callback). */
 int store_ent_get(store_t *s, const char *uscc, store_doc_cb cb, void *arg);
 
-/* Credit codes of enterprises whose tags are due to change by 'today' (at most
- * 'max'). 'usccs' is an array of n 18-byte codes, borrowed for the callback. */
+/* Credit codes of enterprises whose tags are due to change by 'today', oldest day
+ * first, after skipping the first 'skip' (at most 'max'). 'usccs' is an array of n
+ * 18-byte codes, borrowed for the callback. */
 typedef void (*store_due_cb)(void *arg, int rc, const char *usccs, size_t n);
-int store_retag_due(store_t *s, int32_t today, unsigned max, store_due_cb cb, void *arg);
+int store_retag_due(store_t *s, int32_t today, unsigned skip, unsigned max, store_due_cb cb,
+                    void *arg);
 
 /* Called after each enterprise write that changed something, with its profile
  * before (NULL when it was just created) and after (NULL when deleted). Rows are

@@ -51,6 +51,7 @@ TESTS = [
     ("derived_age_brackets", tests_api.test_derived_age_brackets),
     ("retag_follows_time", tests_api.test_retag_follows_time),
     ("retag_at_start_before_ready", tests_api.test_retag_at_start_before_ready),
+    ("retag_legacy_and_broken_documents", tests_api.test_retag_legacy_and_broken_documents),
     ("retag_at_day_boundary", tests_api.test_retag_at_day_boundary),
     ("derived_qualification_expiry", tests_api.test_derived_qualification_expiry),
     ("explicit_tags_and_overrides", tests_api.test_explicit_tags_and_overrides),

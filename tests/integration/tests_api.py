@@ -905,6 +905,58 @@ def test_retag_at_start_before_ready(o):
         eq(st["daily"].get("last_completed"), "2026-12-06", "daily pass completed")
 
 
+def test_retag_legacy_and_broken_documents(o):
+    """Stored documents written before today's stricter rules (an explicit tag of a
+    derived class, an industry given as a section letter, a qualification outside
+    qual.*) are still re-tagged and can be patched; and 260 documents that cannot
+    be re-tagged at all, due first, do not stop the daily pass for the others."""
+    rng = random.Random(29)
+    with Env(o, huiqid_args=["--today", "2026-12-05"]) as env:
+        c = env.c
+        e, pid = _hightech_case(c, rng, "2026-12-05")
+        cert = [{"code": "qual.hightech", "expires": "2026-12-05"}]
+        legacy = {}
+        for what, change in (("derived explicit tag",
+                              lambda d: d.__setitem__("explicit_tags", ["region.320211"])),
+                             ("section-only industry", lambda d: d.__setitem__("industry", "C")),
+                             ("qualification outside qual.*",
+                              lambda d: d["qualifications"].append({"code": "sig.iot"}))):
+            x = new_ent(c, rng, qualifications=cert, industry="C3973")
+            doc = json.loads(env.redis("HGET", "hq:ent:" + x["uscc"], "doc"))
+            change(doc)
+            env.redis("HSET", "hq:ent:" + x["uscc"], "doc", json.dumps(doc, ensure_ascii=False))
+            legacy[what] = x
+        # 260 enterprises whose stored document is no longer JSON, due days earlier.
+        day = int(env.redis("ZSCORE", "hq:retag", e["uscc"]))
+        lines = []
+        for _ in range(260):
+            lines.append(json.dumps({"uscc": make_uscc(rng=rng), "name": "坏数据",
+                                     "qualifications": cert}))
+        r = c.post("/v1/enterprises:import", "\n".join(lines) + "\n",
+                   content_type="application/x-ndjson")
+        eq((r.status, r.json["accepted"]), (200, 260), "import of the 260")
+        for line in lines:
+            u = json.loads(line)["uscc"]
+            env.redis("HSET", "hq:ent:" + u, "doc", "not json")
+            env.redis("ZADD", "hq:retag", str(day - 3), u)
+        problems = env.stop_huiqid()
+        check(not problems, "stopping huiqid: %s", problems)
+        env.start_huiqid(["--today", "2026-12-06"])
+        c = env.c  # the new huiqid's client
+        d = wait_until(lambda: _hightech_lapsed(c, e, pid), 3.0 * o.slow,
+                       "the valid enterprise re-tagged behind 260 broken ones")
+        eq(d["version"], e["version"] + 1, "re-tagged once")
+        for what, x in legacy.items():
+            d = get_ok(c, "/v1/enterprises/" + x["uscc"]).json
+            check("qual.hightech" not in d["tags"], "%s: not re-tagged: %r", what, d["tags"])
+            r = c.patch("/v1/enterprises/" + x["uscc"], {"employees": 12})
+            eq(r.status, 200, "%s: PATCH of another field (%r)" % (what, r.json))
+        # What a patch sets is still checked.
+        x = legacy["derived explicit tag"]
+        expect_error(c.patch("/v1/enterprises/" + x["uscc"], {"tags": ["region.320205"]}), 400,
+                     "invalid_value", "tags[0]", what="PATCH setting a derived explicit tag")
+
+
 def test_retag_at_day_boundary(o):
     """The service's day changes while it runs: the day timer re-tags the enterprises
     due on the new day at once. The zone (--utc-offset) is chosen so that its
