@@ -23,7 +23,6 @@ typedef struct lane {
 struct ent_lanes {
     lane_t *bucket[LANE_BUCKETS];
     unsigned max_waiting;
-    unsigned count; /* updates running or waiting */
 };
 
 static unsigned lane_hash(const char *uscc) {
@@ -70,7 +69,6 @@ int ent_lane_enter(ent_lanes_t *l, const char *uscc, ent_lane_wait_t *w) {
         ln = xcalloc(1, sizeof *ln);
         memcpy(ln->uscc, uscc, 18);
         *p = ln;
-        l->count++;
         return 0;
     }
     if (ln->waiting >= l->max_waiting) {
@@ -84,7 +82,6 @@ int ent_lane_enter(ent_lanes_t *l, const char *uscc, ent_lane_wait_t *w) {
     }
     ln->tail = w;
     ln->waiting++;
-    l->count++;
     return 1;
 }
 
@@ -94,7 +91,6 @@ void ent_lane_leave(ent_lanes_t *l, const char *uscc) {
     if (ln == NULL) {
         return;
     }
-    l->count--;
     ent_lane_wait_t *w = ln->head;
     if (w == NULL) {
         *p = ln->next;
@@ -109,8 +105,4 @@ void ent_lane_leave(ent_lanes_t *l, const char *uscc) {
     /* The lane is w's now. Nothing here is touched after start: it may finish at
      * once (a store that refuses the read) and leave, starting the next in turn. */
     w->start(w->arg);
-}
-
-unsigned ent_lanes_count(const ent_lanes_t *l) {
-    return l ? l->count : 0;
 }

@@ -35,7 +35,5 @@ int ent_lane_enter(ent_lanes_t *l, const char *uscc, ent_lane_wait_t *w);
 /* The holder of the lane of 'uscc' is done (answered, whatever the outcome): the
  * next waiter, if any, starts before this returns. */
 void ent_lane_leave(ent_lanes_t *l, const char *uscc);
-/* Updates running or waiting, over all codes (for tests and metrics). */
-unsigned ent_lanes_count(const ent_lanes_t *l);
 
 #endif

@@ -593,6 +593,12 @@ void h_dlv_list(app_t *app, api_req_t *req) {
         free(c);
         return;
     }
+    if (cq < 0) {
+        api_error(req, 400, "invalid_parameter", "cursor",
+                  "cursor is malformed, too long or given more than once");
+        free(c);
+        return;
+    }
     if (cq > 0) {
         char *colon = strchr(cursor, ':');
         if (colon == NULL) {

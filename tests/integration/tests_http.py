@@ -793,6 +793,7 @@ def test_query_repeated_parameters(o):
             ("/v1/tags?vocab=policy&vocab=enterprise", "vocab"),
             ("/v1/tags?vocab=policy&class=fin&class=fin", "class"),
             ("/v1/deliveries?state=dead&state=retry", "state"),
+            ("/v1/deliveries?cursor=1:a&cursor=2:b", "cursor"),
         ]
         for path, field in cases:
             r = c.get(path)
