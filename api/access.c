@@ -219,3 +219,8 @@ const auth_id_t *access_id(const api_req_t *req) {
     const access_t *ac = req->auth;
     return ac && ac->state == AS_OK ? &ac->id : NULL;
 }
+
+int access_by_enterprise(const api_req_t *req) {
+    const auth_id_t *id = access_id(req);
+    return id && id->role == ROLE_ENTERPRISE;
+}

@@ -29,5 +29,8 @@ void access_release(app_t *app, api_req_t *req);
 const char *access_kid(const api_req_t *req);
 /* Who made the request, once allowed; NULL on public routes. */
 const auth_id_t *access_id(const api_req_t *req);
+/* Whether the request was made with an enterprise key (scoped to one credit code;
+ * access_head checked the scope). */
+int access_by_enterprise(const api_req_t *req);
 
 #endif

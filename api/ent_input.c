@@ -92,6 +92,15 @@ int ent_uscc_parse(const char *s, size_t len, char *out, const char *field, ent_
     return 0;
 }
 
+static int ent_six_digits(const char *s) {
+    for (int i = 0; i < 6; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* Whether the 6 bytes at 's' are a GB/T 2260 administrative division code: six
  * digits whose first two name a province-level division (GB/T 2260 numbers them
  * 11-15, 21-23, 31-37, 41-46, 50-54, 61-65, 71, 81, 82). With 'national', also
@@ -103,10 +112,8 @@ static int ent_division_ok(const char *s, int national) {
                                             "32", "33", "34", "35", "36", "37", "41", "42", "43",
                                             "44", "45", "46", "50", "51", "52", "53", "54", "61",
                                             "62", "63", "64", "65", "71", "81", "82"};
-    for (int i = 0; i < 6; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            return 0;
-        }
+    if (!ent_six_digits(s)) {
+        return 0;
     }
     if (national && memcmp(s, "100000", 6) == 0) {
         return 1;
@@ -122,12 +129,7 @@ static int ent_division_ok(const char *s, int national) {
 /* The region rule before ent_division_ok: six digits, not all zero. For stored
  * documents (ent_input_parse_stored). */
 static int ent_region_lenient_ok(const char *s) {
-    for (int i = 0; i < 6; i++) {
-        if (s[i] < '0' || s[i] > '9') {
-            return 0;
-        }
-    }
-    return memcmp(s, "000000", 6) != 0;
+    return ent_six_digits(s) && memcmp(s, "000000", 6) != 0;
 }
 
 /* An industry given as a section letter alone (A-T, any case), which was accepted

@@ -252,12 +252,6 @@ static void ent_enqueue(ent_ctx_t *c) {
     }
 }
 
-/* The caller's key is an enterprise key (scoped to this code: access.c checked). */
-static int ent_by_enterprise(const api_req_t *req) {
-    const auth_id_t *id = access_id(req);
-    return id && id->role == ROLE_ENTERPRISE;
-}
-
 void h_ent_create(app_t *app, api_req_t *req) {
     json_t *body;
     if (api_read_object(req, &body, 0)) {
@@ -286,7 +280,7 @@ void h_ent_put(app_t *app, api_req_t *req) {
     c->signed_ov = 1;
     /* A replacement by an enterprise key is compared with what is stored, so it
      * is read first and written only at the version read. */
-    c->guarded = c->read_first = ent_by_enterprise(req);
+    c->guarded = c->read_first = access_by_enterprise(req);
     ent_enqueue(c);
 }
 
@@ -378,7 +372,7 @@ void h_ent_patch(app_t *app, api_req_t *req) {
     memcpy(c->uscc, uscc, sizeof uscc);
     c->patch = body;
     c->read_first = 1;
-    c->guarded = ent_by_enterprise(req);
+    c->guarded = access_by_enterprise(req);
     /* Overrides kept from the stored document may predate the rule; new ones
      * must say who set them. */
     json_t *ov = json_object_get(body, "overrides");

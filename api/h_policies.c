@@ -206,8 +206,7 @@ void h_pol_get(app_t *app, api_req_t *req) {
     /* Enterprise keys see only what could be in a package: a draft or withdrawn
      * policy is as absent for them as an unknown id (the same 404, so the answer
      * does not tell that it exists). */
-    const auth_id_t *who = access_id(req);
-    if (p && p->status != STORE_POL_PUBLISHED && who && who->role == ROLE_ENTERPRISE) {
+    if (p && p->status != STORE_POL_PUBLISHED && access_by_enterprise(req)) {
         p = NULL;
     }
     if (p == NULL) {

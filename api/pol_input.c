@@ -10,11 +10,13 @@
 #include "common/xalloc.h"
 #include "tags/date.h"
 
-#define POL_MAX_TITLE    200
-#define POL_MAX_ISSUER   100
-#define POL_MAX_SUMMARY  5000
-#define POL_MAX_URL      2048
-#define POL_MAX_URL_TEXT "2048"
+#define POL_MAX_TITLE   200
+#define POL_MAX_ISSUER  100
+#define POL_MAX_SUMMARY 5000
+#define POL_MAX_URL     2048
+/* POL_MAX_URL as text, for the message that states the limit. */
+#define POL_STR_(x) #x
+#define POL_STR(x)  POL_STR_(x)
 
 static int pol_fail(ent_err_t *err, int status, const char *code, const char *field,
                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
@@ -166,7 +168,7 @@ static const char *pol_url_check(const char *s) {
         return "url must be a string: an http:// or https:// address";
     }
     if (strlen(s) > POL_MAX_URL) {
-        return "url is too long: at most " POL_MAX_URL_TEXT " bytes";
+        return "url is too long: at most " POL_STR(POL_MAX_URL) " bytes";
     }
     size_t skip = strncmp(s, "https://", 8) == 0 ? 8 : strncmp(s, "http://", 7) == 0 ? 7 : 0;
     if (skip == 0 || strpbrk(s, " \t\r\n") != NULL) {
